@@ -1,0 +1,163 @@
+"""The ASGI application: routes, error rendering and the storage it serves from."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from registry.config import Config, load_config
+from registry.errors import ErrorCode, RegistryError
+from registry.routes import blobs, listings, manifests, uploads
+from storage.driver import InvalidKeyError, StorageDriver, StorageUnavailableError
+from storage.filesystem import FilesystemDriver
+from storage.memory import MemoryDriver
+from storage.store import Store
+
+log = logging.getLogger("dockyard")
+
+API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
+
+ROUTES = [
+    Route("/v2/", listings.api_base, methods=["GET"]),
+    Route("/v2/_catalog", listings.catalog, methods=["GET"]),
+    Route("/v2/{name:path}/tags/list", listings.list_tags, methods=["GET"]),
+    Route("/v2/{name:path}/referrers/{digest}", listings.list_referrers, methods=["GET"]),
+    Route(
+        "/v2/{name:path}/manifests/{reference}",
+        manifests.get_manifest,
+        methods=["GET"],
+        name="get_manifest",
+    ),
+    Route("/v2/{name:path}/manifests/{reference}", manifests.put_manifest, methods=["PUT"]),
+    Route("/v2/{name:path}/manifests/{reference}", manifests.delete_manifest, methods=["DELETE"]),
+    Route("/v2/{name:path}/blobs/uploads/", uploads.start_upload, methods=["POST"]),
+    Route("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.upload_status, methods=["GET"]),
+    Route("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.patch_upload, methods=["PATCH"]),
+    Route("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.finish_upload, methods=["PUT"]),
+    Route("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.cancel_upload, methods=["DELETE"]),
+    Route("/v2/{name:path}/blobs/{digest}", blobs.get_blob, methods=["GET"]),
+    Route("/v2/{name:path}/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
+]
+
+
+def error_response(error: RegistryError) -> Response:
+    return Response(
+        error.body(),
+        status_code=error.status,
+        headers=error.headers,
+        media_type="application/json",
+    )
+
+
+async def _registry_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RegistryError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error = RegistryError(ErrorCode.UNSUPPORTED, "method not allowed", headers=exc.headers)
+    else:
+        error = RegistryError(
+            ErrorCode.UNSUPPORTED, "no such endpoint", status=exc.status_code, headers=exc.headers
+        )
+    return error_response(error)
+
+
+async def _storage_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("storage unavailable: %s", exc)
+    return error_response(RegistryError(ErrorCode.UNAVAILABLE, headers={"Retry-After": "1"}))
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    return error_response(RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, "client disconnected"))
+
+
+async def _invalid_key(request: Request, exc: Exception) -> Response:
+    return error_response(RegistryError(ErrorCode.NAME_INVALID, "invalid path"))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Starlette re-raises after this response is sent, so the server logs the traceback.
+    return error_response(RegistryError(ErrorCode.UNKNOWN))
+
+
+class ApiVersionHeader:
+    """Adds `Docker-Distribution-Api-Version` to every response, errors included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), API_VERSION_HEADER]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def create_driver(config: Config) -> StorageDriver:
+    if config.storage.driver == "memory":
+        return MemoryDriver()
+    return FilesystemDriver(config.storage.filesystem.root)
+
+
+async def _purge_expired_uploads(store: Store, config: Config) -> None:
+    """Remove abandoned upload sessions now and then (any process may do it)."""
+    max_age = config.uploads.expire_after_hours * 3600
+    while True:
+        try:
+            names = await store.catalog.names()
+            removed = await store.uploads.purge(names, time.time() - max_age)
+            if removed:
+                log.info("removed %d expired upload sessions", removed)
+        except Exception:
+            log.exception("purging expired uploads failed")
+        await asyncio.sleep(min(max_age, 3600))
+
+
+def create_app(config: Config | None = None, driver: StorageDriver | None = None) -> Starlette:
+    config = config or load_config()
+    store = Store(driver or create_driver(config))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        purger = asyncio.create_task(_purge_expired_uploads(store, config))
+        try:
+            yield
+        finally:
+            purger.cancel()
+            await store.close()
+
+    app = Starlette(
+        routes=ROUTES,
+        exception_handlers={
+            RegistryError: _registry_error,
+            HTTPException: _http_error,
+            StorageUnavailableError: _storage_unavailable,
+            ClientDisconnect: _client_disconnect,
+            InvalidKeyError: _invalid_key,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.store = store
+    app.add_middleware(ApiVersionHeader)
+    return app

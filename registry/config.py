@@ -1,0 +1,120 @@
+"""Configuration: a YAML file, every key overridable by a `DOCKYARD_` environment variable.
+
+Nested keys join with `__`: `DOCKYARD_STORAGE__FILESYSTEM__ROOT=/srv/registry`.
+Unknown keys are refused, naming the key, so a typo never silently falls back to
+a default. `config.example.yaml` documents every option with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_ENV = "DOCKYARD_CONFIG"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpConfig(Section):
+    host: str = "0.0.0.0"
+    port: int = Field(5000, ge=0, le=65535)
+    workers: int = Field(0, ge=0, description="0 means one per CPU")
+    access_log: bool = True
+
+
+class FilesystemConfig(Section):
+    root: Path = Path("./data")
+
+
+class DeleteConfig(Section):
+    enabled: bool = True
+
+
+class StorageConfig(Section):
+    driver: Literal["filesystem", "memory"] = "filesystem"
+    filesystem: FilesystemConfig = FilesystemConfig()
+    delete: DeleteConfig = DeleteConfig()
+
+
+class UploadsConfig(Section):
+    chunk_min_length: int = Field(0, ge=0, description="advertised as OCI-Chunk-Min-Length if > 0")
+    expire_after_hours: float = Field(24.0, gt=0)
+    manifest_max_bytes: int = Field(4 << 20, gt=0)
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DOCKYARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    http: HttpConfig = HttpConfig()
+    storage: StorageConfig = StorageConfig()
+    uploads: UploadsConfig = UploadsConfig()
+    log: LogConfig = LogConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables override the file, which is passed as init arguments.
+        return env_settings, init_settings
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"])
+        lines.append(f"  {key}: {problem['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def _refuse_unknown_environment() -> None:
+    known = {name.upper() for name in Config.model_fields} | {"CONFIG"}
+    for variable in os.environ:
+        if variable.startswith("DOCKYARD_"):
+            section = variable.removeprefix("DOCKYARD_").split("__", 1)[0]
+            if section not in known:
+                raise ConfigError(f"unknown configuration variable {variable}")
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the YAML file at `path` (or `$DOCKYARD_CONFIG`), then apply the environment."""
+    path = path or os.environ.get(CONFIG_ENV)
+    data: Any = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as error:
+            raise ConfigError(f"cannot read configuration file {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"configuration file {path} is not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"configuration file {path} must hold a mapping at the top")
+    _refuse_unknown_environment()
+    try:
+        return Config(**data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None

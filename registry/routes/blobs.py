@@ -1,0 +1,86 @@
+"""Blob endpoints: GET/HEAD with Range (end-2) and DELETE (end-10)."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from registry.errors import ErrorCode, RegistryError
+from registry.routes.common import (
+    digest_param,
+    empty,
+    repository,
+    require_delete_enabled,
+    store,
+)
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end inclusive) of a single-range `Range` header; None to send everything."""
+    if not header:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if not match or match.groups() == ("", ""):
+        return None  # Multiple or malformed ranges: RFC 9110 lets us ignore them.
+    first, last = match.groups()
+    if first:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+        if last and int(last) < start:
+            return None
+    else:
+        start, end = max(size - int(last), 0), size - 1
+        if int(last) == 0:
+            start = size
+    if start >= size or start > end:
+        raise RegistryError(
+            ErrorCode.SIZE_INVALID,
+            f"range {header[:64]!r} not satisfiable for {size} bytes",
+            status=416,
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    return start, end
+
+
+async def get_blob(request: Request) -> Response:
+    name = repository(request)
+    digest = digest_param(request.path_params["digest"])
+    size = await store(request).blobs.linked_size(name, digest)
+    if size is None:
+        raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
+    etag = f'"{digest}"'
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000",
+        "Content-Type": "application/octet-stream",
+    }
+    if request.headers.get("if-none-match") == etag:
+        return empty(304, headers)
+    byte_range = _byte_range(request.headers.get("range"), size)
+    status, start, length = 200, 0, size
+    if byte_range is not None:
+        status, start, length = 206, byte_range[0], byte_range[1] - byte_range[0] + 1
+        headers["Content-Range"] = f"bytes {byte_range[0]}-{byte_range[1]}/{size}"
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    if byte_range is None and (url := await store(request).blobs.redirect_url(digest)):
+        return RedirectResponse(
+            url, status_code=307, headers={"Docker-Content-Digest": str(digest)}
+        )
+    body = store(request).blobs.reader(digest, start, length)
+    return StreamingResponse(body, status_code=status, headers=headers)
+
+
+async def delete_blob(request: Request) -> Response:
+    name = repository(request)
+    digest = digest_param(request.path_params["digest"])
+    require_delete_enabled(request)
+    if not await store(request).blobs.unlink(name, digest):
+        raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
+    return empty(202)

@@ -1,0 +1,111 @@
+"""Helpers every endpoint module shares: request parsing, pagination, locations."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.config import Config
+from registry.errors import ErrorCode, RegistryError
+from registry.references import Digest, parse_name
+from storage.store import Store
+
+_MAX_PAGE = 10_000
+
+
+def store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def config(request: Request) -> Config:
+    return request.app.state.config
+
+
+def repository(request: Request) -> str:
+    return parse_name(request.path_params["name"])
+
+
+def digest_param(value: str | None) -> Digest:
+    if not value:
+        raise RegistryError(ErrorCode.DIGEST_INVALID, "a digest is required")
+    return Digest.parse(value)
+
+
+def require_delete_enabled(request: Request) -> None:
+    if not config(request).storage.delete.enabled:
+        raise RegistryError(ErrorCode.UNSUPPORTED, "deletion is disabled on this registry")
+
+
+def content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise RegistryError(ErrorCode.SIZE_INVALID, f"invalid Content-Length {value[:32]!r}")
+    return int(value)
+
+
+def has_body(request: Request) -> bool:
+    return (content_length(request) or 0) > 0 or "chunked" in request.headers.get(
+        "transfer-encoding", ""
+    ).lower()
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The whole (small) body, refusing more than `limit` bytes with 413."""
+    too_large = RegistryError(ErrorCode.SIZE_INVALID, f"body larger than {limit} bytes", status=413)
+    declared = content_length(request)
+    if declared is not None and declared > limit:
+        raise too_large
+    parts: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise too_large
+        parts.append(chunk)
+    body = b"".join(parts)
+    if declared is not None and declared != len(body):
+        raise RegistryError(
+            ErrorCode.SIZE_INVALID, f"received {len(body)} bytes, Content-Length said {declared}"
+        )
+    return body
+
+
+def page(
+    items: list[str], request: Request, path: str, default_n: int | None
+) -> tuple[list[str], dict[str, str]]:
+    """Apply `n` and `last` to a sorted list; returns the page and its Link header."""
+    raw_n = request.query_params.get("n")
+    last = request.query_params.get("last")
+    n = default_n
+    if raw_n is not None:
+        if not re.fullmatch(r"\d{1,9}", raw_n):
+            raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"invalid n {raw_n[:32]!r}")
+        n = min(int(raw_n), _MAX_PAGE)
+    if last:
+        items = [item for item in items if item > last]
+    if n is None or len(items) <= n:
+        return items, {}
+    selected = items[:n]
+    if not selected:
+        return [], {}
+    return selected, {"Link": f'<{path}?n={n}&last={selected[-1]}>; rel="next"'}
+
+
+def blob_location(name: str, digest: Digest) -> str:
+    return f"/v2/{name}/blobs/{digest}"
+
+
+def upload_location(name: str, upload_id: str) -> str:
+    return f"/v2/{name}/blobs/uploads/{upload_id}"
+
+
+def manifest_location(name: str, digest: Digest) -> str:
+    return f"/v2/{name}/manifests/{digest}"
+
+
+def empty(status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, headers=headers)

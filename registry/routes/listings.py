@@ -1,0 +1,45 @@
+"""Listings: the API base (end-1), tags (end-8), referrers (end-12) and `_catalog`."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from registry.errors import ErrorCode, RegistryError
+from registry.manifests import OCI_INDEX
+from registry.routes.common import digest_param, empty, page, repository, store
+
+CATALOG_PAGE = 1000
+
+
+async def api_base(request: Request) -> Response:
+    return empty(200)
+
+
+async def list_tags(request: Request) -> Response:
+    name = repository(request)
+    if not await store(request).catalog.exists(name):
+        raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
+    tags, headers = page(
+        await store(request).manifests.tags(name), request, f"/v2/{name}/tags/list", None
+    )
+    return JSONResponse({"name": name, "tags": tags}, headers=headers)
+
+
+async def list_referrers(request: Request) -> Response:
+    name = repository(request)
+    subject = digest_param(request.path_params["digest"])
+    descriptors = await store(request).manifests.referrers(name, subject)
+    headers = {"Content-Type": OCI_INDEX}
+    if artifact_type := request.query_params.get("artifactType"):
+        descriptors = [d for d in descriptors if d.get("artifactType") == artifact_type]
+        headers["OCI-Filters-Applied"] = "artifactType"
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
+    return JSONResponse(index, headers=headers, media_type=OCI_INDEX)
+
+
+async def catalog(request: Request) -> Response:
+    names, headers = page(
+        await store(request).catalog.names(), request, "/v2/_catalog", CATALOG_PAGE
+    )
+    return JSONResponse({"repositories": names}, headers=headers)

@@ -1,0 +1,127 @@
+"""Manifest endpoints: GET/HEAD (end-3), PUT with optional `?tag=` (end-7), DELETE (end-9)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.errors import ErrorCode, RegistryError
+from registry.manifests import Manifest, parse_manifest
+from registry.references import Digest, is_digest, parse_tag
+from registry.routes.common import (
+    config,
+    empty,
+    manifest_location,
+    read_limited,
+    repository,
+    require_delete_enabled,
+    store,
+)
+from storage.store import Store
+
+MAX_TAGS_PER_PUT = 100
+
+
+def _unknown(reference: str) -> RegistryError:
+    return RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference[:160]})
+
+
+async def _resolve(store: Store, name: str, reference: str) -> Digest:
+    if is_digest(reference):
+        return Digest.parse(reference)
+    digest = await store.manifests.resolve(name, parse_tag(reference))
+    if digest is None:
+        raise _unknown(reference)
+    return digest
+
+
+async def get_manifest(request: Request) -> Response:
+    name = repository(request)
+    reference = request.path_params["reference"]
+    digest = await _resolve(store(request), name, reference)
+    manifest = await store(request).manifests.get(name, digest)
+    if manifest is None:
+        raise _unknown(reference)
+    etag = f'"{digest}"'
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "ETag": etag,
+        "Content-Type": manifest.media_type,
+        "Content-Length": str(len(manifest.raw)),
+    }
+    if request.headers.get("if-none-match") == etag:
+        del headers["Content-Length"]
+        return Response(status_code=304, headers=headers)
+    if request.method == "HEAD":
+        return Response(headers=headers)
+    return Response(manifest.raw, headers=headers)
+
+
+async def _check_references(store: Store, name: str, manifest: Manifest) -> None:
+    """Every blob and child manifest the manifest names must be in this repository."""
+    blob_sizes = asyncio.gather(*(store.blobs.linked_size(name, b.digest) for b in manifest.blobs))
+    children = asyncio.gather(*(store.manifests.exists(name, c.digest) for c in manifest.children))
+    for blob, size in zip(manifest.blobs, await blob_sizes, strict=True):
+        if size is None:
+            raise RegistryError(
+                ErrorCode.MANIFEST_BLOB_UNKNOWN,
+                f"blob {blob.digest} is not in repository {name}",
+                detail={"digest": str(blob.digest)},
+            )
+    for child, present in zip(manifest.children, await children, strict=True):
+        if not present:
+            raise RegistryError(
+                ErrorCode.MANIFEST_BLOB_UNKNOWN,
+                f"manifest {child.digest} is not in repository {name}",
+                detail={"digest": str(child.digest)},
+            )
+
+
+async def put_manifest(request: Request) -> Response:
+    name = repository(request)
+    reference = request.path_params["reference"]
+    query_tags = [parse_tag(tag) for tag in request.query_params.getlist("tag")]
+    if len(query_tags) > MAX_TAGS_PER_PUT:
+        raise RegistryError(
+            ErrorCode.UNSUPPORTED, f"at most {MAX_TAGS_PER_PUT} tags per request", status=414
+        )
+    if is_digest(reference):
+        expected: Digest | None = Digest.parse(reference)
+        tags = query_tags
+    else:
+        expected, tags = None, [parse_tag(reference), *query_tags]
+    raw = await read_limited(request, config(request).uploads.manifest_max_bytes)
+    digest = Digest.of(raw, expected.algorithm if expected else "sha256")
+    if expected is not None and digest != expected:
+        raise RegistryError(
+            ErrorCode.DIGEST_INVALID,
+            f"manifest has digest {digest}, not {expected}",
+            detail={"digest": str(expected)},
+        )
+    manifest = parse_manifest(raw, request.headers.get("content-type"), digest)
+    await _check_references(store(request), name, manifest)
+    tags = list(dict.fromkeys(tags))
+    await store(request).manifests.put(name, manifest, tags)
+    headers = {"Location": manifest_location(name, digest), "Docker-Content-Digest": str(digest)}
+    if manifest.subject is not None:
+        headers["OCI-Subject"] = str(manifest.subject)
+    response = empty(201, headers)
+    for tag in query_tags:
+        response.headers.append("OCI-Tag", tag)
+    return response
+
+
+async def delete_manifest(request: Request) -> Response:
+    name = repository(request)
+    reference = request.path_params["reference"]
+    require_delete_enabled(request)
+    manifests = store(request).manifests
+    if is_digest(reference):
+        deleted = await manifests.delete(name, Digest.parse(reference))
+    else:
+        deleted = await manifests.untag(name, parse_tag(reference))
+    if not deleted:
+        raise _unknown(reference)
+    return empty(202)

@@ -1,0 +1,75 @@
+"""Content-addressed blobs shared by all repositories, and each repository's links to them.
+
+A repository serves only the blobs it was given (pushed, mounted, or referenced by
+a manifest pushed to it); the bytes are stored once for the whole registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from registry.references import Digest
+from storage import paths
+from storage.catalog import Catalog
+from storage.driver import PathNotFoundError, StorageDriver, Writer
+
+
+class BlobStore:
+    def __init__(self, driver: StorageDriver, catalog: Catalog) -> None:
+        self._driver = driver
+        self._catalog = catalog
+        # Content never changes under its digest, so its size can be remembered.
+        self._sizes: dict[Digest, int] = {}
+
+    async def size(self, digest: Digest) -> int | None:
+        """Size of the blob's content, or None if the registry does not have it."""
+        if digest in self._sizes:
+            return self._sizes[digest]
+        try:
+            info = await self._driver.stat(paths.blob_data(digest))
+        except PathNotFoundError:
+            return None
+        if len(self._sizes) > 100_000:
+            self._sizes.clear()
+        self._sizes[digest] = info.size
+        return info.size
+
+    async def linked_size(self, name: str, digest: Digest) -> int | None:
+        """Size of a blob this repository may serve, or None."""
+        if not await self._driver.exists(paths.layer_link(name, digest)):
+            return None
+        return await self.size(digest)
+
+    async def link(self, name: str, digest: Digest) -> None:
+        await self._catalog.add(name)
+        await self._driver.put(paths.layer_link(name, digest), str(digest).encode())
+
+    async def unlink(self, name: str, digest: Digest) -> bool:
+        link = paths.layer_link(name, digest)
+        if not await self._driver.exists(link):
+            return False
+        await self._driver.delete(link)
+        return True
+
+    async def commit(self, writer: Writer, digest: Digest) -> None:
+        """Store what `writer` holds as the content of `digest` (already verified)."""
+        if await self.size(digest) is not None:
+            await writer.cancel()  # Already stored: keep the one copy.
+        else:
+            await writer.commit(paths.blob_data(digest))
+
+    async def put(self, data: bytes, digest: Digest) -> None:
+        """Store small content (a manifest) under its digest, once."""
+        if await self.size(digest) is None:
+            await self._driver.put(paths.blob_data(digest), data)
+
+    async def get(self, digest: Digest) -> bytes:
+        return await self._driver.get(paths.blob_data(digest))
+
+    def reader(
+        self, digest: Digest, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        return self._driver.reader(paths.blob_data(digest), offset, length)
+
+    async def redirect_url(self, digest: Digest) -> str | None:
+        return await self._driver.redirect_url(paths.blob_data(digest))

@@ -1,0 +1,123 @@
+"""The storage driver interface: a small, dumb key/value store of byte streams.
+
+Drivers know nothing about registries. Keys are relative, `/`-separated paths
+built only by `storage.paths` from validated names and digests; drivers check
+them again (`check_key`) as a second line of defence.
+
+Contract every driver keeps:
+- `put` and `Writer.commit` are atomic: a reader sees the old content or the new,
+  never a part.
+- A `Writer` opened with `append=True` resumes what an earlier writer (possibly in
+  another process) left after `close()`; its bytes so far are readable with
+  `reader()` on the writer's key until it is committed or cancelled.
+- Blocking work (disk, network, SDK calls) runs off the event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+_KEY = re.compile(r"[A-Za-z0-9._+=-]+(?:/[A-Za-z0-9._+=-]+)*")
+
+
+class StorageError(Exception):
+    """Base of the errors drivers raise."""
+
+
+class PathNotFoundError(StorageError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no such key: {key}")
+        self.key = key
+
+
+class StorageUnavailableError(StorageError):
+    """The backend did not answer, or answered with a server-side failure."""
+
+
+class InvalidKeyError(StorageError, ValueError):
+    pass
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that are not plain relative paths (no `..`, no empty parts)."""
+    if not _KEY.fullmatch(key) or any(part in (".", "..") for part in key.split("/")):
+        raise InvalidKeyError(f"invalid storage key {key!r}")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    key: str
+    size: int
+    modified: float
+
+
+class Writer(abc.ABC):
+    """Appends bytes to a key that is not visible under its final name until commit."""
+
+    size: int
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Persist what was written so a later `writer(key, append=True)` can go on."""
+
+    @abc.abstractmethod
+    async def commit(self, destination: str) -> None:
+        """Make everything written appear atomically at `destination` (replacing it)."""
+
+    @abc.abstractmethod
+    async def cancel(self) -> None:
+        """Discard everything written, including what earlier writers left."""
+
+
+class StorageDriver(abc.ABC):
+    """What the registry needs from a storage backend, and nothing more."""
+
+    name: str
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes:
+        """Whole content of a small object; raises PathNotFoundError."""
+
+    @abc.abstractmethod
+    async def put(self, key: str, data: bytes) -> None:
+        """Atomically create or replace a small object."""
+
+    @abc.abstractmethod
+    def reader(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream `length` bytes (all, if None) from `offset`; raises PathNotFoundError."""
+
+    @abc.abstractmethod
+    async def writer(self, key: str, append: bool = False) -> Writer: ...
+
+    @abc.abstractmethod
+    async def stat(self, key: str) -> FileInfo:
+        """Size and time of an object; raises PathNotFoundError."""
+
+    @abc.abstractmethod
+    async def list(self, prefix: str) -> list[str]:
+        """Names of the direct children of `prefix` (objects and "directories")."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove an object or everything below a prefix; missing keys are not an error."""
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self.stat(key)
+        except PathNotFoundError:
+            return False
+        return True
+
+    async def redirect_url(self, key: str) -> str | None:
+        """A URL a client may fetch `key` from directly, or None to stream it ourselves."""
+        return None
+
+    async def close(self) -> None:  # noqa: B027 - most drivers hold nothing to release
+        """Release connections and threads."""

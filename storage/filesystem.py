@@ -1,0 +1,148 @@
+"""Filesystem driver: keys are files below one root directory.
+
+Atomicity comes from writing aside (a dot-file in the target directory), fsync,
+then `os.replace`; dot-files are never listed. All disk work runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
+
+from storage.driver import FileInfo, PathNotFoundError, StorageDriver, Writer, check_key
+
+READ_CHUNK = 1 << 20
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_durably(source: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, destination)
+    _fsync_dir(destination.parent)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(temp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        _replace_durably(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class FilesystemWriter(Writer):
+    def __init__(self, driver: FilesystemDriver, path: Path, file: AsyncBufferedIOBase, size: int):
+        self._driver = driver
+        self._path = path
+        self._file = file
+        self.size = size
+
+    async def write(self, data: bytes) -> None:
+        await self._file.write(data)
+        self.size += len(data)
+
+    async def close(self) -> None:
+        if not self._file.closed:
+            await self._file.close()
+
+    async def commit(self, destination: str) -> None:
+        await self._file.flush()
+        await asyncio.to_thread(os.fsync, self._file.fileno())
+        await self.close()
+        await asyncio.to_thread(_replace_durably, self._path, self._driver.path(destination))
+
+    async def cancel(self) -> None:
+        await self.close()
+        await asyncio.to_thread(self._path.unlink, missing_ok=True)
+
+
+class FilesystemDriver(StorageDriver):
+    name = "filesystem"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    async def get(self, key: str) -> bytes:
+        try:
+            async with aiofiles.open(self.path(key), "rb") as file:
+                return await file.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise PathNotFoundError(key) from None
+
+    async def put(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(_write_atomically, self.path(key), data)
+
+    async def reader(
+        self, key: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        try:
+            file = await aiofiles.open(self.path(key), "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise PathNotFoundError(key) from None
+        try:
+            await file.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                chunk = await file.read(size)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            await file.close()
+
+    async def writer(self, key: str, append: bool = False) -> FilesystemWriter:
+        path = self.path(key)
+        await aiofiles.os.makedirs(path.parent, exist_ok=True)
+        file = await aiofiles.open(path, "ab" if append else "wb")
+        return FilesystemWriter(self, path, file, await file.tell())
+
+    async def stat(self, key: str) -> FileInfo:
+        try:
+            result = await aiofiles.os.stat(self.path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFoundError(key) from None
+        return FileInfo(key, result.st_size, result.st_mtime)
+
+    async def list(self, prefix: str) -> list[str]:
+        try:
+            names = await aiofiles.os.listdir(self.path(prefix))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [name for name in names if not name.startswith(".")]
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(_remove, self.path(key))

@@ -1,0 +1,88 @@
+"""Where everything lives in a driver: the one place that builds storage keys.
+
+    blobs/<alg>/<xx>/<hex>/data                              content, shared by all repositories
+    catalog/<name with / as +>                               marker: the repository exists
+    repositories/<name>/_layers/<alg>/<hex>/link             blob given to this repository
+    repositories/<name>/_manifests/revisions/<alg>/<hex>/link  manifest in this repository (JSON)
+    repositories/<name>/_manifests/tags/<tag>/current/link   tag -> manifest digest
+    repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>   descriptor of a referrer of a subject
+    repositories/<name>/_uploads/<id>/{data,info}            upload session
+
+Callers pass names, tags and digests already validated by `registry.references`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from registry.references import Digest
+
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_upload_id(value: str) -> bool:
+    return _UPLOAD_ID.fullmatch(value) is not None
+
+
+def blob_data(digest: Digest) -> str:
+    return f"blobs/{digest.algorithm}/{digest.encoded[:2]}/{digest.encoded}/data"
+
+
+def catalog_dir() -> str:
+    return "catalog"
+
+
+def catalog_marker(name: str) -> str:
+    return f"catalog/{name.replace('/', '+')}"
+
+
+def name_from_catalog_marker(marker: str) -> str:
+    return marker.replace("+", "/")
+
+
+def repository(name: str) -> str:
+    return f"repositories/{name}"
+
+
+def layer_link(name: str, digest: Digest) -> str:
+    return f"repositories/{name}/_layers/{digest.algorithm}/{digest.encoded}/link"
+
+
+def revision_link(name: str, digest: Digest) -> str:
+    return f"repositories/{name}/_manifests/revisions/{digest.algorithm}/{digest.encoded}/link"
+
+
+def tags_dir(name: str) -> str:
+    return f"repositories/{name}/_manifests/tags"
+
+
+def tag_dir(name: str, tag: str) -> str:
+    return f"repositories/{name}/_manifests/tags/{tag}"
+
+
+def tag_link(name: str, tag: str) -> str:
+    return f"repositories/{name}/_manifests/tags/{tag}/current/link"
+
+
+def referrers_dir(name: str, subject: Digest) -> str:
+    return f"repositories/{name}/_referrers/{subject.algorithm}/{subject.encoded}"
+
+
+def referrer_entry(name: str, subject: Digest, referrer: Digest) -> str:
+    return f"{referrers_dir(name, subject)}/{referrer.algorithm}-{referrer.encoded}"
+
+
+def uploads_dir(name: str) -> str:
+    return f"repositories/{name}/_uploads"
+
+
+def upload_dir(name: str, upload_id: str) -> str:
+    return f"repositories/{name}/_uploads/{upload_id}"
+
+
+def upload_data(name: str, upload_id: str) -> str:
+    return f"repositories/{name}/_uploads/{upload_id}/data"
+
+
+def upload_info(name: str, upload_id: str) -> str:
+    return f"repositories/{name}/_uploads/{upload_id}/info"
