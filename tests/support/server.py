@@ -1,0 +1,122 @@
+"""Run `dockyard serve` as a subprocess on a free loopback port, for real-client tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RegistryProcess:
+    """A running registry: `host` is `127.0.0.1:PORT`, `url` its base URL."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any] | None = None,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        scheme: str = "http",
+    ) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"{scheme}://{self.host}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        settings: dict[str, Any] = {"storage": {"filesystem": {"root": str(workdir / "data")}}}
+        _merge(settings, config or {})
+        self.config_path = workdir / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(settings))
+        self.log_path = workdir / "server.log"
+        self.workers = workers
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")},
+            "PYTHONPATH": str(ROOT),
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> RegistryProcess:
+        command = [
+            sys.executable, "-m", "registry", "serve",
+            "--config", str(self.config_path),
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--workers", str(self.workers),
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"registry exited early:\n{self.log()}")
+            try:
+                httpx.get(f"{self.url}/v2/", timeout=1.0, verify=False)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"registry did not answer within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server and all its worker processes now."""
+        assert self.process is not None
+        parent = psutil.Process(self.process.pid)
+        processes = [parent, *parent.children(recursive=True)]
+        total = 0
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += process.memory_info().rss
+        return total
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def __enter__(self) -> RegistryProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _merge(target: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
