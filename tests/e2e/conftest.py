@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,16 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
     daemon.stop()
 
 
+STORAGE = ["filesystem"]
+
+
+@pytest.fixture(params=STORAGE)
+def storage_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The `storage:` section every real-client test runs with, once per driver."""
+    return {"driver": request.param}
+
+
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[RegistryProcess]:
-    with RegistryProcess(tmp_path / "registry") as server:
+def registry(tmp_path: Path, storage_config: dict[str, Any]) -> Iterator[RegistryProcess]:
+    with RegistryProcess(tmp_path / "registry", {"storage": storage_config}) as server:
         yield server
