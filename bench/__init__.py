@@ -1,0 +1,6 @@
+"""Dockyard against the reference registry (CNCF distribution), side by side.
+
+`python -m bench` installs what is missing, starts both servers on 127.0.0.1 with
+fresh data directories on the same disk, measures every figure alternately A/B
+over several rounds and rewrites `bench/RESULTS.md`.
+"""

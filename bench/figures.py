@@ -1,0 +1,162 @@
+"""What is measured: each figure, how, and the target its ratio is held to."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.client import MANIFEST_ACCEPT, RegistryClient, image_manifest
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Sizes:
+    blob: int
+    chunk: int
+    range_tail: int
+    wrk_seconds: int
+    repositories: int
+    tags: int
+    image_layers: int
+    image_layer_bytes: int
+    concurrency: int
+    push_layer_bytes: int
+    rounds: int
+
+
+FULL = Sizes(512 * MiB, 16 * MiB, 64 * MiB, 10, 1000, 1000, 5, 40 * MiB, 20, 5 * MiB, 3)
+QUICK = Sizes(64 * MiB, 16 * MiB, 16 * MiB, 2, 100, 100, 5, 4 * MiB, 4, 1 * MiB, 1)
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    target: float | None  # ratio Dockyard/reference to reach (>= if higher is better, else <=)
+
+
+FIGURES = [
+    Figure("upload", "monolithic upload (POST + PUT)", "MB/s", True, 1.0),
+    Figure("chunked", "chunked upload, 16 MiB PATCHes", "MB/s", True, 1.0),
+    Figure("download", "blob download", "MB/s", True, 1.0),
+    Figure("range", "Range download of the last 64 MiB", "MB/s", True, 1.0),
+    Figure("manifest_rps", "manifest GET by tag, 64 connections (wrk)", "req/s", True, 5.0),
+    Figure("head_rps", "HEAD blob, 64 connections (hey)", "req/s", True, 5.0),
+    Figure("tags_rps", "tag list (1,000 tags), 64 connections", "req/s", True, 5.0),
+    Figure("catalog_rps", "_catalog (1,000 repositories), 64 connections", "req/s", True, 5.0),
+    Figure("push", "docker push, ~200 MB in 5 layers", "s", False, 1.0),
+    Figure("pull", "docker pull, ~200 MB in 5 layers", "s", False, 1.0),
+    Figure("pulls", "20 concurrent docker pulls of one image", "s", False, 1.0),
+    Figure("pushes", "20 concurrent docker pushes of different images", "s", False, 1.0),
+]
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+class BlobData:
+    """Random bytes in memory; each upload changes a counter at the front so every
+    upload is a new blob to the server."""
+
+    def __init__(self, size: int) -> None:
+        self.data = bytearray(os.urandom(size))
+        self.view = memoryview(self.data)
+        self._counter = 0
+
+    def fresh(self) -> str:
+        self._counter += 1
+        self.data[:8] = self._counter.to_bytes(8, "big")
+        return "sha256:" + hashlib.sha256(self.view).hexdigest()
+
+
+class ListingFixture:
+    """Small image, 1,000 tags in one repository, 1,000 repositories: built once per server."""
+
+    SMALL = "bench/small"
+    TAGS = "bench/tags"
+
+    def __init__(self, host: str, sizes: Sizes) -> None:
+        self.host = host
+        config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}'
+        layer = os.urandom(2048)
+        client = RegistryClient(host)
+        self.config_digest = client.push_small_blob(self.SMALL, config)
+        self.layer_digest = client.push_small_blob(self.SMALL, layer)
+        self.manifest = image_manifest(config, layer)
+        client.put_manifest(self.SMALL, "latest", self.manifest)
+        client.close()
+        self._parallel(
+            [(self.TAGS, f"t{i:04d}") for i in range(sizes.tags)]
+            + [(f"bench/repo-{i:04d}", "latest") for i in range(sizes.repositories)]
+        )
+
+    def _parallel(self, targets: list[tuple[str, str]], threads: int = 8) -> None:
+        def work(share: list[tuple[str, str]]) -> None:
+            client = RegistryClient(self.host)
+            mounted: set[str] = set()
+            for name, tag in share:
+                if name not in mounted:
+                    client.mount(name, self.config_digest, self.SMALL)
+                    client.mount(name, self.layer_digest, self.SMALL)
+                    mounted.add(name)
+                client.put_manifest(name, tag, self.manifest)
+            client.close()
+
+        with ThreadPoolExecutor(threads) as pool:
+            # One repository's tags stay in one thread so each repository is mounted once.
+            for future in [pool.submit(work, targets[i::threads]) for i in range(threads)]:
+                future.result()
+
+    def urls(self, url: str) -> dict[str, tuple[str, str]]:
+        """wrk target per figure: (URL, Lua script)."""
+        accept = f'wrk.headers["Accept"] = "{MANIFEST_ACCEPT}"'
+        return {
+            "manifest_rps": (f"{url}/v2/{self.SMALL}/manifests/latest", accept),
+            "head_rps": (f"{url}/v2/{self.SMALL}/blobs/{self.layer_digest}", HEAD),
+            "tags_rps": (f"{url}/v2/{self.TAGS}/tags/list", ""),
+            "catalog_rps": (f"{url}/v2/_catalog?n=1000", ""),
+        }
+
+
+HEAD = "HEAD"  # wrk 4.1 waits for a body after a HEAD answer: hey sends those instead
+_RATE = re.compile(r"Requests/sec:\s+([\d.]+)")
+_ERRORS = re.compile(r"Non-2xx or 3xx responses: \d+|Error distribution:")
+_HEY_STATUS = re.compile(r"\[(\d{3})\]\s+\d+ responses")
+
+
+def request_rate(url: str, script: str, seconds: int, workdir: Path) -> float:
+    """Requests per second over `seconds` with 64 connections; refuses error answers."""
+    if script == HEAD:
+        command = ["hey", "-z", f"{seconds}s", "-c", "64", "-m", "HEAD", url]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        statuses = set(_HEY_STATUS.findall(output))
+        if statuses != {"200"} or _ERRORS.search(output):
+            raise RuntimeError(f"hey {url}: answers {sorted(statuses)}\n{output[-500:]}")
+        return _rate(output)
+    script_path = workdir / f"wrk-{abs(hash(script))}.lua"
+    script_path.write_text(script + "\n")
+    command = ["wrk", "-t2", "-c64", f"-d{seconds}s", "-s", str(script_path), url]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if errors := _ERRORS.findall(output):
+        raise RuntimeError(f"wrk {url}: {'; '.join(errors)}")
+    return _rate(output)
+
+
+def _rate(output: str) -> float:
+    match = _RATE.search(output)
+    if not match or float(match[1]) == 0:
+        raise RuntimeError(f"no request rate measured:\n{output[-1000:]}")
+    return float(match[1])

@@ -1,0 +1,180 @@
+"""The benchmark run: both servers, every figure, alternately A/B, round after round."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from bench import figures, images, report
+from bench.client import RegistryClient
+from bench.figures import BlobData, ListingFixture, Sizes, request_rate, timed
+from bench.servers import PeakMemory, ReferenceRegistry, Server, start_dockyard
+from tests.support.dockerd import DockerDaemon, DockerUnavailableError
+
+WORKDIR = Path(__file__).resolve().parent / "work"
+UPLOADS = "bench/upload"
+
+Results = dict[str, dict[str, list[float]]]
+
+
+class Bench:
+    def __init__(self, sizes: Sizes, workdir: Path) -> None:
+        self.sizes = sizes
+        self.workdir = workdir
+        self.results: Results = defaultdict(lambda: defaultdict(list))
+        self.servers: dict[str, Server] = {}
+        self.fixtures: dict[str, ListingFixture] = {}
+        self.last_blob: dict[str, str] = {}
+        self.notes: list[str] = []
+
+    def order(self, round_: int) -> list[str]:
+        labels = ["dockyard", "reference"]
+        return labels if round_ % 2 == 0 else labels[::-1]
+
+    def record(self, key: str, label: str, value: float) -> None:
+        self.results[key][label].append(value)
+        print(f"  {key:13} {label:9} {value:12.1f}", flush=True)
+
+    # --- blobs ---------------------------------------------------------------------------
+
+    def blob_round(self, round_: int, blob: BlobData) -> None:
+        sizes, megabytes = self.sizes, self.sizes.blob / 1e6
+        for key in ("upload", "chunked"):
+            for label in self.order(round_):
+                client = RegistryClient(self.servers[label].host)
+                digest = blob.fresh()
+                if key == "upload":
+                    seconds = timed(lambda: client.upload_monolithic(UPLOADS, blob.view, digest))  # noqa: B023
+                else:
+                    seconds = timed(
+                        lambda: client.upload_chunked(UPLOADS, blob.view, digest, sizes.chunk)  # noqa: B023
+                    )
+                client.close()
+                self.last_blob[label] = digest
+                self.record(key, label, megabytes / seconds)
+        tail = f"{sizes.blob - sizes.range_tail}-{sizes.blob - 1}"
+        for key, byte_range, expected in (
+            ("download", None, sizes.blob),
+            ("range", tail, sizes.range_tail),
+        ):
+            for label in self.order(round_):
+                client = RegistryClient(self.servers[label].host)
+                received = 0
+
+                def fetch(c: RegistryClient = client, r: str | None = byte_range) -> None:
+                    nonlocal received
+                    received = c.download(UPLOADS, self.last_blob[label], r)  # noqa: B023
+
+                seconds = timed(fetch)
+                client.close()
+                if received != expected:
+                    raise RuntimeError(f"{label} sent {received} bytes, not {expected}")
+                self.record(key, label, expected / 1e6 / seconds)
+
+    # --- request rates -------------------------------------------------------------------
+
+    def rate_round(self, round_: int) -> None:
+        for key in ("manifest_rps", "head_rps", "tags_rps", "catalog_rps"):
+            for label in self.order(round_):
+                server = self.servers[label]
+                url, script = self.fixtures[label].urls(server.url)[key]
+                rate = request_rate(url, script, self.sizes.wrk_seconds, self.workdir)
+                self.record(key, label, rate)
+
+    # --- docker --------------------------------------------------------------------------
+
+    def docker_round(self, round_: int, dockerd: DockerDaemon) -> None:
+        sizes = self.sizes
+        source = f"bench/app:r{round_}"
+        images.build_random_image(
+            dockerd, source, self.workdir / "ctx", sizes.image_layers, sizes.image_layer_bytes
+        )
+        tags = {
+            label: f"{server.host}/bench/app:r{round_}" for label, server in self.servers.items()
+        }
+        for label in self.order(round_):
+            dockerd.run("tag", source, tags[label])
+            self.record("push", label, timed(lambda: dockerd.run("push", tags[label])))  # noqa: B023
+        images.remove_images(dockerd, [source, *tags.values()])
+        for label in self.order(round_):
+            self.record("pull", label, timed(lambda: dockerd.run("pull", tags[label])))  # noqa: B023
+            images.remove_images(dockerd, [tags[label]])
+        for label in self.order(round_):
+            commands = [["pull", tags[label]]] * sizes.concurrency
+            self.record("pulls", label, timed(lambda: images.run_all(dockerd, commands)))  # noqa: B023
+            images.remove_images(dockerd, [tags[label]])
+        sources = [f"bench/many{i}:r{round_}" for i in range(sizes.concurrency)]
+        images.build_many(dockerd, sources, self.workdir, 2, sizes.push_layer_bytes)
+        for label in self.order(round_):
+            host = self.servers[label].host
+            targets = [f"{host}/{source}" for source in sources]
+            for source, target in zip(sources, targets, strict=True):
+                dockerd.run("tag", source, target)
+            commands = [["push", target] for target in targets]
+            self.record("pushes", label, timed(lambda: images.run_all(dockerd, commands)))  # noqa: B023
+            images.remove_images(dockerd, targets)
+        images.remove_images(dockerd, sources)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round (development)")
+    parser.add_argument("--rounds", type=int, help="rounds of A/B measurements")
+    parser.add_argument("--skip-docker", action="store_true", help="leave out the docker figures")
+    parser.add_argument(
+        "--results", type=Path, help="where to write the table (default: none with --quick)"
+    )
+    args = parser.parse_args(argv)
+    sizes = figures.QUICK if args.quick else figures.FULL
+    if args.rounds:
+        sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
+    results_path = args.results or (None if args.quick else Path(__file__).parent / "RESULTS.md")
+
+    shutil.rmtree(WORKDIR, ignore_errors=True)
+    WORKDIR.mkdir(parents=True)
+    bench = Bench(sizes, WORKDIR)
+    started = time.time()
+    load_before = os.getloadavg()
+    dockerd: DockerDaemon | None = None
+    try:
+        bench.servers["dockyard"] = start_dockyard(WORKDIR / "dockyard")
+        bench.servers["reference"] = ReferenceRegistry(WORKDIR / "reference").start()
+        print("bench: servers up; preparing listings", flush=True)
+        for label, server in bench.servers.items():
+            bench.fixtures[label] = ListingFixture(server.host, sizes)
+        bench.notes += report.check_listings(bench.servers)
+        if not args.skip_docker:
+            try:
+                dockerd = DockerDaemon(WORKDIR / "dockerd").start()
+            except DockerUnavailableError as error:
+                bench.notes.append(f"docker figures left out: {error}")
+        blob = BlobData(sizes.blob)
+        with PeakMemory(bench.servers) as memory:
+            bench.blob_round(0, blob)  # warm-up, not recorded
+            bench.results.clear()
+            for round_ in range(sizes.rounds):
+                print(f"bench: round {round_ + 1}/{sizes.rounds}", flush=True)
+                bench.blob_round(round_, blob)
+                bench.rate_round(round_)
+                if dockerd is not None:
+                    bench.docker_round(round_, dockerd)
+        environment = report.environment(WORKDIR, load_before)
+    finally:
+        if dockerd is not None:
+            dockerd.stop()
+        for server in bench.servers.values():
+            server.stop()
+    elapsed = time.time() - started
+    table = report.render(bench.results, memory, environment, bench.notes, sizes, elapsed)
+    if results_path is not None:
+        results_path.write_text(table)
+        print(f"bench: wrote {results_path}")
+    else:
+        print(table)
+    shutil.rmtree(WORKDIR, ignore_errors=True)
+    print(report.summary_line(bench.results, memory))
+    return 0

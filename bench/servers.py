@@ -1,0 +1,134 @@
+"""The two servers under test, and a sampler of their peak memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+import psutil
+import yaml
+
+from tests.support.server import RegistryProcess, free_port
+
+
+class Server(Protocol):
+    host: str
+    url: str
+    process: subprocess.Popen[bytes] | None
+
+    def stop(self) -> None: ...
+
+
+class ReferenceRegistry:
+    """Debian's `docker-registry` (CNCF distribution) with its default settings."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        # Debian's /etc/docker/registry/config.yml, with our root and address.
+        settings = {
+            "version": 0.1,
+            "log": {"fields": {"service": "registry"}},
+            "storage": {
+                "cache": {"blobdescriptor": "inmemory"},
+                "filesystem": {"rootdirectory": str(workdir / "data")},
+                "delete": {"enabled": True},
+            },
+            "http": {"addr": self.host, "headers": {"X-Content-Type-Options": ["nosniff"]}},
+        }
+        self.config_path = workdir / "config.yml"
+        self.config_path.write_text(yaml.safe_dump(settings))
+        self.log_path = workdir / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> ReferenceRegistry:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                ["docker-registry", "serve", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"docker-registry exited early:\n{self.log_path.read_text()}")
+            try:
+                httpx.get(f"{self.url}/v2/", timeout=1.0)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"docker-registry did not answer within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def start_dockyard(workdir: Path) -> RegistryProcess:
+    """`dockyard serve` with default settings (one worker per CPU), on loopback."""
+    return RegistryProcess(workdir, workers=os.cpu_count() or 1).start()
+
+
+def version_of(command: list[str]) -> str:
+    """First line a `--version` style command prints."""
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+class PeakMemory:
+    """Samples the resident memory of each server's process tree every `interval` s."""
+
+    def __init__(self, servers: dict[str, Server], interval: float = 0.2) -> None:
+        self._servers = servers
+        self._interval = interval
+        self._stop = threading.Event()
+        self.total = dict.fromkeys(servers, 0)
+        self.per_process = dict.fromkeys(servers, 0)
+        self.processes = dict.fromkeys(servers, 0)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self, label: str, server: Server) -> None:
+        assert server.process is not None
+        try:
+            parent = psutil.Process(server.process.pid)
+            processes = [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        sizes = []
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                sizes.append(process.memory_info().rss)
+        self.total[label] = max(self.total[label], sum(sizes))
+        self.per_process[label] = max(self.per_process[label], max(sizes, default=0))
+        self.processes[label] = max(self.processes[label], len(sizes))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            for label, server in self._servers.items():
+                self._sample(label, server)
