@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,10 @@ from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from storage.driver import FileInfo, PathNotFoundError, StorageDriver, Writer, check_key
 
 READ_CHUNK = 1 << 20
+# A listing is remembered only once its directory has not changed for this long, so
+# a change within the same timestamp tick as our read can never hide behind it.
+_SETTLED_NS = 1_000_000_000
+_REMEMBERED_LISTINGS = 10_000
 
 
 def _fsync_dir(path: Path) -> None:
@@ -48,6 +53,30 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+class _Listings:
+    """Directory listings, reused while the directory's stat is unchanged.
+
+    Adding or removing an entry changes a directory's mtime and ctime, whichever
+    process does it, so one `stat` tells whether a remembered listing still holds.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[Path, tuple[tuple[int, int, int, int], list[str]]] = {}
+
+    def list(self, path: Path) -> list[str]:
+        info = os.stat(path)
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)
+        seen = self._seen.get(path)
+        if seen is not None and seen[0] == stamp:
+            return list(seen[1])
+        names = [name for name in os.listdir(path) if not name.startswith(".")]
+        if time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) > _SETTLED_NS:
+            if len(self._seen) >= _REMEMBERED_LISTINGS:
+                self._seen.clear()
+            self._seen[path] = (stamp, names)
+        return list(names)
 
 
 def _remove(path: Path) -> None:
@@ -89,6 +118,7 @@ class FilesystemDriver(StorageDriver):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._listings = _Listings()
 
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -139,10 +169,9 @@ class FilesystemDriver(StorageDriver):
 
     async def list(self, prefix: str) -> list[str]:
         try:
-            names = await aiofiles.os.listdir(self.path(prefix))
+            return await asyncio.to_thread(self._listings.list, self.path(prefix))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        return [name for name in names if not name.startswith(".")]
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(_remove, self.path(key))
