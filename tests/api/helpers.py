@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+from starlette.types import ASGIApp
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -84,3 +85,39 @@ def error_code(response: httpx.Response) -> str:
     assert isinstance(body["errors"], list) and body["errors"]
     assert isinstance(body["errors"][0]["message"], str)
     return body["errors"][0]["code"]
+
+
+async def raw_request(
+    app: ASGIApp,
+    method: str,
+    path: str,
+    query: str = "",
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """Send a request exactly as given: clients normalise `..` away and always send a
+    truthful Content-Length; attackers and broken clients don't."""
+    sent: list[dict[str, Any]] = []
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if delivered:
+            return {"type": "http.disconnect"}
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    raw_headers = [(b"host", b"registry.test")]
+    raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(),
+        "query_string": query.encode(), "root_path": "", "headers": raw_headers,
+        "client": ("127.0.0.1", 1), "server": ("registry.test", 80), "state": {},
+    }  # fmt: skip
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from tests.api.helpers import digest_of, error_code
+from tests.api.helpers import digest_of, error_code, raw_request
 
 VALID = ["a", "team/app", "a.b/c_d/e__f/g-h--i", "x" * 255, "0/1/2/3/4/5/6/7"]
 INVALID = [
@@ -47,34 +47,6 @@ async def test_invalid_names(
     assert error_code(response) == "NAME_INVALID"
 
 
-async def raw_request(
-    app: Starlette, method: str, path: str, body: bytes = b""
-) -> tuple[int, bytes]:
-    """Send a path exactly as given (clients normalise `..` away; attackers don't)."""
-    sent: list[dict] = []
-    delivered = False
-
-    async def receive() -> dict:
-        nonlocal delivered
-        if delivered:
-            return {"type": "http.disconnect"}
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "headers": [(b"host", b"registry.test")], "client": ("127.0.0.1", 1),
-        "server": ("registry.test", 80), "state": {},
-    }  # fmt: skip
-    await app(scope, receive, send)
-    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
-    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-
-
 TRAVERSALS = [
     ("GET", "/v2/../../../etc/tags/list"),
     ("GET", "/v2/team/../../etc/manifests/passwd"),
@@ -94,7 +66,7 @@ def _files(root: Path) -> set[Path]:
 @pytest.mark.parametrize(("method", "path"), TRAVERSALS)
 async def test_traversal_is_refused(app: Starlette, tmp_path: Path, method: str, path: str) -> None:
     before = _files(tmp_path)
-    status, body = await raw_request(app, method, path, b"{}")
+    status, body = await raw_request(app, method, path, body=b"{}")
     assert status in (400, 404, 405), body
     assert json.loads(body)["errors"][0]["code"]
     assert _files(tmp_path) == before

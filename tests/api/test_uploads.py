@@ -4,11 +4,12 @@ cancel (end-14) and cross-repository mount (end-11)."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import httpx
 import pytest
 
-from tests.api.helpers import digest_of, error_code, push_blob
+from tests.api.helpers import digest_of, error_code, push_blob, raw_request
 
 DATA = b"0123456789abcdefghij"
 DIGEST = digest_of(DATA)
@@ -217,9 +218,28 @@ async def test_session_belongs_to_its_repository(client: httpx.AsyncClient) -> N
 
 
 async def test_chunk_min_length_advertised(app, client: httpx.AsyncClient) -> None:
-    app.state.config.uploads.chunk_min_length = 5 << 20
     response = await client.post("/v2/team/app/blobs/uploads/")
     assert response.headers["oci-chunk-min-length"] == str(5 << 20)
+    app.state.config.uploads.chunk_min_length = 0
+    response = await client.post("/v2/team/app/blobs/uploads/")
+    assert "oci-chunk-min-length" not in response.headers
+
+
+@pytest.mark.parametrize("declared", [100, 5])
+async def test_body_length_differs_from_content_length(app, declared: int) -> None:
+    """A body shorter (client gave up) or longer than announced stores nothing."""
+    status, body = await raw_request(
+        app,
+        "POST",
+        "/v2/team/app/blobs/uploads/",
+        f"digest={DIGEST}",
+        DATA,
+        {"content-length": str(declared)},
+    )
+    assert status == 400
+    assert json.loads(body)["errors"][0]["code"] == "SIZE_INVALID"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.head(f"/v2/team/app/blobs/{DIGEST}")).status_code == 404
 
 
 async def test_mount_from_repository(client: httpx.AsyncClient) -> None:
