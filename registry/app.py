@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from registry.access_log import AccessLog, LogLines
 from registry.config import Config, load_config
 from registry.errors import ErrorCode, RegistryError
 from registry.routes import blobs, listings, manifests, uploads
@@ -135,6 +136,7 @@ async def _purge_expired_uploads(store: Store, config: Config) -> None:
 def create_app(config: Config | None = None, driver: StorageDriver | None = None) -> Starlette:
     config = config or load_config()
     store = Store(driver or create_driver(config))
+    access_lines = LogLines()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -143,6 +145,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
             yield
         finally:
             purger.cancel()
+            access_lines.flush()
             await store.close()
 
     app = Starlette(
@@ -160,4 +163,6 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     app.state.config = config
     app.state.store = store
     app.add_middleware(ApiVersionHeader)
+    if config.http.access_log:
+        app.add_middleware(AccessLog, lines=access_lines)
     return app

@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         log_level=config.log.level,
-        access_log=config.http.access_log,
+        access_log=False,  # the app writes its own, cheaper one: registry.access_log
         proxy_headers=False,
         server_header=False,
     )

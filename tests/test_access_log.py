@@ -1,0 +1,56 @@
+"""The access log: a line per request with status and size, written in whole-line batches."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from registry import access_log
+from registry.access_log import AccessLog, LogLines
+
+
+async def _ok(request: Request) -> Response:
+    return Response(b"12345", status_code=201)
+
+
+async def _fail(request: Request) -> Response:
+    raise RuntimeError("boom")
+
+
+def _client(lines: LogLines) -> httpx.AsyncClient:
+    app = Starlette(routes=[Route("/ok", _ok), Route("/fail", _fail)])
+    app.add_middleware(AccessLog, lines=lines)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://registry.test")
+
+
+async def test_one_line_per_request_with_status_size_and_raw_target() -> None:
+    stream = io.StringIO()
+    lines = LogLines(stream)
+    async with _client(lines) as client:
+        await client.get("/ok?n=1")
+        await client.get("/fail")
+        await client.get("/ok%0aforged")
+    assert stream.getvalue() == ""  # kept until flushed
+    lines.flush()
+    written = stream.getvalue().splitlines()
+    assert len(written) == 3
+    assert '"GET /ok?n=1 HTTP/1.1" 201 5 ' in written[0]
+    assert '"GET /fail HTTP/1.1" 500 ' in written[1]
+    assert '"GET /ok%0aforged HTTP/1.1" 404 ' in written[2]
+
+
+async def test_lines_are_written_once_enough_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(access_log, "FLUSH_AT_BYTES", 200)
+    stream = io.StringIO()
+    async with _client(LogLines(stream)) as client:
+        for _ in range(5):
+            await client.get("/ok")
+    written = stream.getvalue()
+    assert written.endswith("\n") and 2 <= written.count("\n") < 5
