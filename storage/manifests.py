@@ -32,13 +32,25 @@ class StoredManifest:
     raw: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Content:
+    raw: bytes
+    declared_type: str | None  # the document's own `mediaType`, if it has one
+
+
+def _declared_type(raw: bytes) -> str | None:
+    """`mediaType` as the stored (already validated) document states it."""
+    declared = json.loads(raw).get("mediaType")
+    return declared if isinstance(declared, str) and declared else None
+
+
 class ManifestStore:
     def __init__(self, driver: StorageDriver, blobs: BlobStore, catalog: Catalog) -> None:
         self._driver = driver
         self._blobs = blobs
         self._catalog = catalog
         # Manifest bytes never change under their digest: an LRU of them saves reads.
-        self._content: OrderedDict[Digest, bytes] = OrderedDict()
+        self._content: OrderedDict[Digest, _Content] = OrderedDict()
         self._content_bytes = 0
 
     async def put(self, name: str, manifest: Manifest, tags: list[str]) -> None:
@@ -64,23 +76,34 @@ class ManifestStore:
     async def exists(self, name: str, digest: Digest) -> bool:
         return await self._driver.exists(paths.revision_link(name, digest))
 
-    async def get(self, name: str, digest: Digest) -> StoredManifest | None:
+    async def get(self, name: str, digest: Digest, tagged: bool = False) -> StoredManifest | None:
+        """The manifest `digest` of repository `name`, or None if it is not there.
+
+        `tagged` says the digest was just read from one of this repository's tags,
+        which proves the manifest is in it: `put` writes a tag after its manifest and
+        `delete` removes the tags before the manifest. Then, when the content names
+        its own media type (a function of the bytes), no per-repository read is needed.
+        """
+        if tagged:
+            content = await self._content_of(digest)
+            if content.declared_type is not None:
+                return StoredManifest(digest, content.declared_type, content.raw)
         revision = await self._revision(name, digest)
         if revision is None:
             return None
-        return StoredManifest(digest, revision["mediaType"], await self._content_of(digest))
+        return StoredManifest(digest, revision["mediaType"], (await self._content_of(digest)).raw)
 
-    async def _content_of(self, digest: Digest) -> bytes:
-        raw = self._content.get(digest)
-        if raw is not None:
+    async def _content_of(self, digest: Digest) -> _Content:
+        content = self._content.get(digest)
+        if content is not None:
             self._content.move_to_end(digest)
-            return raw
+            return content
         raw = await self._blobs.get(digest)
-        self._content[digest] = raw
+        content = self._content[digest] = _Content(raw, _declared_type(raw))
         self._content_bytes += len(raw)
         while self._content_bytes > _CACHED_MANIFEST_BYTES:
-            self._content_bytes -= len(self._content.popitem(last=False)[1])
-        return raw
+            self._content_bytes -= len(self._content.popitem(last=False)[1].raw)
+        return content
 
     async def resolve(self, name: str, tag: str) -> Digest | None:
         try:

@@ -10,7 +10,14 @@ import httpx
 from registry.app import create_app
 from registry.config import Config
 from storage.filesystem import FilesystemDriver
-from tests.api.helpers import OCI_MANIFEST, digest_of, image_manifest, push_blob, put_manifest
+from tests.api.helpers import (
+    OCI_MANIFEST,
+    digest_of,
+    image_manifest,
+    push_blob,
+    push_image,
+    put_manifest,
+)
 
 
 def client_for(root: Path) -> httpx.AsyncClient:
@@ -79,3 +86,25 @@ async def test_manifest_pushed_in_one_process_served_by_another(tmp_path: Path) 
         assert (await second.delete("/v2/team/app/manifests/v1")).status_code == 202
         assert (await first.get("/v2/team/app/manifests/v1")).status_code == 404
         assert (await first.get("/v2/_catalog")).json() == {"repositories": ["team/app"]}
+
+
+async def test_one_process_sees_what_another_changed(tmp_path: Path) -> None:
+    """Nothing a process remembers may hide a change made by another process."""
+    async with client_for(tmp_path) as first, client_for(tmp_path) as second:
+        old, _ = await push_image(second, "team/app", "latest", seed="old")
+        new_digest, new = await push_image(second, "team/app", "other", seed="new")
+        layer = digest_of(b"layer of old")
+        for reference in ("latest", old):  # warm every cache of the first process
+            assert (await first.get(f"/v2/team/app/manifests/{reference}")).status_code == 200
+        assert (await first.head(f"/v2/team/app/blobs/{layer}")).status_code == 200
+        assert (await first.get("/v2/team/app/tags/list")).json()["tags"] == ["latest", "other"]
+
+        await put_manifest(second, "team/app", "latest", new, OCI_MANIFEST)  # retag
+        assert (await first.get("/v2/team/app/manifests/latest")).content == new
+        assert (await second.delete(f"/v2/team/app/manifests/{new_digest}")).status_code == 202
+        for reference in ("latest", "other", new_digest):
+            response = await first.get(f"/v2/team/app/manifests/{reference}")
+            assert response.status_code == 404, reference
+        assert (await first.get("/v2/team/app/tags/list")).json()["tags"] == []
+        assert (await second.delete(f"/v2/team/app/blobs/{layer}")).status_code == 202
+        assert (await first.head(f"/v2/team/app/blobs/{layer}")).status_code == 404
