@@ -1,11 +1,11 @@
-"""The access log: one line per request, written in batches like nginx's
-`access_log ... buffer= flush=1s`.
+"""The access log: one line per request, written in batches.
 
 uvicorn's own access log goes through `logging` and makes a write per request;
 on small requests that cost a third of the request rate (see bench/). Here a line
 is formatted once and kept; the kept lines are written together, in one write of
-whole lines, once about 4 KiB are waiting or a second after the first of them, so
-lines of several worker processes sharing one output never interleave.
+whole lines, when the event loop has run what was ready (so under load many
+requests share a write, and alone a line is out at once) or once about 4 KiB
+wait. Lines of several worker processes sharing one output never interleave.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-FLUSH_AFTER_SECONDS = 1.0
 FLUSH_AT_BYTES = 4000  # below PIPE_BUF, so one write to a pipe stays whole
 
 
@@ -37,7 +36,7 @@ class LogLines:
             self.flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_later(FLUSH_AFTER_SECONDS, self.flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         self._flush_scheduled = False

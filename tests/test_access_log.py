@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import httpx
@@ -30,15 +31,23 @@ def _client(lines: LogLines) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://registry.test")
 
 
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
 async def test_one_line_per_request_with_status_size_and_raw_target() -> None:
     stream = io.StringIO()
-    lines = LogLines(stream)
-    async with _client(lines) as client:
+    async with _client(LogLines(stream)) as client:
         await client.get("/ok?n=1")
         await client.get("/fail")
         await client.get("/ok%0aforged")
-    assert stream.getvalue() == ""  # kept until flushed
-    lines.flush()
+    await asyncio.sleep(0)  # out as soon as the loop has run what was ready
     written = stream.getvalue().splitlines()
     assert len(written) == 3
     assert '"GET /ok?n=1 HTTP/1.1" 201 5 ' in written[0]
@@ -46,11 +55,21 @@ async def test_one_line_per_request_with_status_size_and_raw_target() -> None:
     assert '"GET /ok%0aforged HTTP/1.1" 404 ' in written[2]
 
 
-async def test_lines_are_written_once_enough_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(access_log, "FLUSH_AT_BYTES", 200)
-    stream = io.StringIO()
+async def test_requests_finishing_together_share_a_write() -> None:
+    stream = CountingStream()
     async with _client(LogLines(stream)) as client:
-        for _ in range(5):
-            await client.get("/ok")
-    written = stream.getvalue()
-    assert written.endswith("\n") and 2 <= written.count("\n") < 5
+        await asyncio.gather(*(client.get("/ok") for _ in range(20)))
+    await asyncio.sleep(0)
+    assert stream.getvalue().count("\n") == 20
+    assert len(stream.writes) < 20
+
+
+async def test_a_write_holds_whole_lines_of_bounded_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(access_log, "FLUSH_AT_BYTES", 200)
+    stream = CountingStream()
+    async with _client(LogLines(stream)) as client:
+        await asyncio.gather(*(client.get("/ok") for _ in range(20)))
+    await asyncio.sleep(0)
+    assert stream.getvalue().count("\n") == 20
+    assert len(stream.writes) > 1
+    assert all(text.endswith("\n") and len(text) < 400 for text in stream.writes)
