@@ -25,8 +25,9 @@ class Reply:
 
 
 class RegistryClient:
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, authorization: str | None = None) -> None:
         self.host = host
+        self._authorization = authorization
         self._connection: http.client.HTTPConnection | None = None
         self._buffer = bytearray(BLOCK)
 
@@ -57,6 +58,8 @@ class RegistryClient:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         connection = self._conn()
         all_headers = dict(headers or {})
+        if self._authorization:
+            all_headers["Authorization"] = self._authorization
         if body is not None:
             all_headers.setdefault("Content-Length", str(len(body)))
         kept = bytearray()

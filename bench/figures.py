@@ -88,15 +88,20 @@ class ListingFixture:
     SMALL = "bench/small"
     TAGS = "bench/tags"
 
-    def __init__(self, host: str, sizes: Sizes) -> None:
+    def __init__(self, host: str, sizes: Sizes, authorization: str | None = None) -> None:
         self.host = host
+        self.authorization = authorization
         config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}'
         layer = os.urandom(2048)
-        client = RegistryClient(host)
+        client = RegistryClient(host, authorization)
         self.config_digest = client.push_small_blob(self.SMALL, config)
         self.layer_digest = client.push_small_blob(self.SMALL, layer)
         self.manifest = image_manifest(config, layer)
         client.put_manifest(self.SMALL, "latest", self.manifest)
+        # Mounted before the parallel tag pushes: the reference writes a link in place,
+        # so a mount racing a manifest PUT of the same repository can fail there.
+        client.mount(self.TAGS, self.config_digest, self.SMALL)
+        client.mount(self.TAGS, self.layer_digest, self.SMALL)
         client.close()
         self._parallel(
             [(self.TAGS, f"t{i:04d}") for i in range(sizes.tags)]
@@ -105,8 +110,8 @@ class ListingFixture:
 
     def _parallel(self, targets: list[tuple[str, str]], threads: int = 8) -> None:
         def work(share: list[tuple[str, str]]) -> None:
-            client = RegistryClient(self.host)
-            mounted: set[str] = set()
+            client = RegistryClient(self.host, self.authorization)
+            mounted = {self.TAGS}
             for name, tag in share:
                 if name not in mounted:
                     client.mount(name, self.config_digest, self.SMALL)
@@ -116,18 +121,20 @@ class ListingFixture:
             client.close()
 
         with ThreadPoolExecutor(threads) as pool:
-            # One repository's tags stay in one thread so each repository is mounted once.
             for future in [pool.submit(work, targets[i::threads]) for i in range(threads)]:
                 future.result()
 
     def urls(self, url: str) -> dict[str, tuple[str, str]]:
         """wrk target per figure: (URL, Lua script)."""
+        auth = (
+            f'wrk.headers["Authorization"] = "{self.authorization}"\n' if self.authorization else ""
+        )
         accept = f'wrk.headers["Accept"] = "{MANIFEST_ACCEPT}"'
         return {
-            "manifest_rps": (f"{url}/v2/{self.SMALL}/manifests/latest", accept),
+            "manifest_rps": (f"{url}/v2/{self.SMALL}/manifests/latest", auth + accept),
             "head_rps": (f"{url}/v2/{self.SMALL}/blobs/{self.layer_digest}", HEAD),
-            "tags_rps": (f"{url}/v2/{self.TAGS}/tags/list", ""),
-            "catalog_rps": (f"{url}/v2/_catalog?n=1000", ""),
+            "tags_rps": (f"{url}/v2/{self.TAGS}/tags/list", auth),
+            "catalog_rps": (f"{url}/v2/_catalog?n=1000", auth),
         }
 
 
@@ -137,10 +144,14 @@ _ERRORS = re.compile(r"Non-2xx or 3xx responses: \d+|Error distribution:")
 _HEY_STATUS = re.compile(r"\[(\d{3})\]\s+\d+ responses")
 
 
-def request_rate(url: str, script: str, seconds: int, workdir: Path) -> float:
+def request_rate(
+    url: str, script: str, seconds: int, workdir: Path, authorization: str | None = None
+) -> float:
     """Requests per second over `seconds` with 64 connections; refuses error answers."""
     if script == HEAD:
         command = ["hey", "-z", f"{seconds}s", "-c", "64", "-m", "HEAD", url]
+        if authorization:
+            command[1:1] = ["-H", f"Authorization: {authorization}"]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         statuses = set(_HEY_STATUS.findall(output))
         if statuses != {"200"} or _ERRORS.search(output):

@@ -22,11 +22,11 @@ MB = 1e6
 RSS_PER_WORKER_TARGET = 100 * MB
 
 
-def check_listings(servers: dict[str, Server]) -> list[str]:
+def check_listings(servers: dict[str, Server], authorization: str | None) -> list[str]:
     """How many entries each server returns for the listing figures (they must agree)."""
     counts = {}
     for label, server in servers.items():
-        client = RegistryClient(server.host)
+        client = RegistryClient(server.host, authorization)
         tags = json.loads(client.request("GET", "/v2/bench/tags/tags/list", keep=True).body)
         names = json.loads(client.request("GET", "/v2/_catalog?n=1000", keep=True).body)
         counts[label] = (len(tags["tags"]), len(names["repositories"]))

@@ -9,7 +9,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench import figures, images, report
+from bench import auth, figures, images, report
+from bench.auth import Credentials
 from bench.client import RegistryClient
 from bench.figures import BlobData, ListingFixture, Sizes, request_rate, timed
 from bench.servers import PeakMemory, ReferenceRegistry, Server, start_dockyard
@@ -22,8 +23,10 @@ Results = dict[str, dict[str, list[float]]]
 
 
 class Bench:
-    def __init__(self, sizes: Sizes, workdir: Path) -> None:
+    def __init__(self, sizes: Sizes, workdir: Path, credentials: Credentials | None) -> None:
         self.sizes = sizes
+        self.credentials = credentials
+        self.authorization = credentials.header if credentials else None
         self.workdir = workdir
         self.results: Results = defaultdict(lambda: defaultdict(list))
         self.servers: dict[str, Server] = {}
@@ -45,7 +48,7 @@ class Bench:
         sizes, megabytes = self.sizes, self.sizes.blob / 1e6
         for key in ("upload", "chunked"):
             for label in self.order(round_):
-                client = RegistryClient(self.servers[label].host)
+                client = RegistryClient(self.servers[label].host, self.authorization)
                 digest = blob.fresh()
                 if key == "upload":
                     seconds = timed(lambda: client.upload_monolithic(UPLOADS, blob.view, digest))  # noqa: B023
@@ -62,7 +65,7 @@ class Bench:
             ("range", tail, sizes.range_tail),
         ):
             for label in self.order(round_):
-                client = RegistryClient(self.servers[label].host)
+                client = RegistryClient(self.servers[label].host, self.authorization)
                 received = 0
 
                 def fetch(c: RegistryClient = client, r: str | None = byte_range) -> None:
@@ -82,10 +85,21 @@ class Bench:
             for label in self.order(round_):
                 server = self.servers[label]
                 url, script = self.fixtures[label].urls(server.url)[key]
-                rate = request_rate(url, script, self.sizes.wrk_seconds, self.workdir)
+                rate = request_rate(
+                    url, script, self.sizes.wrk_seconds, self.workdir, self.authorization
+                )
                 self.record(key, label, rate)
 
     # --- docker --------------------------------------------------------------------------
+
+    def docker_login(self, dockerd: DockerDaemon) -> None:
+        if self.credentials is None:
+            return
+        for server in self.servers.values():
+            dockerd.run(
+                "login", "-u", self.credentials.user, "--password-stdin", server.host,
+                input=self.credentials.password.encode(),
+            )  # fmt: skip
 
     def docker_round(self, round_: int, dockerd: DockerDaemon) -> None:
         sizes = self.sizes
@@ -126,30 +140,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds of A/B measurements")
     parser.add_argument("--skip-docker", action="store_true", help="leave out the docker figures")
     parser.add_argument(
+        "--variant",
+        choices=["filesystem", "auth"],
+        default="filesystem",
+        help="auth: basic auth on both servers (results in RESULTS-auth.md)",
+    )
+    parser.add_argument(
         "--results", type=Path, help="where to write the table (default: none with --quick)"
     )
     args = parser.parse_args(argv)
     sizes = figures.QUICK if args.quick else figures.FULL
     if args.rounds:
         sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
-    results_path = args.results or (None if args.quick else Path(__file__).parent / "RESULTS.md")
+    name = "RESULTS.md" if args.variant == "filesystem" else f"RESULTS-{args.variant}.md"
+    results_path = args.results or (None if args.quick else Path(__file__).parent / name)
+    credentials = None
+    if args.variant == "auth":
+        if reason := auth.unsupported_reason():
+            print(f"bench: variant auth skipped: {reason}")
+            return 0
+        credentials = Credentials()
 
     shutil.rmtree(WORKDIR, ignore_errors=True)
     WORKDIR.mkdir(parents=True)
-    bench = Bench(sizes, WORKDIR)
+    bench = Bench(sizes, WORKDIR, credentials)
+    htpasswd = credentials.write_htpasswd(WORKDIR / "htpasswd") if credentials else None
     started = time.time()
     load_before = os.getloadavg()
     dockerd: DockerDaemon | None = None
     try:
-        bench.servers["dockyard"] = start_dockyard(WORKDIR / "dockyard")
-        bench.servers["reference"] = ReferenceRegistry(WORKDIR / "reference").start()
+        bench.servers["dockyard"] = start_dockyard(WORKDIR / "dockyard", htpasswd)
+        bench.servers["reference"] = ReferenceRegistry(WORKDIR / "reference", htpasswd).start()
         print("bench: servers up; preparing listings", flush=True)
         for label, server in bench.servers.items():
-            bench.fixtures[label] = ListingFixture(server.host, sizes)
-        bench.notes += report.check_listings(bench.servers)
+            bench.fixtures[label] = ListingFixture(server.host, sizes, bench.authorization)
+        bench.notes += report.check_listings(bench.servers, bench.authorization)
+        if credentials:
+            bench.notes.append("basic auth on both servers, one bcrypt htpasswd file")
         if not args.skip_docker:
             try:
                 dockerd = DockerDaemon(WORKDIR / "dockerd").start()
+                bench.docker_login(dockerd)
             except DockerUnavailableError as error:
                 bench.notes.append(f"docker figures left out: {error}")
         blob = BlobData(sizes.blob)

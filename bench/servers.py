@@ -29,7 +29,7 @@ class Server(Protocol):
 class ReferenceRegistry:
     """Debian's `docker-registry` (CNCF distribution) with its default settings."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, htpasswd: Path | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -46,6 +46,8 @@ class ReferenceRegistry:
             },
             "http": {"addr": self.host, "headers": {"X-Content-Type-Options": ["nosniff"]}},
         }
+        if htpasswd is not None:
+            settings["auth"] = {"htpasswd": {"realm": "basic-realm", "path": str(htpasswd)}}
         self.config_path = workdir / "config.yml"
         self.config_path.write_text(yaml.safe_dump(settings))
         self.log_path = workdir / "server.log"
@@ -81,9 +83,10 @@ class ReferenceRegistry:
             self.process.wait(timeout=5)
 
 
-def start_dockyard(workdir: Path) -> RegistryProcess:
+def start_dockyard(workdir: Path, htpasswd: Path | None = None) -> RegistryProcess:
     """`dockyard serve` with default settings (one worker per CPU), on loopback."""
-    return RegistryProcess(workdir, workers=os.cpu_count() or 1).start()
+    config = {"auth": {"mode": "basic", "htpasswd": str(htpasswd)}} if htpasswd else None
+    return RegistryProcess(workdir, config, workers=os.cpu_count() or 1).start()
 
 
 def version_of(command: list[str]) -> str:
