@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -15,6 +14,7 @@ import httpx
 import psutil
 import yaml
 
+from tests.support.processes import stop_process
 from tests.support.server import RegistryProcess, free_port
 
 
@@ -73,14 +73,7 @@ class ReferenceRegistry:
         raise RuntimeError(f"docker-registry did not answer within {timeout}s")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        stop_process(self.process, timeout=15)
 
 
 def start_dockyard(workdir: Path, htpasswd: Path | None = None) -> RegistryProcess:
