@@ -45,6 +45,18 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
     daemon.stop()
 
 
+@pytest.fixture(scope="session")
+def image_archive(dockerd: DockerDaemon, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `docker save` tarball of a busybox image built FROM scratch (then removed locally)."""
+    workdir = tmp_path_factory.mktemp("image")
+    tag = "dockyard-e2e/archived:1"
+    dockerd.build_image(tag, workdir / "context")
+    archive = workdir / "image.tar"
+    dockerd.run("save", "--output", str(archive), tag)
+    dockerd.run("rmi", tag)
+    return archive
+
+
 STORAGE = ["filesystem"]
 
 
