@@ -1,0 +1,138 @@
+"""A 1 GiB blob pushed (monolithic and chunked) and pulled through a running server,
+with the server's resident memory sampled throughout."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from types import TracebackType
+
+import httpx
+import pytest
+
+from tests.support.server import RegistryProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+BLOB_SIZE = 1 << 30
+BLOCK = 4 << 20
+CHUNK = 32 << 20
+RSS_LIMIT = 150 * 10**6
+TIMEOUT = httpx.Timeout(300.0)
+
+
+def generated(seed: int, start: int = 0, end: int = BLOB_SIZE) -> Iterator[bytes]:
+    """Bytes `start`..`end` of a deterministic 1 GiB stream, made block by block.
+
+    Each 4 MiB block is one shared random block stamped with the seed and its number,
+    so the content is unique per seed and never held whole in memory.
+    """
+    assert start % BLOCK == 0 and end % BLOCK == 0
+    for number in range(start // BLOCK, end // BLOCK):
+        yield seed.to_bytes(8, "big") + number.to_bytes(8, "big") + _RANDOM_BLOCK[16:]
+
+
+_RANDOM_BLOCK = os.urandom(BLOCK)
+
+
+def digest_of(chunks: Iterator[bytes]) -> str:
+    hasher = hashlib.sha256()
+    for chunk in chunks:
+        hasher.update(chunk)
+    return f"sha256:{hasher.hexdigest()}"
+
+
+class PeakRss:
+    """Samples the server's resident memory every 50 ms in a background thread."""
+
+    def __init__(self, registry: RegistryProcess) -> None:
+        self.registry = registry
+        self.peak = registry.rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self.registry.rss_bytes())
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def start_upload(client: httpx.Client, name: str) -> str:
+    response = client.post(f"/v2/{name}/blobs/uploads/")
+    assert response.status_code == 202, response.text
+    return response.headers["location"]
+
+
+def push_monolithic(client: httpx.Client, name: str, seed: int, digest: str) -> None:
+    location = start_upload(client, name)
+    response = client.put(
+        location,
+        params={"digest": digest},
+        content=generated(seed),
+        headers={"Content-Length": str(BLOB_SIZE), "Content-Type": "application/octet-stream"},
+    )
+    assert response.status_code == 201, response.text
+
+
+def push_chunked(client: httpx.Client, name: str, seed: int, digest: str) -> None:
+    location = start_upload(client, name)
+    for start in range(0, BLOB_SIZE, CHUNK):
+        end = start + CHUNK
+        response = client.patch(
+            location,
+            content=generated(seed, start, end),
+            headers={
+                "Content-Range": f"{start}-{end - 1}",
+                "Content-Length": str(CHUNK),
+                "Content-Type": "application/octet-stream",
+            },
+        )
+        assert response.status_code == 202, response.text
+        assert response.headers["range"] == f"0-{end - 1}"
+        location = response.headers["location"]
+    status = client.get(location)
+    assert (status.status_code, status.headers["range"]) == (204, f"0-{BLOB_SIZE - 1}")
+    response = client.put(location, params={"digest": digest})
+    assert response.status_code == 201, response.text
+
+
+def pulled_digest(client: httpx.Client, name: str, digest: str) -> str:
+    with client.stream("GET", f"/v2/{name}/blobs/{digest}") as response:
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(BLOB_SIZE)
+        assert response.headers["docker-content-digest"] == digest
+        received = 0
+        hasher = hashlib.sha256()
+        for chunk in response.iter_bytes():
+            received += len(chunk)
+            hasher.update(chunk)
+    assert received == BLOB_SIZE
+    return f"sha256:{hasher.hexdigest()}"
+
+
+@pytest.mark.parametrize("push", [push_monolithic, push_chunked], ids=["monolithic", "chunked"])
+def test_1gib_blob_round_trip_in_flat_memory(registry: RegistryProcess, push) -> None:
+    seed = 1 if push is push_monolithic else 2
+    digest = digest_of(generated(seed))
+    name = "big/blob"
+    with httpx.Client(base_url=registry.url, timeout=TIMEOUT) as client, PeakRss(registry) as rss:
+        push(client, name, seed, digest)
+        head = client.head(f"/v2/{name}/blobs/{digest}")
+        assert head.headers["content-length"] == str(BLOB_SIZE)
+        assert pulled_digest(client, name, digest) == digest
+    print(f"peak server RSS during 1 GiB {push.__name__}: {rss.peak / 1e6:.1f} MB")
+    assert rss.peak < RSS_LIMIT, f"server RSS peaked at {rss.peak / 1e6:.1f} MB"
