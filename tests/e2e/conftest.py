@@ -1,7 +1,8 @@
 """Fixtures for real-client tests: a private dockerd and a running registry.
 
 Tests that need a tool which cannot run here skip with the reason; with
-`E2E_REQUIRED=1` (set by .ci/run) they fail instead, so CI cannot pass by skipping.
+`E2E_REQUIRED=1` (set by .ci/run) every skip of a test here is a failure instead,
+so CI cannot pass by skipping.
 """
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ REQUIRED = os.environ.get("E2E_REQUIRED") == "1"
 
 
 def unavailable(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"E2E_REQUIRED=1 but {reason}")
     pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if REQUIRED and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"E2E_REQUIRED=1 but the test was skipped: {reason}"
+    return report
 
 
 def require_tool(name: str) -> str:
