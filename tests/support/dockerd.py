@@ -64,6 +64,7 @@ class DockerDaemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self._release_mounts()
                 raise DockerUnavailableError(f"dockerd exited:\n{self.log()[-2000:]}")
             if self.socket.exists() and self.run("version", check=False).returncode == 0:
                 return self
@@ -110,11 +111,22 @@ class DockerDaemon:
         self.run("build", "--network", "none", "-t", tag, str(context))
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._release_mounts()
+
+    def _release_mounts(self) -> None:
+        """Unmount what dockerd left mounted below our directory (it bind-mounts its data
+        root and unmounts it only on a clean shutdown), so the directory can be removed."""
+        with open("/proc/self/mounts") as mounts:
+            points = [Path(line.split()[1]) for line in mounts]
+        for point in sorted(points, reverse=True):
+            if point.is_relative_to(self.workdir):
+                subprocess.run(["/bin/umount", str(point)], capture_output=True, check=False)
