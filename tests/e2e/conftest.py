@@ -75,7 +75,19 @@ def storage_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {"driver": request.param}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "registry_workers(n): run the `registry` fixture with n worker processes"
+    )
+
+
 @pytest.fixture
-def registry(tmp_path: Path, storage_config: dict[str, Any]) -> Iterator[RegistryProcess]:
-    with RegistryProcess(tmp_path / "registry", {"storage": storage_config}) as server:
+def registry(
+    request: pytest.FixtureRequest, tmp_path: Path, storage_config: dict[str, Any]
+) -> Iterator[RegistryProcess]:
+    """A running registry; two workers unless marked, so the requests of one push may land
+    on different processes as in production."""
+    marker = request.node.get_closest_marker("registry_workers")
+    workers = marker.args[0] if marker else 2
+    with RegistryProcess(tmp_path / "registry", {"storage": storage_config}, workers) as server:
         yield server
