@@ -7,12 +7,15 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.dockerd import DockerDaemon
 from tests.support.server import RegistryProcess
 
 pytestmark = pytest.mark.e2e
+
+MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 
 
 @pytest.fixture
@@ -78,3 +81,32 @@ def test_push_again_mount_and_pull_by_tag_and_digest(
     assert pulled.count(": Pull complete") == layers, pulled
     ran = dockerd.run("run", "--rm", "--network", "none", by_digest).stdout
     assert ran.split() == [f"layer-0-{first}", f"layer-1-{first}"]
+
+
+def test_manifest_list_push_and_pull(
+    dockerd: DockerDaemon, registry: RegistryProcess, local_tags: list[str], tmp_path: Path
+) -> None:
+    image = f"{registry.host}/team/multi:amd64"
+    listed = f"{registry.host}/team/multi:1"
+    local_tags.extend([image, listed])
+    dockerd.build_image(image, tmp_path / "context")
+    image_digest = pushed_digest(dockerd.run("push", image).stdout)
+    dockerd.run("manifest", "create", "--insecure", listed, image)
+    dockerd.run("manifest", "annotate", "--os", "linux", "--arch", "amd64", listed, image)
+    list_digest = dockerd.run("manifest", "push", "--insecure", "--purge", listed).stdout.strip()
+
+    response = httpx.get(
+        f"{registry.url}/v2/team/multi/manifests/1", headers={"Accept": MANIFEST_LIST}
+    )
+    assert response.headers["content-type"] == MANIFEST_LIST
+    assert response.headers["docker-content-digest"] == list_digest
+    [entry] = response.json()["manifests"]
+    assert (entry["digest"], entry["platform"]["architecture"]) == (image_digest, "amd64")
+
+    dockerd.run("rmi", image)
+    assert_gone(dockerd, image)
+    pulled = dockerd.run("pull", listed).stdout
+    assert pulled.count(": Pull complete") == layer_count(dockerd, listed), pulled
+    assert f"Digest: {list_digest}" in pulled
+    ran = dockerd.run("run", "--rm", "--network", "none", listed).stdout
+    assert ran.split() == [f"layer-0-{image}", f"layer-1-{image}"]
