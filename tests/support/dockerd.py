@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
@@ -53,11 +54,16 @@ class DockerDaemon:
             raise DockerUnavailableError("dockerd or the docker CLI is not installed (docker.io)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.client_config.mkdir(exist_ok=True)
+        namespace = f"dockyard-test-{uuid.uuid4().hex[:12]}"
         command = [
             dockerd,
             "--storage-driver=vfs", "--iptables=false", "--ip-masq=false", "--bridge=none",
             f"--data-root={self.workdir / 'root'}", f"--exec-root={self.workdir / 'exec'}",
             f"--pidfile={self.workdir / 'docker.pid'}", f"--host=unix://{self.socket}",
+            # dockerd uses a system containerd when one runs (as after installing docker.io):
+            # keep out of the system daemon's namespace there.
+            f"--containerd-namespace={namespace}",
+            f"--containerd-plugins-namespace={namespace}-plugins",
         ]  # fmt: skip
         log = open(self.workdir / "dockerd.log", "ab")  # noqa: SIM115 - kept open while it runs
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
