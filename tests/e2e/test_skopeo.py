@@ -17,6 +17,7 @@ pytestmark = pytest.mark.e2e
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 ACCEPT = ", ".join([OCI_MANIFEST, DOCKER_MANIFEST])
 
 
@@ -119,3 +120,79 @@ def test_copy_both_formats_back_list_and_delete(
     assert registry_manifest(registry, "team/app", "oci").status_code == 404
     assert json.loads(skopeo("list-tags", "--tls-verify=false", remote))["Tags"] == ["v2s2"]
     assert registry_manifest(registry, "team/app", "v2s2").status_code == 200
+
+
+def write_blob(layout: Path, data: bytes) -> str:
+    hex_digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / hex_digest).write_bytes(data)
+    return f"sha256:{hex_digest}"
+
+
+def add_index(layout: Path, source_tag: str, tag: str) -> str:
+    """Tag in `layout` an OCI index of the image under `source_tag` and an annotated
+    variant of it (for a second platform); returns the index digest."""
+    amd64 = layout_digest(layout, source_tag)
+    amd64_raw = layout_blob(layout, amd64)
+    variant = {**json.loads(amd64_raw), "annotations": {"org.example.variant": "arm64"}}
+    arm64_raw = json.dumps(variant).encode()
+    arm64 = write_blob(layout, arm64_raw)
+    children = [
+        (amd64, len(amd64_raw), "amd64"),
+        (arm64, len(arm64_raw), "arm64"),
+    ]
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": size,
+                "platform": {"architecture": architecture, "os": "linux"},
+            }
+            for digest, size, architecture in children
+        ],
+    }
+    index_raw = json.dumps(index).encode()
+    digest = write_blob(layout, index_raw)
+    layout_index = json.loads((layout / "index.json").read_text())
+    layout_index["manifests"].append(
+        {
+            "mediaType": OCI_INDEX,
+            "digest": digest,
+            "size": len(index_raw),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }
+    )
+    (layout / "index.json").write_text(json.dumps(layout_index))
+    return digest
+
+
+def test_copy_all_of_an_index_and_back(
+    registry: RegistryProcess, source_layout: Path, tmp_path: Path
+) -> None:
+    remote = f"docker://{registry.host}/team/multi:1"
+    index_digest = add_index(source_layout, "src", "multi")
+
+    skopeo(
+        "copy",
+        "--all",
+        "--format",
+        "oci",
+        "--dest-tls-verify=false",
+        f"oci:{source_layout}:multi",
+        remote,
+    )
+    stored = httpx.get(f"{registry.url}/v2/team/multi/manifests/1", headers={"Accept": OCI_INDEX})
+    assert stored.headers["content-type"] == OCI_INDEX
+    assert stored.headers["docker-content-digest"] == index_digest
+    assert stored.content == layout_blob(source_layout, index_digest)
+    for child in json.loads(stored.content)["manifests"]:
+        fetched = registry_manifest(registry, "team/multi", child["digest"])
+        assert fetched.content == layout_blob(source_layout, child["digest"])
+
+    back = tmp_path / "back"
+    skopeo("copy", "--all", "--src-tls-verify=false", remote, f"oci:{back}:multi")
+    assert layout_digest(back, "multi") == index_digest
+    for child in json.loads(stored.content)["manifests"]:
+        assert layout_blob(back, child["digest"]) == layout_blob(source_layout, child["digest"])
