@@ -3,11 +3,12 @@ with the server's resident memory sampled throughout."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 from collections.abc import Iterator
-from types import TracebackType
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -45,31 +46,30 @@ def digest_of(chunks: Iterator[bytes]) -> str:
     return f"sha256:{hasher.hexdigest()}"
 
 
-class PeakRss:
-    """Samples the server's resident memory every 50 ms in a background thread."""
+@dataclass
+class Rss:
+    idle: int
+    peak: int
 
-    def __init__(self, registry: RegistryProcess) -> None:
-        self.registry = registry
-        self.idle = self.peak = registry.rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, self.registry.rss_bytes())
+@contextlib.contextmanager
+def sampled_rss(registry: RegistryProcess) -> Iterator[Rss]:
+    """The server's resident memory, sampled every 50 ms in a background thread."""
+    rss = Rss(idle=registry.rss_bytes(), peak=0)
+    stop = threading.Event()
 
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
+    def sample() -> None:
+        while not stop.wait(0.05):
+            rss.peak = max(rss.peak, registry.rss_bytes())
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield rss
+    finally:
+        stop.set()
+        sampler.join()
+        rss.peak = max(rss.peak, rss.idle)
 
 
 def start_upload(client: httpx.Client, name: str) -> str:
@@ -130,7 +130,10 @@ def test_1gib_blob_round_trip_in_flat_memory(registry: RegistryProcess, push) ->
     seed = 1 if push is push_monolithic else 2
     digest = digest_of(generated(seed))
     name = "big/blob"
-    with httpx.Client(base_url=registry.url, timeout=TIMEOUT) as client, PeakRss(registry) as rss:
+    with (
+        httpx.Client(base_url=registry.url, timeout=TIMEOUT) as client,
+        sampled_rss(registry) as rss,
+    ):
         push(client, name, seed, digest)
         head = client.head(f"/v2/{name}/blobs/{digest}")
         assert head.headers["content-length"] == str(BLOB_SIZE)

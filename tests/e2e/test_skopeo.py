@@ -29,6 +29,10 @@ def skopeo(*args: str) -> str:
     return result.stdout
 
 
+def push(source: str, destination: str, *options: str) -> None:
+    skopeo("copy", *options, "--dest-tls-verify=false", source, destination)
+
+
 def layout_digest(layout: Path, tag: str) -> str:
     """Digest of the manifest an `oci:` layout holds under `tag`."""
     index = json.loads((layout / "index.json").read_text())
@@ -69,28 +73,14 @@ def test_copy_both_formats_back_list_and_delete(
     source_manifest = layout_blob(source_layout, source_digest)
     blobs = referenced_digests(source_manifest)
 
-    skopeo(
-        "copy",
-        "--format",
-        "oci",
-        "--dest-tls-verify=false",
-        f"oci:{source_layout}:src",
-        f"{remote}:oci",
-    )
+    push(f"oci:{source_layout}:src", f"{remote}:oci", "--format", "oci")
     oci = registry_manifest(registry, "team/app", "oci")
     assert oci.status_code == 200
     assert oci.headers["content-type"] == OCI_MANIFEST
     assert oci.headers["docker-content-digest"] == source_digest
     assert oci.content == source_manifest
 
-    skopeo(
-        "copy",
-        "--format",
-        "v2s2",
-        "--dest-tls-verify=false",
-        f"oci:{source_layout}:src",
-        f"{remote}:v2s2",
-    )
+    push(f"oci:{source_layout}:src", f"{remote}:v2s2", "--format", "v2s2")
     v2s2 = registry_manifest(registry, "team/app", "v2s2")
     assert v2s2.status_code == 200
     assert v2s2.headers["content-type"] == DOCKER_MANIFEST
@@ -174,15 +164,7 @@ def test_copy_all_of_an_index_and_back(
     remote = f"docker://{registry.host}/team/multi:1"
     index_digest = add_index(source_layout, "src", "multi")
 
-    skopeo(
-        "copy",
-        "--all",
-        "--format",
-        "oci",
-        "--dest-tls-verify=false",
-        f"oci:{source_layout}:multi",
-        remote,
-    )
+    push(f"oci:{source_layout}:multi", remote, "--all", "--format", "oci")
     stored = httpx.get(f"{registry.url}/v2/team/multi/manifests/1", headers={"Accept": OCI_INDEX})
     assert stored.headers["content-type"] == OCI_INDEX
     assert stored.headers["docker-content-digest"] == index_digest
