@@ -28,6 +28,9 @@ def unavailable(reason: str) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    server = getattr(item, "funcargs", {}).get("registry")
+    if report.failed and isinstance(server, RegistryProcess):
+        report.sections.append(("registry log (last lines)", server.log()[-4000:]))
     if REQUIRED and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
