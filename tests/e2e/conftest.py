@@ -25,6 +25,12 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "registry_workers(n): run the `registry` fixture with n worker processes"
+    )
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -76,12 +82,6 @@ STORAGE = ["filesystem"]
 def storage_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The `storage:` section every real-client test runs with, once per driver."""
     return {"driver": request.param}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "registry_workers(n): run the `registry` fixture with n worker processes"
-    )
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ BLOCK = 4 << 20
 CHUNK = 32 << 20
 RSS_LIMIT = 150 * 10**6
 TIMEOUT = httpx.Timeout(300.0)
+_RANDOM_BLOCK = os.urandom(BLOCK)
 
 
 def generated(seed: int, start: int = 0, end: int = BLOB_SIZE) -> Iterator[bytes]:
@@ -34,9 +35,6 @@ def generated(seed: int, start: int = 0, end: int = BLOB_SIZE) -> Iterator[bytes
     assert start % BLOCK == 0 and end % BLOCK == 0
     for number in range(start // BLOCK, end // BLOCK):
         yield seed.to_bytes(8, "big") + number.to_bytes(8, "big") + _RANDOM_BLOCK[16:]
-
-
-_RANDOM_BLOCK = os.urandom(BLOCK)
 
 
 def digest_of(chunks: Iterator[bytes]) -> str:
