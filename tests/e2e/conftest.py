@@ -1,14 +1,11 @@
 """Fixtures for real-client tests: a private dockerd and a running registry.
 
 Tests that need a tool which cannot run here skip with the reason; with
-`E2E_REQUIRED=1` (set by .ci/run) every skip of a test here is a failure instead,
-so CI cannot pass by skipping.
+`E2E_REQUIRED=1` (set by .ci/run) they fail instead, so CI cannot pass by skipping.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +13,8 @@ from typing import Any
 import pytest
 
 from tests.support.dockerd import DockerDaemon, DockerUnavailableError
+from tests.support.required import REQUIRED, unavailable
 from tests.support.server import RegistryProcess
-
-REQUIRED = os.environ.get("E2E_REQUIRED") == "1"
-
-
-def unavailable(reason: str) -> None:
-    pytest.skip(reason)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,6 +25,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach the registry's log to a failure; with E2E_REQUIRED=1, fail a test skipped
+    in any other way than `unavailable` too."""
     report = yield
     server = getattr(item, "funcargs", {}).get("registry")
     if report.failed and isinstance(server, RegistryProcess):
@@ -42,14 +36,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = f"E2E_REQUIRED=1 but the test was skipped: {reason}"
     return report
-
-
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        unavailable(f"{name} is not installed")
-    assert path is not None
-    return path
 
 
 @pytest.fixture(scope="session")

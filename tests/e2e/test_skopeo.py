@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import require_tool
+from tests.support.required import require_tool
 from tests.support.server import RegistryProcess
 
 pytestmark = pytest.mark.e2e
