@@ -29,7 +29,7 @@ from storage import paths
 from storage.blobs import BlobStore
 from storage.driver import PathNotFoundError, StorageDriver, Writer
 
-FLUSH_SIZE = 4 << 20
+FLUSH_SIZE = 2 << 20
 _REMEMBERED_HASHES = 4096
 
 
