@@ -163,6 +163,6 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     app.state.config = config
     app.state.store = store
     app.add_middleware(ApiVersionHeader)
-    if config.http.access_log:
+    if config.http.access_log and config.log.level in ("debug", "info"):  # lines are info
         app.add_middleware(AccessLog, lines=access_lines)
     return app

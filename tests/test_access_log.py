@@ -14,6 +14,9 @@ from starlette.routing import Route
 
 from registry import access_log
 from registry.access_log import AccessLog, LogLines
+from registry.app import create_app
+from registry.config import Config
+from storage.memory import MemoryDriver
 
 
 async def _ok(request: Request) -> Response:
@@ -73,3 +76,22 @@ async def test_a_write_holds_whole_lines_of_bounded_size(monkeypatch: pytest.Mon
     assert stream.getvalue().count("\n") == 20
     assert len(stream.writes) > 1
     assert all(text.endswith("\n") and len(text) < 400 for text in stream.writes)
+
+
+@pytest.mark.parametrize(
+    ("settings", "logged"),
+    [
+        ({}, True),
+        ({"http": {"access_log": False}}, False),
+        ({"log": {"level": "warning"}}, False),  # access lines are info lines
+    ],
+)
+async def test_registry_access_log_follows_configuration(
+    settings: dict[str, dict[str, object]], logged: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = create_app(Config(**settings), MemoryDriver())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://r.test") as client:
+        assert (await client.get("/v2/")).status_code == 200
+    await asyncio.sleep(0)
+    assert ('"GET /v2/ HTTP/1.1" 200 ' in capsys.readouterr().out) is logged
