@@ -32,7 +32,8 @@ class Sizes:
     rounds: int
 
 
-FULL = Sizes(512 * MiB, 16 * MiB, 64 * MiB, 10, 1000, 1000, 5, 40 * MiB, 20, 5 * MiB, 3)
+# An even number of rounds: each server goes first as often as second.
+FULL = Sizes(512 * MiB, 16 * MiB, 64 * MiB, 10, 1000, 1000, 5, 40 * MiB, 20, 5 * MiB, 4)
 QUICK = Sizes(64 * MiB, 16 * MiB, 16 * MiB, 2, 100, 100, 5, 4 * MiB, 4, 1 * MiB, 1)
 
 

@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             "alternation keeps the ratios meaningful"
         )
     dockerd: DockerDaemon | None = None
+    bound = report.upload_bound(WORKDIR)
     try:
         bench.servers["dockyard"] = start_dockyard(WORKDIR / "dockyard", htpasswd)
         bench.servers["reference"] = ReferenceRegistry(WORKDIR / "reference", htpasswd).start()
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.rate_round(round_)
                 if dockerd is not None:
                     bench.docker_round(round_, dockerd)
-        environment = report.environment(WORKDIR, load_before)
+        environment = report.environment(load_before, bound)
     finally:
         if dockerd is not None:
             dockerd.stop()
