@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             dockerd.stop()
         for server in bench.servers.values():
             server.stop()
+        shutil.rmtree(WORKDIR, ignore_errors=True)  # gigabytes of blobs and images
     elapsed = time.time() - started
     table = report.render(bench.results, memory, environment, bench.notes, sizes, elapsed)
     if results_path is not None:
@@ -213,6 +214,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: wrote {results_path}")
     else:
         print(table)
-    shutil.rmtree(WORKDIR, ignore_errors=True)
     print(report.summary_line(bench.results, memory))
     return 0
