@@ -208,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         shutil.rmtree(WORKDIR, ignore_errors=True)  # gigabytes of blobs and images
     elapsed = time.time() - started
+    busiest = max(load_before[0], os.getloadavg()[0])
+    if busiest > (os.cpu_count() or 1) / 2:
+        bench.notes.append(
+            f"taken on a shared, busy machine (load average up to {busiest:.1f} on "
+            f"{os.cpu_count()} CPUs): absolute figures are noisy, the A/B alternation keeps "
+            "the ratios meaningful"
+        )
     table = report.render(bench.results, memory, environment, bench.notes, sizes, elapsed)
     if results_path is not None:
         results_path.write_text(table)
