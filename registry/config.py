@@ -55,7 +55,9 @@ Action = Literal["pull", "push", "delete"]
 class RuleConfig(Section):
     """Who may do what on which repositories; `{user}` in a pattern is the caller's name."""
 
-    repositories: list[str] = Field(min_length=1, description="globs: * within a path part, ** across")
+    repositories: list[str] = Field(
+        min_length=1, description="globs: * within a path part, ** across"
+    )
     actions: list[Action] = Field(min_length=1)
     users: list[str] = Field(default_factory=list, description='"*" is every authenticated user')
     groups: list[str] = Field(default_factory=list)
@@ -68,7 +70,9 @@ class ThrottleConfig(Section):
 
 
 class TokenConfig(Section):
-    realm: str | None = Field(None, description="token endpoint URL; default <this host>/auth/token")
+    realm: str | None = Field(
+        None, description="token endpoint URL; default <this host>/auth/token"
+    )
     service: str = "dockyard"
     issuer: str = "dockyard"
     expires_in: int = Field(300, ge=60, le=86400)

@@ -93,7 +93,9 @@ class TokenEndpoint:
             credentials = parse_basic(authorization)
             if credentials is None:
                 raise RegistryError(
-                    ErrorCode.UNAUTHORIZED, "malformed basic credentials", headers=self.basic_challenge
+                    ErrorCode.UNAUTHORIZED,
+                    "malformed basic credentials",
+                    headers=self.basic_challenge,
                 )
             user = credentials[0]
             hashed = await self._password(request, *credentials)

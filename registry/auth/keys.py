@@ -11,6 +11,7 @@ a JWKS file.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -91,7 +92,9 @@ class SigningKey:
         try:
             private = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError) as error:
-            raise KeyConfigError(f"{source}: not an unencrypted PEM private key ({error})") from None
+            raise KeyConfigError(
+                f"{source}: not an unencrypted PEM private key ({error})"
+            ) from None
         public = private.public_key()
         return cls(private, key_id(public), algorithms_for(public)[0])
 
@@ -124,10 +127,9 @@ def _create_exclusively(path: Path) -> None:
             file.write(pem)
             file.flush()
             os.fsync(file.fileno())
-        try:
-            os.link(temp, path)  # fails if another process got there first: theirs wins
-        except FileExistsError:
-            pass
+        # Fails if another process got there first: then theirs wins.
+        with contextlib.suppress(FileExistsError):
+            os.link(temp, path)
     finally:
         temp.unlink(missing_ok=True)
 
@@ -143,7 +145,9 @@ def load_public_keys(pem_path: Path | None, jwks_path: Path | None) -> list[Veri
             else:
                 public = serialization.load_pem_public_key(data)
         except ValueError as error:
-            raise KeyConfigError(f"{pem_path}: not a PEM public key or certificate ({error})") from None
+            raise KeyConfigError(
+                f"{pem_path}: not a PEM public key or certificate ({error})"
+            ) from None
         keys.append(VerificationKey(key_id(public), public, algorithms_for(public)))
     if jwks_path is not None:
         try:

@@ -51,9 +51,8 @@ class AccessControl:
         await self.app(scope, receive, send)
 
     def _check(self, scope: Scope, caller: Caller, needed: Requirement) -> None:
-        if needed.scope is None or needed.catalog:
-            if not caller.authenticated:
-                raise self.guard.challenge(scope, _asked(needed), "authentication required")
+        if (needed.scope is None or needed.catalog) and not caller.authenticated:
+            raise self.guard.challenge(scope, _asked(needed), "authentication required")
         if needed.scope is None or caller.allows(needed.scope):
             return
         if caller.name is None:

@@ -63,4 +63,3 @@ def requirement(scope: AsgiScope, routes: Sequence[BaseRoute]) -> Requirement:
             return Requirement(needed, starts_upload=True, mount_from=source)
         return Requirement(needed)
     return Requirement(None)
-

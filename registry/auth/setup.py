@@ -58,7 +58,9 @@ def build_access(config: Config) -> AccessSetup:
         return AccessSetup(TokenGuard(token.realm, token.service, verifier, None))
     key = load_or_create_signing_key(signing_key_path(config))
     verifier = TokenVerifier([key.verification_key()], token.issuer, token.service)
-    signer = TokenSigner(key, token.issuer, token.service, token.expires_in, token.refresh_expires_in)
+    signer = TokenSigner(
+        key, token.issuer, token.service, token.expires_in, token.refresh_expires_in
+    )
     endpoint = TokenEndpoint(
         signer, verifier, _password_login(config, users), users, rules, auth.realm
     )

@@ -230,4 +230,3 @@ async def test_default_rules_let_every_user_do_everything(
     digest = await push_blob(client, "any/thing", b"x", BOB)
     assert (await client.delete(f"/v2/any/thing/blobs/{digest}", headers=BOB)).status_code == 202
     assert_unauthorized(await client.get("/v2/any/thing/tags/list"))
-
