@@ -26,8 +26,15 @@ _DUMMY_HASH = bcrypt.hashpw(b"dockyard", bcrypt.gensalt(12))
 _CACHE_LIMIT = 10_000
 
 
+NO_CREDENTIALS = ("", "")
+
+
 def parse_basic(header: str) -> tuple[str, str] | None:
-    """(user, password) from an `Authorization: Basic …` value, or None if malformed."""
+    """(user, password) from an `Authorization: Basic …` value, or None if malformed.
+
+    Some clients (containers/image) send empty credentials when they have none:
+    those come back as `NO_CREDENTIALS` and mean anonymous.
+    """
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
         return None
@@ -36,7 +43,7 @@ def parse_basic(header: str) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     name, sep, password = decoded.partition(":")
-    if not sep or not name:
+    if not sep:
         return None
     return name, password
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from registry.auth.credentials import parse_basic
+from registry.auth.credentials import NO_CREDENTIALS, parse_basic
 from registry.auth.guards import TOKEN_PATH, PasswordLogin, client_address
 from registry.auth.htpasswd import Users
 from registry.auth.rules import Rules
@@ -89,14 +89,13 @@ class TokenEndpoint:
         self._check_service(params.get("service"))
         scopes = self._scopes(params.getlist("scope"))
         user, hashed = None, None
-        if authorization := request.headers.get("authorization"):
-            credentials = parse_basic(authorization)
-            if credentials is None:
-                raise RegistryError(
-                    ErrorCode.UNAUTHORIZED,
-                    "malformed basic credentials",
-                    headers=self.basic_challenge,
-                )
+        authorization = request.headers.get("authorization")
+        credentials = parse_basic(authorization) if authorization else NO_CREDENTIALS
+        if credentials is None:
+            raise RegistryError(
+                ErrorCode.UNAUTHORIZED, "malformed basic credentials", headers=self.basic_challenge
+            )
+        if credentials != NO_CREDENTIALS:
             user = credentials[0]
             hashed = await self._password(request, *credentials)
         issued = self.signer.access_token(user or "", self._granted(user, scopes))

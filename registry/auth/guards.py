@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from starlette.types import Scope as AsgiScope
 
 from registry.auth.caller import Caller
-from registry.auth.credentials import PasswordChecker, parse_basic
+from registry.auth.credentials import NO_CREDENTIALS, PasswordChecker, parse_basic
 from registry.auth.rules import Rules
 from registry.auth.scopes import Scope
 from registry.auth.throttle import Throttle
@@ -91,9 +91,9 @@ class BasicGuard(Guard):
 
     async def identify(self, scope: AsgiScope) -> Caller:
         authorization = Headers(scope=scope).get("authorization")
-        if authorization is None:
+        credentials = parse_basic(authorization) if authorization else NO_CREDENTIALS
+        if credentials == NO_CREDENTIALS:
             return self._caller(None)
-        credentials = parse_basic(authorization)
         if credentials is None:
             raise self.challenge(scope, [], "malformed basic credentials")
         name, password = credentials

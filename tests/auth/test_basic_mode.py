@@ -40,7 +40,7 @@ async def test_api_base_needs_credentials_even_with_anonymous_pull(client) -> No
 
 
 async def test_wrong_password_and_unknown_user_are_refused(client) -> None:
-    for headers in (basic("alice", "wrong"), basic("nobody", "alice-pw")):
+    for headers in (basic("alice", "wrong"), basic("nobody", "alice-pw"), basic("", "pw")):
         response = await client.get("/v2/", headers=headers)
         assert_unauthorized(response)
         assert response.json()["errors"][0]["message"] == "invalid username or password"
@@ -57,7 +57,7 @@ async def test_anonymous_pull_only_where_allowed(client) -> None:
     # Allowed: the request reaches the endpoint (unknown manifest), not the access check.
     response = await client.get("/v2/public/tools/manifests/latest")
     assert response.status_code == 404 and error_code(response) == "MANIFEST_UNKNOWN"
-    response = await client.get("/v2/public/deep/er/tags/list")
+    response = await client.get("/v2/public/deep/er/tags/list", headers=basic("", ""))
     assert response.status_code == 404 and error_code(response) == "NAME_UNKNOWN"
     assert_unauthorized(await client.get("/v2/team/app/manifests/latest"))
     # Anonymous pull never means anonymous push.

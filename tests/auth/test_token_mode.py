@@ -144,6 +144,10 @@ async def test_anonymous_token_pulls_public_only(client) -> None:
     response = await client.get("/v2/team/a/manifests/1", headers=headers)
     assert response.status_code == 401  # not signed in: asked to sign in, not denied
     assert "refresh_token" not in await get_token(client, None, offline_token="true")
+    response = await client.get(
+        TOKEN_URL, params={"scope": "repository:public/x:pull"}, headers=basic("", "")
+    )
+    assert claims_of(response.json()["token"])["sub"] == ""
 
 
 async def test_token_endpoint_refuses_wrong_password_and_service(client) -> None:
