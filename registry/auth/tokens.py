@@ -21,6 +21,7 @@ from registry.auth.keys import SigningKey, VerificationKey
 from registry.auth.scopes import Scope
 
 LEEWAY_SECONDS = 10
+_CACHE_LIMIT = 10_000
 _REFRESH = "refresh"
 
 
@@ -90,6 +91,9 @@ class TokenVerifier:
         self.keys = {key.kid: key for key in keys}
         self.issuer = issuer
         self.audience = audience
+        # Signature checks cost far more than serving a small blob; a client reuses its
+        # token for many requests, so remember verified ones (until they expire).
+        self._verified: dict[str, tuple[AccessToken, float, float]] = {}
 
     def _decode(self, token: str, required: list[str]) -> dict[str, Any]:
         try:
@@ -125,7 +129,22 @@ class TokenVerifier:
             raise InvalidTokenError(f"invalid token: {type(error).__name__}") from None
 
     def verify_access(self, token: str) -> AccessToken:
+        now = time.time()
+        if (cached := self._verified.get(token)) is not None:
+            access, not_before, expires = cached
+            if not_before - LEEWAY_SECONDS <= now <= expires + LEEWAY_SECONDS:
+                return access
         claims = self._decode(token, ["access"])
+        access = self._access(claims)
+        if len(self._verified) >= _CACHE_LIMIT:
+            self._verified = {k: v for k, v in self._verified.items() if v[2] > now}
+            if len(self._verified) >= _CACHE_LIMIT:
+                self._verified.clear()
+        self._verified[token] = (access, float(claims.get("nbf", 0)), float(claims["exp"]))
+        return access
+
+    @staticmethod
+    def _access(claims: dict[str, Any]) -> AccessToken:
         if claims.get("use") == _REFRESH:
             raise InvalidTokenError("a refresh token is not an access token")
         grants: dict[tuple[str, str], frozenset[str]] = {}

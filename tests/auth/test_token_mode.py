@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -378,3 +379,13 @@ async def test_configured_signing_key(make_config, open_client, tmp_path: Path) 
     assert jwt.get_unverified_header(token)["alg"] == "ES384"
     jwt.decode(token, key.public_key(), ["ES384"], audience="dockyard")
     assert not (tmp_path / "data" / "auth").exists()
+
+
+async def test_a_remembered_token_still_expires(client, signing_key, monkeypatch) -> None:
+    from registry.auth import tokens
+
+    monkeypatch.setattr(tokens, "LEEWAY_SECONDS", 0)
+    token = bearer(forge(signing_key, exp=int(time.time()) + 1))
+    assert (await client.get("/v2/team/app/tags/list", headers=token)).status_code == 404
+    await asyncio.sleep(2.1)
+    assert (await client.get("/v2/team/app/tags/list", headers=token)).status_code == 401
