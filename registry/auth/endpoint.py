@@ -75,13 +75,12 @@ class TokenEndpoint:
 
     async def _password(self, request: Request, name: str, password: str) -> str:
         """Check the password; returns the user's hash (for a refresh token)."""
-        refused = RegistryError(
-            ErrorCode.UNAUTHORIZED, "invalid username or password", headers=self.basic_challenge
-        )
-        await self.login.login(name, password, client_address(request.scope), refused)
+        valid = await self.login.login(name, password, client_address(request.scope))
         hashed = await self.users.hash_of(name)
-        if hashed is None:  # removed between the check and now
-            raise refused
+        if not valid or hashed is None:  # (None: removed between the check and now)
+            raise RegistryError(
+                ErrorCode.UNAUTHORIZED, "invalid username or password", headers=self.basic_challenge
+            )
         return hashed
 
     async def get(self, request: Request) -> Response:

@@ -46,8 +46,8 @@ class PasswordLogin:
         self.checker = checker
         self.throttle = throttle
 
-    async def login(self, name: str, password: str, address: str, refused: RegistryError) -> None:
-        """Return if the password is right; else raise `refused` (or 429 while throttled)."""
+    async def login(self, name: str, password: str, address: str) -> bool:
+        """Whether the password is right; raises 429 while the address or user is throttled."""
         keys = (f"address:{address}", f"user:{name}")
         if wait := self.throttle.retry_after(*keys):
             raise RegistryError(
@@ -58,8 +58,9 @@ class PasswordLogin:
         if not await self.checker.verify(name, password):
             self.throttle.failed(*keys)
             log.warning("failed login for user %r from %s", name[:64], address)
-            raise refused
+            return False
         self.throttle.succeeded(*keys)
+        return True
 
 
 class Guard(abc.ABC):
@@ -97,8 +98,8 @@ class BasicGuard(Guard):
         if credentials is None:
             raise self.challenge(scope, [], "malformed basic credentials")
         name, password = credentials
-        refused = self.challenge(scope, [], "invalid username or password")
-        await self.login.login(name, password, client_address(scope), refused)
+        if not await self.login.login(name, password, client_address(scope)):
+            raise self.challenge(scope, [], "invalid username or password")
         return self._caller(name)
 
     def challenge(self, scope: AsgiScope, needed: list[Scope], message: str) -> RegistryError:

@@ -33,6 +33,12 @@ class AccessControl:
         self.app = app
         self.guard = guard
         self.routes = routes
+        # Only routes that accept the method can fully match: try just those.
+        methods = {method for route in routes for method in getattr(route, "methods", None) or ()}
+        self.routes_for = {
+            method: [r for r in routes if method in (getattr(r, "methods", None) or ())]
+            for method in methods
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v2"):
@@ -40,7 +46,7 @@ class AccessControl:
             return
         try:
             caller = await self.guard.identify(scope)
-            needed = requirement(scope, self.routes)
+            needed = requirement(scope, self.routes_for.get(scope["method"], self.routes))
             self._check(scope, caller, needed)
         except RegistryError as error:
             await error_response(error)(scope, receive, send)
