@@ -13,6 +13,7 @@ caller allowed less than asked is not an error.
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -27,6 +28,8 @@ from registry.auth.scopes import Scope, ScopeError, merge, parse_scopes
 from registry.auth.tokens import InvalidTokenError, TokenSigner, TokenVerifier, password_fingerprint
 from registry.errors import ErrorCode, RegistryError
 from registry.routes.common import read_limited
+
+log = logging.getLogger("dockyard.auth")
 
 FORM_LIMIT = 64 << 10
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -69,9 +72,15 @@ class TokenEndpoint:
         except ScopeError as error:
             raise _bad_request(str(error)) from None
 
-    def _granted(self, user: str | None, scopes: list[Scope]) -> list[Scope]:
-        granted = (self.rules.grant(user, scope) for scope in scopes)
-        return [scope for scope in granted if scope.actions]
+    def _granted(self, user: str | None, scopes: list[Scope], client_id: str | None) -> list[Scope]:
+        granted = [g for g in (self.rules.grant(user, scope) for scope in scopes) if g.actions]
+        log.info(
+            "token for %s (client %r): %s",
+            user or "anonymous",
+            (client_id or "")[:64],
+            " ".join(str(scope) for scope in granted) or "no access",
+        )
+        return granted
 
     async def _password(self, request: Request, name: str, password: str) -> str:
         """Check the password; returns the user's hash (for a refresh token)."""
@@ -97,7 +106,9 @@ class TokenEndpoint:
         if credentials != NO_CREDENTIALS:
             user = credentials[0]
             hashed = await self._password(request, *credentials)
-        issued = self.signer.access_token(user or "", self._granted(user, scopes))
+        issued = self.signer.access_token(
+            user or "", self._granted(user, scopes, params.get("client_id"))
+        )
         body = {
             "token": issued.token,
             "access_token": issued.token,
@@ -124,7 +135,7 @@ class TokenEndpoint:
             user = await self._refresh_subject(refresh)
         else:
             raise _bad_request(f"unsupported grant_type {str(grant_type)[:64]!r}")
-        granted = self._granted(user, scopes)
+        granted = self._granted(user, scopes, form.get("client_id"))
         issued = self.signer.access_token(user, granted)
         body = {
             "access_token": issued.token,

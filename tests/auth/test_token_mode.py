@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from registry.auth import htpasswd
 from registry.auth.keys import SigningKey, load_or_create_signing_key
 from registry.auth.setup import signing_key_path
-from tests.support.auth import basic, bearer, push_blob, write_users
+from tests.support.auth import basic, bearer, push_blob, remove_user, write_users
 
 TOKEN_URL = "/auth/token"
 
@@ -240,9 +240,7 @@ async def test_refresh_token_refused_after_user_removed(
     monkeypatch.setattr(htpasswd, "RECHECK_SECONDS", 0.0)
     refresh = (await get_token(client, "alice", offline_token="true"))["refresh_token"]
     assert (await refresh_grant(client, refresh)).status_code == 200
-    users = htpasswd.read(users_file)
-    del users["alice"]
-    htpasswd.write(users_file, users)
+    remove_user(users_file, "alice")
     response = await refresh_grant(client, refresh)
     assert response.status_code == 401
     assert "revoked" in response.json()["errors"][0]["message"]

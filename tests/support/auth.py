@@ -17,6 +17,12 @@ def write_users(path: Path, users: dict[str, str]) -> Path:
     return path
 
 
+def remove_user(path: Path, name: str) -> None:
+    users = htpasswd.read(path)
+    del users[name]
+    htpasswd.write(path, users)
+
+
 def basic(user: str, password: str) -> dict[str, str]:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
