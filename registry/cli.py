@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import getpass
 import os
 import ssl
@@ -24,6 +25,13 @@ def _load(args: argparse.Namespace) -> Config | None:
     except ConfigError as error:
         print(f"dockyard: {error}", file=sys.stderr)
         return None
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus Dockyard's own loggers at the configured level."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["dockyard"] = {"handlers": ["default"], "level": level.upper()}
+    return config
 
 
 def _tls_options(tls: TlsConfig) -> dict[str, Any]:
@@ -64,6 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         log_level=config.log.level,
+        log_config=_log_config(config.log.level),
         access_log=config.http.access_log,
         proxy_headers=False,
         server_header=False,

@@ -106,6 +106,8 @@ def test_docker_login_push_pull_logout(dockerd: DockerDaemon, image: str, regist
         dockerd.run("logout", host, check=False)
         dockerd.run("rmi", app, tool, f"{host}/team/app:bob", check=False)
     assert_no_secrets_logged(registry)
+    if registry.mode == "token":  # Dockyard's own info lines reach the log (the audit trail)
+        assert "token for alice (client 'docker')" in registry.log()
 
 
 def test_docker_login_with_a_wrong_password_fails_clearly(dockerd: DockerDaemon, registry) -> None:
