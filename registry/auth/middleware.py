@@ -1,11 +1,11 @@
-"""The access check: one pure-ASGI middleware in front of every `/v2/` endpoint.
+"""The access check: one pure-ASGI middleware in front of every endpoint but `/auth/token`.
 
 It runs before routing, storage work or reading the body: it derives what the
 request needs from its method and path (`requirements`), identifies the caller
 (`guards`) and answers 401 (not signed in), 403 (signed in, not allowed) or 429
 (throttled) itself. Rules:
 
-- `GET /v2/` and unknown paths need a signed-in caller, so `docker login` always
+- `GET /v2/` and any other path need a signed-in caller, so `docker login` always
   sends its credentials even where anonymous pull is allowed.
 - `_catalog` needs `registry:catalog:*`; the listing shows only pullable names.
 - A cross-repository mount needs pull on the source; without it the mount
@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from registry.auth.caller import CALLER_KEY, Caller
-from registry.auth.guards import Guard
+from registry.auth.guards import TOKEN_PATH, Guard
 from registry.auth.requirements import PULL, PUSH, Requirement, requirement
 from registry.auth.scopes import Scope as ResourceScope
 from registry.errors import RegistryError, error_response
@@ -41,7 +41,7 @@ class AccessControl:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v2"):
+        if scope["type"] != "http" or _route_path(scope) == TOKEN_PATH:
             await self.app(scope, receive, send)
             return
         try:
@@ -64,6 +64,13 @@ class AccessControl:
         if caller.name is None:
             raise self.guard.challenge(scope, _asked(needed), "authentication required")
         raise self.guard.denied(scope, _asked(needed))
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router will match (below any `root_path` the app is mounted at)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _asked(needed: Requirement) -> list[ResourceScope]:

@@ -222,3 +222,14 @@ async def test_default_rules_let_every_user_do_everything(
     digest = await push_blob(client, "any/thing", b"x", BOB)
     assert (await client.delete(f"/v2/any/thing/blobs/{digest}", headers=BOB)).status_code == 202
     assert_unauthorized(await client.get("/v2/any/thing/tags/list"))
+
+
+async def test_every_path_is_guarded_even_below_a_root_path(make_config, open_client) -> None:
+    client = open_client(make_config("basic"))
+    transport = httpx.ASGITransport(app=client.app, root_path="/registry")
+    async with httpx.AsyncClient(transport=transport, base_url="http://r.test") as mounted:
+        response = await mounted.post("/registry/v2/team/app/blobs/uploads/")
+        assert response.status_code == 401
+        assert (await mounted.get("/registry/v2/", headers=ALICE)).status_code == 200
+    assert_unauthorized(await client.get("/elsewhere"))
+    assert (await client.get("/elsewhere", headers=ALICE)).status_code == 404

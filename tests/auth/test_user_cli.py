@@ -53,3 +53,16 @@ def test_refuses_weak_hashes_and_bad_input(tmp_path: Path) -> None:
     result = dockyard("--htpasswd", str(empty), "add", "bad:name", input="pw\n")
     assert result.returncode == 1 and "invalid user name" in result.stderr
     assert not empty.exists()
+
+
+def test_serve_refuses_a_weak_users_file(tmp_path: Path) -> None:
+    users = tmp_path / "htpasswd"
+    users.write_text("old:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"auth: {{mode: basic, htpasswd: {users}}}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "registry", "serve", "--config", str(config), "--port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "non-bcrypt" in result.stderr and f"{users}:1" in result.stderr
