@@ -19,7 +19,7 @@ import time
 
 import bcrypt
 
-from registry.auth.htpasswd import Users
+from registry.auth.htpasswd import MAX_PASSWORD_BYTES, Users
 
 # Compared against when the user does not exist, so timing does not reveal that.
 _DUMMY_HASH = bcrypt.hashpw(b"dockyard", bcrypt.gensalt(12))
@@ -49,10 +49,11 @@ def parse_basic(header: str) -> tuple[str, str] | None:
 
 
 def _check(password: str, hashed: str | None) -> bool:
-    if hashed is None:
-        bcrypt.checkpw(password.encode(), _DUMMY_HASH)
+    secret = password.encode()
+    if hashed is None or len(secret) > MAX_PASSWORD_BYTES:  # never set: cannot be right
+        bcrypt.checkpw(secret[:MAX_PASSWORD_BYTES], _DUMMY_HASH)
         return False
-    return bcrypt.checkpw(password.encode(), hashed.encode())
+    return bcrypt.checkpw(secret, hashed.encode())
 
 
 class PasswordChecker:

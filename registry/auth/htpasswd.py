@@ -19,6 +19,7 @@ import bcrypt
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 RECHECK_SECONDS = 1.0
+MAX_PASSWORD_BYTES = 72  # bcrypt looks at no more
 
 log = logging.getLogger("dockyard")
 
@@ -39,6 +40,8 @@ def check_username(name: str) -> str:
 def hash_password(password: str, rounds: int = 12) -> str:
     if not password:
         raise HtpasswdError("the password must not be empty")
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise HtpasswdError(f"the password is longer than bcrypt's {MAX_PASSWORD_BYTES} bytes")
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
 
 

@@ -40,7 +40,14 @@ async def test_api_base_needs_credentials_even_with_anonymous_pull(client) -> No
 
 
 async def test_wrong_password_and_unknown_user_are_refused(client) -> None:
-    for headers in (basic("alice", "wrong"), basic("nobody", "alice-pw"), basic("", "pw")):
+    long = "é" * 40  # 80 bytes: more than bcrypt takes
+    for headers in (
+        basic("alice", "wrong"),
+        basic("nobody", "alice-pw"),
+        basic("", "pw"),
+        basic("alice", long),
+        basic("alice", "alice-pw" + "x" * 100),
+    ):
         response = await client.get("/v2/", headers=headers)
         assert_unauthorized(response)
         assert response.json()["errors"][0]["message"] == "invalid username or password"

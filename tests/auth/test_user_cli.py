@@ -50,6 +50,8 @@ def test_refuses_weak_hashes_and_bad_input(tmp_path: Path) -> None:
     empty = tmp_path / "other"
     result = dockyard("--htpasswd", str(empty), "add", "dave", input="\n")
     assert result.returncode == 1 and "empty" in result.stderr
+    result = dockyard("--htpasswd", str(empty), "add", "dave", input="x" * 73 + "\n")
+    assert result.returncode == 1 and "72 bytes" in result.stderr
     result = dockyard("--htpasswd", str(empty), "add", "bad:name", input="pw\n")
     assert result.returncode == 1 and "invalid user name" in result.stderr
     assert not empty.exists()
