@@ -2,7 +2,7 @@
 
 bcrypt is slow on purpose (tens of milliseconds per check), far too slow to
 run on every blob request of a pull. A verified credential is remembered under
-a salted SHA-256 of it (never the password itself) for `ttl` seconds, and every
+a keyed BLAKE2 hash of it (never the password itself) for `ttl` seconds, and every
 entry is dropped as soon as the users file changes. Checks run in a thread,
 and concurrent checks of one credential share a single bcrypt run.
 """
@@ -13,7 +13,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import hmac
 import os
 import time
 
@@ -65,7 +64,7 @@ class PasswordChecker:
         self._running: dict[bytes, asyncio.Future[bool]] = {}
 
     def _key(self, name: str, password: str) -> bytes:
-        return hmac.new(self._salt, f"{name}\0{password}".encode(), hashlib.sha256).digest()
+        return hashlib.blake2b(f"{name}\0{password}".encode(), key=self._salt).digest()
 
     async def verify(self, name: str, password: str) -> bool:
         hashed = await self.users.hash_of(name)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import abc
 import logging
 
-from starlette.datastructures import Headers
 from starlette.types import Scope as AsgiScope
 
 from registry.auth.caller import Caller
@@ -34,6 +33,14 @@ def _detail(scopes: list[Scope]) -> list[dict[str, str]]:
     ]
 
 
+def header(scope: AsgiScope, name: bytes) -> str | None:
+    """One request header (`name` in lower case), without building a Headers object."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 def client_address(scope: AsgiScope) -> str:
     client = scope.get("client")
     return client[0] if client else "unknown"
@@ -48,7 +55,7 @@ class PasswordLogin:
 
     async def login(self, name: str, password: str, address: str) -> bool:
         """Whether the password is right; raises 429 while the address or user is throttled."""
-        keys = (f"address:{address}", f"user:{name}")
+        keys = (f"address:{address}", f"user:{name[:64]}")
         if wait := self.throttle.retry_after(*keys):
             raise RegistryError(
                 ErrorCode.TOOMANYREQUESTS,
@@ -81,17 +88,24 @@ class BasicGuard(Guard):
         self.header = f'Basic realm="{realm}", charset="UTF-8"'
         self.login = login
         self.rules = rules
+        self._callers: dict[str | None, Caller] = {}
 
     def _caller(self, name: str | None) -> Caller:
-        return Caller(
-            name=name,
-            authenticated=name is not None,
-            allows=lambda scope: self.rules.allows(name, scope),
-            may_pull=lambda repository: "pull" in self.rules.actions(name, repository),
-        )
+        """Callers depend only on the name and the (fixed) rules: one object per user."""
+        if (caller := self._callers.get(name)) is None:
+            rules = self.rules
+            caller = Caller(
+                name=name,
+                authenticated=name is not None,
+                allows=lambda scope: rules.allows(name, scope),
+                may_pull=lambda repository: "pull" in rules.actions(name, repository),
+            )
+            if len(self._callers) < 10_000:
+                self._callers[name] = caller
+        return caller
 
     async def identify(self, scope: AsgiScope) -> Caller:
-        authorization = Headers(scope=scope).get("authorization")
+        authorization = header(scope, b"authorization")
         credentials = parse_basic(authorization) if authorization else NO_CREDENTIALS
         if credentials == NO_CREDENTIALS:
             return self._caller(None)
@@ -123,7 +137,7 @@ class TokenGuard(Guard):
     def _realm(self, scope: AsgiScope) -> str:
         if self.realm:
             return self.realm
-        host = Headers(scope=scope).get("host", "localhost")
+        host = header(scope, b"host") or "localhost"
         return f"{scope.get('scheme', 'http')}://{host}{TOKEN_PATH}"
 
     def _bearer(self, scope: AsgiScope, needed: list[Scope], error: str | None) -> str:
@@ -135,7 +149,7 @@ class TokenGuard(Guard):
         return "Bearer " + ",".join(parts)
 
     async def identify(self, scope: AsgiScope) -> Caller:
-        authorization = Headers(scope=scope).get("authorization")
+        authorization = header(scope, b"authorization")
         if authorization is None:
             return Caller(None, False, lambda scope: False, lambda repository: False)
         kind, _, token = authorization.partition(" ")

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from registry.auth.caller import CALLER_KEY, Caller
 from registry.auth.guards import TOKEN_PATH, Guard
-from registry.auth.requirements import PULL, PUSH, Requirement, requirement
+from registry.auth.requirements import PULL, PUSH, Requirement, RouteTable, route_path
 from registry.auth.scopes import Scope as ResourceScope
 from registry.errors import RegistryError, error_response
 
@@ -32,21 +32,15 @@ class AccessControl:
     def __init__(self, app: ASGIApp, guard: Guard, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.guard = guard
-        self.routes = routes
-        # Only routes that accept the method can fully match: try just those.
-        methods = {method for route in routes for method in getattr(route, "methods", None) or ()}
-        self.routes_for = {
-            method: [r for r in routes if method in (getattr(r, "methods", None) or ())]
-            for method in methods
-        }
+        self.table = RouteTable(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _route_path(scope) == TOKEN_PATH:
+        if scope["type"] != "http" or route_path(scope) == TOKEN_PATH:
             await self.app(scope, receive, send)
             return
         try:
             caller = await self.guard.identify(scope)
-            needed = requirement(scope, self.routes_for.get(scope["method"], self.routes))
+            needed = self.table.requirement(scope)
             self._check(scope, caller, needed)
         except RegistryError as error:
             await error_response(error)(scope, receive, send)
@@ -64,13 +58,6 @@ class AccessControl:
         if caller.name is None:
             raise self.guard.challenge(scope, _asked(needed), "authentication required")
         raise self.guard.denied(scope, _asked(needed))
-
-
-def _route_path(scope: Scope) -> str:
-    """The path the router will match (below any `root_path` the app is mounted at)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _asked(needed: Requirement) -> list[ResourceScope]:
