@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import require_tool
@@ -127,3 +128,26 @@ def test_repeated_failures_are_throttled(dockerd: DockerDaemon, tmp_path: Path, 
         result = login(dockerd, registry.host, "bob", PASSWORDS["bob"], check=False)
         assert result.returncode != 0
         assert "429" in result.stderr or "too many" in result.stderr.lower(), result.stderr
+
+
+def test_workers_share_one_signing_key(tmp_path: Path) -> None:
+    """Tokens from any worker are good at every other one, and one key is ever made."""
+    workdir = tmp_path / "registry"
+    users = write_users(workdir / "htpasswd", PASSWORDS)
+    config = {"auth": {**AUTH, "mode": "token", "htpasswd": str(users)}}
+    with RegistryProcess(workdir, config, workers=2) as registry:
+        statuses = set()
+        for _ in range(20):  # a new connection each time: any worker may answer
+            token = httpx.get(
+                f"{registry.url}/auth/token",
+                params={"service": "dockyard", "scope": "repository:team/app:pull"},
+                auth=("alice", PASSWORDS["alice"]),
+            ).json()["token"]
+            response = httpx.get(
+                f"{registry.url}/v2/team/app/tags/list",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            statuses.add(response.status_code)
+        assert statuses == {404}  # past the access check every time
+        keys = list((workdir / "data" / "auth").iterdir())
+        assert [key.name for key in keys] == ["token-signing-key.pem"]
