@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import re
 
 from starlette.types import Scope as AsgiScope
 
@@ -23,6 +24,7 @@ from registry.errors import ErrorCode, RegistryError
 log = logging.getLogger("dockyard.auth")
 
 TOKEN_PATH = "/auth/token"
+_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(?::\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](?::\d{1,5})?")
 
 
 def _detail(scopes: list[Scope]) -> list[dict[str, str]]:
@@ -137,7 +139,9 @@ class TokenGuard(Guard):
     def _realm(self, scope: AsgiScope) -> str:
         if self.realm:
             return self.realm
-        host = header(scope, b"host") or "localhost"
+        host = header(scope, b"host") or ""
+        if not _HOST.fullmatch(host):  # it goes into a response header: nothing odd
+            host = "localhost"
         return f"{scope.get('scheme', 'http')}://{host}{TOKEN_PATH}"
 
     def _bearer(self, scope: AsgiScope, needed: list[Scope], error: str | None) -> str:

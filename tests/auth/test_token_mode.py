@@ -92,6 +92,19 @@ async def test_challenge_names_realm_service_and_scope(client) -> None:
     assert 'scope="repository:team/app:pull"' in response.headers["www-authenticate"]
 
 
+@pytest.mark.parametrize(
+    ("host", "realm_host"),
+    [
+        ("reg.example:5000", "reg.example:5000"),
+        ("[::1]:5000", "[::1]:5000"),
+        ('a"b\x01', "localhost"),
+    ],
+)
+async def test_realm_follows_the_host_but_only_a_clean_one(client, host, realm_host) -> None:
+    response = await client.get("/v2/", headers={"Host": host})
+    assert f'realm="http://{realm_host}/auth/token"' in response.headers["www-authenticate"]
+
+
 async def test_configured_realm_is_used(make_config, open_client) -> None:
     client = open_client(make_config("token", token={"realm": "https://auth.example/token"}))
     response = await client.get("/v2/")
