@@ -6,8 +6,6 @@ Tests that need a tool which cannot run here skip with the reason; with
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,23 +13,29 @@ from typing import Any
 import pytest
 
 from tests.support.dockerd import DockerDaemon, DockerUnavailableError
+from tests.support.required import REQUIRED, unavailable
 from tests.support.server import RegistryProcess
 
-REQUIRED = os.environ.get("E2E_REQUIRED") == "1"
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "registry_workers(n): run the `registry` fixture with n worker processes"
+    )
 
 
-def unavailable(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"E2E_REQUIRED=1 but {reason}")
-    pytest.skip(reason)
-
-
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        unavailable(f"{name} is not installed")
-    assert path is not None
-    return path
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach the registry's log to a failure; with E2E_REQUIRED=1, fail a test skipped
+    in any other way than `unavailable` too."""
+    report = yield
+    server = getattr(item, "funcargs", {}).get("registry")
+    if report.failed and isinstance(server, RegistryProcess):
+        report.sections.append(("registry log (last lines)", server.log()[-4000:]))
+    if REQUIRED and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"E2E_REQUIRED=1 but the test was skipped: {reason}"
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +49,18 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
     daemon.stop()
 
 
+@pytest.fixture(scope="session")
+def image_archive(dockerd: DockerDaemon, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `docker save` tarball of a busybox image built FROM scratch (then removed locally)."""
+    workdir = tmp_path_factory.mktemp("image")
+    tag = "dockyard-e2e/archived:1"
+    dockerd.build_image(tag, workdir / "context")
+    archive = workdir / "image.tar"
+    dockerd.run("save", "--output", str(archive), tag)
+    dockerd.run("rmi", tag)
+    return archive
+
+
 STORAGE = ["filesystem"]
 
 
@@ -55,6 +71,12 @@ def storage_config(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
-def registry(tmp_path: Path, storage_config: dict[str, Any]) -> Iterator[RegistryProcess]:
-    with RegistryProcess(tmp_path / "registry", {"storage": storage_config}) as server:
+def registry(
+    request: pytest.FixtureRequest, tmp_path: Path, storage_config: dict[str, Any]
+) -> Iterator[RegistryProcess]:
+    """A running registry; two workers unless marked, so the requests of one push may land
+    on different processes as in production."""
+    marker = request.node.get_closest_marker("registry_workers")
+    workers = marker.args[0] if marker else 2
+    with RegistryProcess(tmp_path / "registry", {"storage": storage_config}, workers) as server:
         yield server
