@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import require_tool
 from tests.support.auth import write_users
 from tests.support.dockerd import DockerDaemon
+from tests.support.required import require_tool
 from tests.support.server import RegistryProcess
 
 pytestmark = pytest.mark.e2e
@@ -28,10 +28,12 @@ AUTH: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def image(dockerd: DockerDaemon, tmp_path_factory: pytest.TempPathFactory) -> str:
+def image(dockerd: DockerDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tag = "dockyard-access-test:1"
     dockerd.build_image(tag, tmp_path_factory.mktemp("context"))
-    return tag
+    yield tag
+    # Leave the shared daemon without our layers: other tests count the layers they pull.
+    dockerd.run("rmi", tag, check=False)
 
 
 def start_registry(workdir: Path, mode: str, **auth: Any) -> RegistryProcess:

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import require_tool
 from tests.support.auth import write_users
 from tests.support.dockerd import DockerDaemon
+from tests.support.required import require_tool, unavailable
 from tests.support.server import RegistryProcess
 from tests.support.tls import TestPki, make_pki
 
@@ -57,7 +57,7 @@ def docker_trusts_ca(registry: RegistryProcess, pki: TestPki) -> Iterator[Path]:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except PermissionError:
-        pytest.skip("cannot write /etc/docker/certs.d (not root)")
+        unavailable("cannot write /etc/docker/certs.d (not root)")
     shutil.copy(pki.ca, directory / "ca.crt")
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
