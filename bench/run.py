@@ -167,12 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     htpasswd = credentials.write_htpasswd(WORKDIR / "htpasswd") if credentials else None
     started = time.time()
     load_before = os.getloadavg()
-    if load_before[0] > (os.cpu_count() or 1):
-        bench.notes.append(
-            f"taken on a shared, busy machine (load average {load_before[0]:.1f} on "
-            f"{os.cpu_count()} CPUs at the start): absolute figures are noisy, the A/B "
-            "alternation keeps the ratios meaningful"
-        )
     dockerd: DockerDaemon | None = None
     bound = report.upload_bound(WORKDIR)
     try:

@@ -16,8 +16,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.access_log import AccessLog, LogLines
+from registry.auth.middleware import AccessControl
+from registry.auth.setup import build_access
 from registry.config import Config, load_config
-from registry.errors import ErrorCode, RegistryError
+from registry.errors import ErrorCode, RegistryError, error_response
 from registry.routes import blobs, listings, manifests, uploads
 from storage.driver import InvalidKeyError, StorageDriver, StorageUnavailableError
 from storage.filesystem import FilesystemDriver
@@ -49,15 +51,6 @@ ROUTES = [
     Route("/v2/{name:path}/blobs/{digest}", blobs.get_blob, methods=["GET"]),
     Route("/v2/{name:path}/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
 ]
-
-
-def error_response(error: RegistryError) -> Response:
-    return Response(
-        error.body(),
-        status_code=error.status,
-        headers=error.headers,
-        media_type="application/json",
-    )
 
 
 async def _registry_error(request: Request, exc: Exception) -> Response:
@@ -148,8 +141,10 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
             access_lines.flush()
             await store.close()
 
+    access = build_access(config)
+    routes = [*ROUTES, *access.routes]
     app = Starlette(
-        routes=ROUTES,
+        routes=routes,
         exception_handlers={
             RegistryError: _registry_error,
             HTTPException: _http_error,
@@ -162,6 +157,8 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     )
     app.state.config = config
     app.state.store = store
+    if access.guard is not None:
+        app.add_middleware(AccessControl, guard=access.guard, routes=routes)
     app.add_middleware(ApiVersionHeader)
     if config.http.access_log and config.log.level in ("debug", "info"):  # lines are info
         app.add_middleware(AccessLog, lines=access_lines)

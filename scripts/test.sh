@@ -17,8 +17,11 @@ else
         "the tests that need them will skip" >&2
 fi
 
-if [ ! -x .venv/bin/python ]; then
-    "${PYTHON:-python3}" -m venv .venv
+# A venv without a working pip (an interrupted or failed earlier creation) is made anew,
+# once more if the first attempt fails.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    rm -rf .venv
+    "${PYTHON:-python3}" -m venv .venv || { rm -rf .venv; "${PYTHON:-python3}" -m venv .venv; }
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
