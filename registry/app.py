@@ -15,12 +15,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry.config import Config, load_config
+from registry.config import Config, S3Config, load_config
 from registry.errors import ErrorCode, RegistryError
 from registry.routes import blobs, listings, manifests, uploads
 from storage.driver import InvalidKeyError, StorageDriver, StorageUnavailableError
 from storage.filesystem import FilesystemDriver
 from storage.memory import MemoryDriver
+from storage.s3 import S3Driver, S3Settings
 from storage.store import Store
 
 log = logging.getLogger("dockyard")
@@ -115,7 +116,14 @@ class ApiVersionHeader:
 def create_driver(config: Config) -> StorageDriver:
     if config.storage.driver == "memory":
         return MemoryDriver()
+    if config.storage.driver == "s3":
+        return S3Driver(s3_settings(config.storage.s3))
     return FilesystemDriver(config.storage.filesystem.root)
+
+
+def s3_settings(config: S3Config) -> S3Settings:
+    secret = config.secret_key.get_secret_value() if config.secret_key else None
+    return S3Settings(**{**config.model_dump(exclude={"secret_key"}), "secret_key": secret})
 
 
 async def _purge_expired_uploads(store: Store, config: Config) -> None:

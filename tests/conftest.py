@@ -1,29 +1,61 @@
-"""Fixtures for the in-process API tests: the app over each storage driver, and a client."""
+"""Fixtures for the in-process API tests: the app over each storage driver, and a client.
+
+The S3 driver runs against a real SeaweedFS started once per session (skipped with
+the reason when it cannot start, failed when E2E_REQUIRED=1); each test gets a key
+prefix of its own in the shared bucket.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 
-from registry.app import create_app
-from registry.config import Config
+from registry.app import create_app, s3_settings
+from registry.config import Config, S3Config
 from storage.driver import StorageDriver
 from storage.filesystem import FilesystemDriver
 from storage.memory import MemoryDriver
+from storage.s3 import S3Driver
+from tests.support.required import unavailable
+from tests.support.seaweedfs import SeaweedFS, SeaweedUnavailableError, unique_prefix
 
-DRIVERS = ["memory", "filesystem"]
+DRIVERS = ["memory", "filesystem", "s3"]
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server.start()
+    except SeaweedUnavailableError as error:
+        unavailable(f"SeaweedFS cannot start: {error}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(seaweedfs: SeaweedFS) -> str:
+    return seaweedfs.create_bucket("dockyard-tests")
+
+
+def make_driver(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> StorageDriver:
+    """A fresh, empty driver of `kind` ("memory", "filesystem" or "s3")."""
+    if kind == "memory":
+        return MemoryDriver()
+    if kind == "s3":
+        seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
+        section = seaweedfs.storage_config(request.getfixturevalue("s3_bucket"), unique_prefix())
+        return S3Driver(s3_settings(S3Config(**section["s3"])))
+    return FilesystemDriver(tmp_path / "data")
 
 
 @pytest.fixture(params=DRIVERS)
 async def driver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageDriver]:
-    if request.param == "memory":
-        made: StorageDriver = MemoryDriver()
-    else:
-        made = FilesystemDriver(tmp_path / "data")
+    made = make_driver(request.param, request, tmp_path)
     yield made
     await made.close()
 

@@ -6,8 +6,6 @@ Tests that need a tool which cannot run here skip with the reason; with
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,23 +13,11 @@ from typing import Any
 import pytest
 
 from tests.support.dockerd import DockerDaemon, DockerUnavailableError
+from tests.support.required import require_tool, unavailable
+from tests.support.seaweedfs import SeaweedFS, unique_prefix
 from tests.support.server import RegistryProcess
 
-REQUIRED = os.environ.get("E2E_REQUIRED") == "1"
-
-
-def unavailable(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"E2E_REQUIRED=1 but {reason}")
-    pytest.skip(reason)
-
-
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        unavailable(f"{name} is not installed")
-    assert path is not None
-    return path
+__all__ = ["require_tool"]
 
 
 @pytest.fixture(scope="session")
@@ -45,12 +31,15 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
     daemon.stop()
 
 
-STORAGE = ["filesystem"]
+STORAGE = ["filesystem", "s3"]
 
 
 @pytest.fixture(params=STORAGE)
 def storage_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The `storage:` section every real-client test runs with, once per driver."""
+    if request.param == "s3":
+        seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
+        return seaweedfs.storage_config(request.getfixturevalue("s3_bucket"), unique_prefix())
     return {"driver": request.param}
 
 
