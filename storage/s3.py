@@ -105,6 +105,13 @@ class _RangeNotSatisfiableError(StorageError):
     """A ranged read started at or past the end of an object."""
 
 
+def _without_expect_continue(request: Any, **_: Any) -> None:
+    """Send bodies at once: with `Expect: 100-continue`, an empty PutObject leaves a
+    stray response on the pooled connection of some servers (SeaweedFS), and the next
+    request on it waits for its read timeout."""
+    request.headers.pop("Expect", None)
+
+
 @dataclass(slots=True)
 class _WriterState:
     """What a writer left in the bucket: part sizes in order and the valid tail."""
@@ -216,7 +223,9 @@ class S3Driver(StorageDriver):
             aws_secret_access_key=settings.secret_key,
             region_name=settings.region,
         )
-        return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+        client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+        client.meta.events.register("before-send.s3", _without_expect_continue)
+        return client
 
     # -- keys ------------------------------------------------------------------
 
@@ -521,6 +530,8 @@ class S3Driver(StorageDriver):
             with contextlib.suppress(StorageError):
                 await self._abort(destination, upload_id)
             raise
+        # Completed: nothing is left to abort (aborting a completed upload confuses some servers).
+        await self.delete_objects([commit_key])
 
 
 class _EmptyBody:
