@@ -77,7 +77,9 @@ class StorageConfig(Section):
 
 
 class UploadsConfig(Section):
-    chunk_min_length: int = Field(0, ge=0, description="advertised as OCI-Chunk-Min-Length if > 0")
+    chunk_min_length: int = Field(
+        5 << 20, ge=0, description="advertised as OCI-Chunk-Min-Length; 0 advertises none"
+    )
     expire_after_hours: float = Field(24.0, gt=0)
     manifest_max_bytes: int = Field(4 << 20, gt=0)
 

@@ -38,7 +38,7 @@ def _replace_durably(source: Path, destination: Path) -> None:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    temp = path.parent / f".tmp-{uuid.uuid4().hex}"
     try:
         with open(temp, "wb") as file:
             file.write(data)
