@@ -12,13 +12,13 @@ A writer keeps its state in the bucket, so any process can resume it:
 
 A tail is valid only when its offset equals the size of all parts: a part that
 absorbed an older tail makes it stale, so a crash between the two writes never
-counts bytes twice. A request buffers at most one part in memory. `reader()` and
-`stat()` on the writer's key see the parts and the tail, which lets another
-process recompute an upload's digest. `commit()` assembles a multipart upload
-directly at the destination from the stored parts by server-side copy
-(UploadPartCopy) plus the tail as the last part, so the data never passes through
-the registry again; a failed commit aborts it, and deleting the writer's state
-aborts one a crashed process left open.
+counts bytes twice. A request holds at most two parts in memory: one on its way
+to S3 while the next fills. `reader()` and `stat()` on the writer's key see the
+parts and the tail, which lets another process recompute an upload's digest.
+`commit()` assembles a multipart upload directly at the destination from the
+stored parts by server-side copy (UploadPartCopy) plus the tail as the last part,
+so the data never passes through the registry again; a failed commit aborts it,
+and deleting the writer's state aborts one a crashed process left open.
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ class S3Writer(Writer):
         self._saved_tail = (state.tail_key, state.tail_size)
         self._stale = list(state.stale)
         self._buffer = bytearray(tail)
+        self._uploading: asyncio.Future[None] | None = None
         self.size = state.size
 
     def _state_key(self, name: str) -> str:
@@ -151,10 +152,19 @@ class S3Writer(Writer):
         self.size += len(data)
         part_size = self._driver.settings.part_size
         while len(self._buffer) >= part_size:
-            await self._put_part(bytes(self._buffer[:part_size]))
-            del self._buffer[:part_size]
+            part, self._buffer = self._buffer, self._buffer[part_size:]
+            del part[part_size:]
+            # One part in flight while the next fills: parts stay numbered in order.
+            await self._settle()
+            self._uploading = asyncio.ensure_future(self._put_part(part))
 
-    async def _put_part(self, data: bytes) -> None:
+    async def _settle(self) -> None:
+        """Wait for the part in flight, if any; its failure is raised here."""
+        if self._uploading is not None:
+            uploading, self._uploading = self._uploading, None
+            await uploading
+
+    async def _put_part(self, data: bytearray) -> None:
         number = len(self._parts) + 1
         if number > MAX_PARTS:
             raise S3Error(f"an upload holds at most {MAX_PARTS} parts of the configured part_size")
@@ -165,6 +175,7 @@ class S3Writer(Writer):
         return f"tail-{sum(self._parts)}"
 
     async def close(self) -> None:
+        await self._settle()
         tail = (self._state_key(self._tail_name()), len(self._buffer)) if self._buffer else None
         if tail is not None and tail != self._saved_tail:
             await self._driver.put(tail[0], bytes(self._buffer))
@@ -176,6 +187,7 @@ class S3Writer(Writer):
             self._stale = []
 
     async def commit(self, destination: str) -> None:
+        await self._settle()
         driver = self._driver
         if not self._parts:
             await driver.put(destination, bytes(self._buffer))
@@ -189,6 +201,8 @@ class S3Writer(Writer):
         await self.cancel()
 
     async def cancel(self) -> None:
+        with contextlib.suppress(StorageError):
+            await self._settle()
         self._buffer = bytearray()
         self._parts = []
         await self._driver.delete_writer_state(self._key)
@@ -272,7 +286,7 @@ class S3Driver(StorageDriver):
         except PathNotFoundError:
             raise PathNotFoundError(key) from None
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes | bytearray) -> None:
         await self._call(
             "PutObject",
             self._client.put_object,
