@@ -14,25 +14,18 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from registry.app import create_app, s3_settings
-from registry.config import Config, S3Config
+from registry.app import create_app
+from registry.config import Config
 from storage.driver import StorageDriver
-from storage.filesystem import FilesystemDriver
-from storage.memory import MemoryDriver
-from storage.s3 import S3Driver
-from tests.support.required import unavailable
-from tests.support.seaweedfs import SeaweedFS, SeaweedUnavailableError, unique_prefix
+from tests.support.drivers import make_driver
+from tests.support.seaweedfs import SeaweedFS, start_seaweedfs
 
 DRIVERS = ["memory", "filesystem", "s3"]
 
 
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
-    try:
-        server.start()
-    except SeaweedUnavailableError as error:
-        unavailable(f"SeaweedFS cannot start: {error}")
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
     yield server
     server.stop()
 
@@ -40,17 +33,6 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
 @pytest.fixture(scope="session")
 def s3_bucket(seaweedfs: SeaweedFS) -> str:
     return seaweedfs.create_bucket("dockyard-tests")
-
-
-def make_driver(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> StorageDriver:
-    """A fresh, empty driver of `kind` ("memory", "filesystem" or "s3")."""
-    if kind == "memory":
-        return MemoryDriver()
-    if kind == "s3":
-        seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
-        section = seaweedfs.storage_config(request.getfixturevalue("s3_bucket"), unique_prefix())
-        return S3Driver(s3_settings(S3Config(**section["s3"])))
-    return FilesystemDriver(tmp_path / "data")
 
 
 @pytest.fixture(params=DRIVERS)

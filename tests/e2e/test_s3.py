@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.required import unavailable
-from tests.support.seaweedfs import SeaweedFS, SeaweedUnavailableError, unique_prefix
+from tests.support.seaweedfs import SeaweedFS, start_seaweedfs, unique_prefix
 from tests.support.server import RegistryProcess
 
 pytestmark = pytest.mark.e2e
@@ -95,11 +94,7 @@ def test_one_chunked_upload_alternating_between_two_processes(
 @pytest.fixture
 def own_seaweedfs(tmp_path: Path) -> Iterator[SeaweedFS]:
     """A SeaweedFS of this test's own, since the test stops it."""
-    server = SeaweedFS(tmp_path / "seaweedfs")
-    try:
-        server.start()
-    except SeaweedUnavailableError as error:
-        unavailable(f"SeaweedFS cannot start: {error}")
+    server = start_seaweedfs(tmp_path / "seaweedfs")
     yield server
     server.stop()
 

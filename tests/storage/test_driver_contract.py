@@ -8,19 +8,7 @@ import os
 import pytest
 
 from storage.driver import InvalidKeyError, PathNotFoundError, StorageDriver
-from storage.filesystem import FilesystemDriver
-from storage.memory import MemoryDriver
-from storage.s3 import S3Driver
-
-
-def twin(driver: StorageDriver) -> StorageDriver:
-    """A second driver on the same storage, as another process would have."""
-    if isinstance(driver, FilesystemDriver):
-        return FilesystemDriver(driver.root)
-    if isinstance(driver, S3Driver):
-        return S3Driver(driver.settings)
-    assert isinstance(driver, MemoryDriver)
-    return driver
+from tests.support.drivers import twin
 
 
 async def read(

@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from registry.app import create_app, s3_settings
-from registry.config import Config, ConfigError, S3Config, load_config
+from registry.config import Config, S3Config, load_config
 from storage.driver import StorageUnavailableError
 from storage.s3 import S3Driver, S3Settings
-from tests.conftest import make_driver
+from tests.support.drivers import make_driver
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import free_port
 
@@ -204,23 +204,23 @@ def test_config_s3_section(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert "hush" not in config.model_dump_json()
 
 
-@pytest.mark.parametrize(
-    ("yaml_text", "named"),
-    [
-        ("storage:\n  driver: s3\n", "storage.s3.bucket is required"),
-        ("storage:\n  s3:\n    bucket: b\n    part_size: 1024\n", "storage.s3.part_size"),
-        ("storage:\n  s3:\n    bucket: b\n    addressing: sideways\n", "storage.s3.addressing"),
-        ("storage:\n  s3:\n    bucket: b\n    access_key: a\n", "given together"),
-        ("storage:\n  s3:\n    bucket: b\n    buckt: c\n", "storage.s3.buckt"),
-    ],
-)
-def test_config_s3_mistakes_are_named(yaml_text: str, named: str, tmp_path: Path) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml_text)
-    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
-        load_config(path)
-
-
 def test_s3_config_defaults_match_driver_defaults() -> None:
     config = s3_settings(S3Config(bucket="b"))
     assert config == S3Settings(bucket="b")
+
+
+async def test_server_side_encryption_is_requested_for_every_object(
+    s3: S3Driver, seaweedfs: SeaweedFS
+) -> None:
+    encrypted = S3Driver(S3Settings(**{**s3_settings_dict(s3), "server_side_encryption": "AES256"}))
+    data = os.urandom(s3.settings.part_size + 10)
+    await encrypted.put("small", b"secret layer")
+    writer = await encrypted.writer("session/data")
+    await writer.write(data)
+    await writer.commit("big")
+    client = seaweedfs.client()
+    for key, content in (("small", b"secret layer"), ("big", data)):
+        head = client.head_object(Bucket=s3.settings.bucket, Key=s3.object_key(key))
+        assert head.get("ServerSideEncryption") == "AES256"
+        assert await encrypted.get(key) == content
+    await encrypted.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -22,6 +21,8 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config as BotoConfig
 
+from tests.support.processes import stop_process
+from tests.support.required import unavailable
 from tests.support.server import free_port
 
 REGION = "us-east-1"
@@ -56,6 +57,7 @@ class SeaweedFS:
         self.endpoint_url = f"http://127.0.0.1:{self.s3_port}"
         self.access_key = "dockyard-" + secrets.token_hex(4)
         self.secret_key = secrets.token_hex(16)
+        self.sse_key = secrets.token_hex(32)
         self.log_path = workdir / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -71,6 +73,8 @@ class SeaweedFS:
         }
         s3_config = self.workdir / "s3.json"
         s3_config.write_text(json.dumps(identities))
+        # Read from the working directory; enables SSE-S3 (server_side_encryption: AES256).
+        (self.workdir / "security.toml").write_text(f'[s3.sse]\nkek = "{self.sse_key}"\n')
         return [
             weed, "server", f"-dir={self.data}",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -148,11 +152,13 @@ class SeaweedFS:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process, timeout=30)
+
+
+def start_seaweedfs(workdir: Path) -> SeaweedFS:
+    """A started SeaweedFS, or the test is skipped (failed with E2E_REQUIRED=1) saying why."""
+    server = SeaweedFS(workdir)
+    try:
+        return server.start()
+    except SeaweedUnavailableError as error:
+        unavailable(f"SeaweedFS cannot start: {error}")
