@@ -18,7 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from registry.config import Config, S3Config, load_config
 from registry.errors import ErrorCode, RegistryError
 from registry.routes import blobs, listings, manifests, uploads
-from storage.driver import InvalidKeyError, StorageDriver, StorageUnavailableError
+from storage.driver import (
+    InvalidKeyError,
+    StorageDriver,
+    StorageLimitError,
+    StorageUnavailableError,
+)
 from storage.filesystem import FilesystemDriver
 from storage.memory import MemoryDriver
 from storage.s3 import S3Driver, S3Settings
@@ -79,6 +84,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _storage_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("storage unavailable: %s", exc)
     return error_response(RegistryError(ErrorCode.UNAVAILABLE, headers={"Retry-After": "1"}))
+
+
+async def _storage_limit(request: Request, exc: Exception) -> Response:
+    return error_response(RegistryError(ErrorCode.SIZE_INVALID, str(exc), status=413))
 
 
 async def _client_disconnect(request: Request, exc: Exception) -> Response:
@@ -159,6 +168,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
             RegistryError: _registry_error,
             HTTPException: _http_error,
             StorageUnavailableError: _storage_unavailable,
+            StorageLimitError: _storage_limit,
             ClientDisconnect: _client_disconnect,
             InvalidKeyError: _invalid_key,
             Exception: _unexpected,

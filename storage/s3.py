@@ -42,6 +42,7 @@ from storage.driver import (
     PathNotFoundError,
     StorageDriver,
     StorageError,
+    StorageLimitError,
     StorageUnavailableError,
     Writer,
     check_key,
@@ -81,10 +82,6 @@ class S3Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_attempts: int = 3
-
-
-class S3Error(StorageError):
-    """S3 refused a request for a reason retrying will not fix (not a 404)."""
 
 
 def _unavailable(operation: str, error: Exception) -> StorageError:
@@ -166,8 +163,10 @@ class S3Writer(Writer):
 
     async def _put_part(self, data: bytearray) -> None:
         number = len(self._parts) + 1
-        if number > MAX_PARTS:
-            raise S3Error(f"an upload holds at most {MAX_PARTS} parts of the configured part_size")
+        if number >= MAX_PARTS:  # the tail still needs a part number of its own
+            raise StorageLimitError(
+                f"a blob holds at most {MAX_PARTS - 1} parts of storage.s3.part_size bytes"
+            )
         await self._driver.put(self._state_key(f"part-{number:05d}"), data)
         self._parts.append(len(data))
 

@@ -224,3 +224,18 @@ async def test_server_side_encryption_is_requested_for_every_object(
         assert head.get("ServerSideEncryption") == "AES256"
         assert await encrypted.get(key) == content
     await encrypted.close()
+
+
+async def test_a_blob_beyond_the_part_limit_is_refused_clearly(
+    s3: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("storage.s3.MAX_PARTS", 3)
+    small_parts = S3Driver(S3Settings(**{**s3_settings_dict(s3), "part_size": 5 << 20}))
+    transport = httpx.ASGITransport(app=create_app(Config(), small_parts))
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
+        location = (await client.post("/v2/team/app/blobs/uploads/")).headers["Location"]
+        answer = await client.patch(location, content=os.urandom(16 << 20))
+    assert answer.status_code == 413
+    assert answer.json()["errors"][0]["code"] == "SIZE_INVALID"
+    assert "at most 2 parts of storage.s3.part_size" in answer.json()["errors"][0]["message"]
+    await small_parts.close()
