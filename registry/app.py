@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.config import Config, S3Config, load_config
 from registry.errors import ErrorCode, RegistryError
+from registry.malloc import return_big_buffers_to_the_system
 from registry.routes import blobs, listings, manifests, uploads
 from storage.driver import (
     InvalidKeyError,
@@ -151,6 +152,7 @@ async def _purge_expired_uploads(store: Store, config: Config) -> None:
 
 def create_app(config: Config | None = None, driver: StorageDriver | None = None) -> Starlette:
     config = config or load_config()
+    return_big_buffers_to_the_system()
     store = Store(driver or create_driver(config))
 
     @contextlib.asynccontextmanager
