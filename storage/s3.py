@@ -264,6 +264,11 @@ class S3Driver(StorageDriver):
                 raise _RangeNotSatisfiableError(operation) from None
             raise _unavailable(operation, error) from error
 
+    async def _s3(self, method: str, **kwargs: Any) -> Any:
+        """Call the S3 client's `method` on our bucket, off the event loop."""
+        function = getattr(self._client, method)
+        return await self._call(method, function, Bucket=self.settings.bucket, **kwargs)
+
     def _encryption(self) -> dict[str, str]:
         settings = self.settings
         if not settings.server_side_encryption:
@@ -278,22 +283,13 @@ class S3Driver(StorageDriver):
     async def get(self, key: str) -> bytes:
         name = self.object_key(key)
         try:
-            response = await self._call(
-                "GetObject", self._client.get_object, Bucket=self.settings.bucket, Key=name
-            )
+            response = await self._s3("get_object", Key=name)
             return await self._call("GetObject", response["Body"].read)
         except PathNotFoundError:
             raise PathNotFoundError(key) from None
 
     async def put(self, key: str, data: bytes | bytearray) -> None:
-        await self._call(
-            "PutObject",
-            self._client.put_object,
-            Bucket=self.settings.bucket,
-            Key=self.object_key(key),
-            Body=data,
-            **self._encryption(),
-        )
+        await self._s3("put_object", Key=self.object_key(key), Body=data, **self._encryption())
 
     async def reader(
         self, key: str, offset: int = 0, length: int | None = None
@@ -327,10 +323,8 @@ class S3Driver(StorageDriver):
         end = "" if length is None else str(offset + length - 1)
         extra = {"Range": f"bytes={offset}-{end}"} if offset or length is not None else {}
         try:
-            response = await self._call(
-                "GetObject",
-                self._client.get_object,
-                Bucket=self.settings.bucket,
+            response = await self._s3(
+                "get_object",
                 Key=self.object_key(key),
                 **extra,
             )
@@ -389,10 +383,8 @@ class S3Driver(StorageDriver):
 
     async def stat(self, key: str) -> FileInfo:
         try:
-            response = await self._call(
-                "HeadObject",
-                self._client.head_object,
-                Bucket=self.settings.bucket,
+            response = await self._s3(
+                "head_object",
                 Key=self.object_key(key),
             )
         except PathNotFoundError:
@@ -431,13 +423,7 @@ class S3Driver(StorageDriver):
     async def _pages(self, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         token: dict[str, str] = {}
         while True:
-            page = await self._call(
-                "ListObjectsV2",
-                self._client.list_objects_v2,
-                Bucket=self.settings.bucket,
-                **kwargs,
-                **token,
-            )
+            page = await self._s3("list_objects_v2", **kwargs, **token)
             yield page
             if not page.get("IsTruncated"):
                 return
@@ -456,10 +442,8 @@ class S3Driver(StorageDriver):
     async def delete_objects(self, keys: list[str]) -> None:
         for first in range(0, len(keys), _DELETE_BATCH):
             batch = keys[first : first + _DELETE_BATCH]
-            response = await self._call(
-                "DeleteObjects",
-                self._client.delete_objects,
-                Bucket=self.settings.bucket,
+            response = await self._s3(
+                "delete_objects",
                 Delete={"Objects": [{"Key": self.object_key(k)} for k in batch], "Quiet": True},
             )
             if errors := response.get("Errors"):
@@ -480,10 +464,8 @@ class S3Driver(StorageDriver):
 
     async def _abort(self, destination: str, upload_id: str) -> None:
         with contextlib.suppress(PathNotFoundError):
-            await self._call(
-                "AbortMultipartUpload",
-                self._client.abort_multipart_upload,
-                Bucket=self.settings.bucket,
+            await self._s3(
+                "abort_multipart_upload",
                 Key=self.object_key(destination),
                 UploadId=upload_id,
             )
@@ -493,10 +475,8 @@ class S3Driver(StorageDriver):
     ) -> None:
         """Complete a multipart upload at `destination` from stored parts plus `tail`."""
         bucket, target = self.settings.bucket, self.object_key(destination)
-        created = await self._call(
-            "CreateMultipartUpload",
-            self._client.create_multipart_upload,
-            Bucket=bucket,
+        created = await self._s3(
+            "create_multipart_upload",
             Key=target,
             **self._encryption(),
         )
@@ -506,10 +486,8 @@ class S3Driver(StorageDriver):
 
         async def copy(number: int, source: str) -> dict[str, Any]:
             async with limit:
-                result = await self._call(
-                    "UploadPartCopy",
-                    self._client.upload_part_copy,
-                    Bucket=bucket,
+                result = await self._s3(
+                    "upload_part_copy",
                     Key=target,
                     UploadId=upload_id,
                     PartNumber=number,
@@ -521,20 +499,16 @@ class S3Driver(StorageDriver):
             copies = [copy(n, key) for n, key in enumerate(part_keys, start=1)]
             parts = list(await asyncio.gather(*copies))
             if tail:
-                uploaded = await self._call(
-                    "UploadPart",
-                    self._client.upload_part,
-                    Bucket=bucket,
+                uploaded = await self._s3(
+                    "upload_part",
                     Key=target,
                     UploadId=upload_id,
                     PartNumber=len(parts) + 1,
                     Body=tail,
                 )
                 parts.append({"PartNumber": len(parts) + 1, "ETag": uploaded["ETag"]})
-            await self._call(
-                "CompleteMultipartUpload",
-                self._client.complete_multipart_upload,
-                Bucket=bucket,
+            await self._s3(
+                "complete_multipart_upload",
                 Key=target,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
