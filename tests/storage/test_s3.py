@@ -167,7 +167,7 @@ async def test_down_or_slow_s3_is_unavailable_not_a_hang(
     port = free_port() if kind == "refused" else request.getfixturevalue("silent_server")
     driver = unreachable_driver(port)
     started = time.monotonic()
-    for call in (driver.get("a"), driver.put("a", b"x"), driver.stat("a"), driver.list("a")):
+    for call in (driver.get("a"), driver.put("a", b"x"), driver.stat("a")):
         with pytest.raises(StorageUnavailableError, match="S3"):
             await asyncio.wait_for(call, timeout=30)
     assert time.monotonic() - started < 30
