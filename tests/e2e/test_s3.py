@@ -1,13 +1,13 @@
 """The S3 driver through running `dockyard serve` processes and real clients:
-stateless replicas sharing a bucket, SeaweedFS stopped mid-upload, a 1 GiB blob in
-flat memory, and docker pulling through presigned redirects."""
+stateless replicas sharing a bucket, SeaweedFS stopped mid-upload, and docker pulling
+through presigned redirects. (The 1 GiB round trip in flat memory runs on S3 too:
+tests/e2e/test_large_blob.py, through the `registry` fixture's STORAGE.)"""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,59 +129,6 @@ def test_seaweedfs_stopped_mid_upload_then_retry_succeeds(
         assert client.put(location, params={"digest": digest}).status_code == 201
         assert client.get(blob_url).content == data
     assert own_seaweedfs.secret_key not in registry.log()
-
-
-class PeakRss:
-    """Samples a registry's resident memory in a thread until stopped."""
-
-    def __init__(self, registry: RegistryProcess) -> None:
-        self.registry = registry
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, self.registry.rss_bytes())
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-@pytest.mark.slow
-def test_one_gib_blob_through_s3_in_flat_memory(tmp_path: Path, s3_storage: dict[str, Any]) -> None:
-    size, chunk = 1 << 30, 128 * MiB
-    digest = sha256_of(pattern(size, seed=3))
-    with (
-        RegistryProcess(tmp_path / "registry", {"storage": s3_storage}) as registry,
-        httpx.Client(base_url=registry.url, timeout=300) as client,
-        PeakRss(registry) as rss,
-    ):
-        location = client.post("/v2/big/blobs/uploads/").headers["Location"]
-        chunks = pattern(size, seed=3)
-        for offset in range(0, size, chunk):
-            body = (next(chunks) for _ in range(chunk // MiB))
-            answer = client.patch(
-                location,
-                content=body,
-                headers={"Content-Range": f"{offset}-{offset + chunk - 1}"},
-            )
-            assert answer.status_code == 202, answer.text
-        assert client.put(location, params={"digest": digest}).status_code == 201
-        hasher, received = hashlib.sha256(), 0
-        with client.stream("GET", f"/v2/big/blobs/{digest}") as response:
-            assert response.status_code == 200
-            for piece in response.iter_bytes():
-                hasher.update(piece)
-                received += len(piece)
-    assert (received, "sha256:" + hasher.hexdigest()) == (size, digest)
-    print(f"peak RSS of the registry: {rss.peak / MiB:.1f} MiB")
-    assert rss.peak < 150 * 1000 * 1000
 
 
 def test_docker_pull_follows_presigned_redirects(

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
@@ -53,17 +54,23 @@ class DockerDaemon:
             raise DockerUnavailableError("dockerd or the docker CLI is not installed (docker.io)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.client_config.mkdir(exist_ok=True)
+        namespace = f"dockyard-test-{uuid.uuid4().hex[:12]}"
         command = [
             dockerd,
             "--storage-driver=vfs", "--iptables=false", "--ip-masq=false", "--bridge=none",
             f"--data-root={self.workdir / 'root'}", f"--exec-root={self.workdir / 'exec'}",
             f"--pidfile={self.workdir / 'docker.pid'}", f"--host=unix://{self.socket}",
+            # dockerd uses a system containerd when one runs (as after installing docker.io):
+            # keep out of the system daemon's namespace there.
+            f"--containerd-namespace={namespace}",
+            f"--containerd-plugins-namespace={namespace}-plugins",
         ]  # fmt: skip
         log = open(self.workdir / "dockerd.log", "ab")  # noqa: SIM115 - kept open while it runs
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self._release_mounts()
                 raise DockerUnavailableError(f"dockerd exited:\n{self.log()[-2000:]}")
             if self.socket.exists() and self.run("version", check=False).returncode == 0:
                 return self
@@ -110,11 +117,22 @@ class DockerDaemon:
         self.run("build", "--network", "none", "-t", tag, str(context))
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._release_mounts()
+
+    def _release_mounts(self) -> None:
+        """Unmount what dockerd left mounted below our directory (it bind-mounts its data
+        root and unmounts it only on a clean shutdown), so the directory can be removed."""
+        with open("/proc/self/mounts") as mounts:
+            points = [Path(line.split()[1]) for line in mounts]
+        for point in sorted(points, reverse=True):
+            if point.is_relative_to(self.workdir):
+                subprocess.run(["/bin/umount", str(point)], capture_output=True, check=False)
