@@ -15,8 +15,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from registry.auth.middleware import AccessControl
+from registry.auth.setup import build_access
 from registry.config import Config, S3Config, load_config
-from registry.errors import ErrorCode, RegistryError
+from registry.errors import ErrorCode, RegistryError, error_response
 from registry.malloc import return_big_buffers_to_the_system
 from registry.routes import blobs, listings, manifests, uploads
 from storage.driver import (
@@ -55,15 +57,6 @@ ROUTES = [
     Route("/v2/{name:path}/blobs/{digest}", blobs.get_blob, methods=["GET"]),
     Route("/v2/{name:path}/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
 ]
-
-
-def error_response(error: RegistryError) -> Response:
-    return Response(
-        error.body(),
-        status_code=error.status,
-        headers=error.headers,
-        media_type="application/json",
-    )
 
 
 async def _registry_error(request: Request, exc: Exception) -> Response:
@@ -164,8 +157,10 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
             purger.cancel()
             await store.close()
 
+    access = build_access(config)
+    routes = [*ROUTES, *access.routes]
     app = Starlette(
-        routes=ROUTES,
+        routes=routes,
         exception_handlers={
             RegistryError: _registry_error,
             HTTPException: _http_error,
@@ -179,5 +174,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     )
     app.state.config = config
     app.state.store = store
+    if access.guard is not None:
+        app.add_middleware(AccessControl, guard=access.guard, routes=routes)
     app.add_middleware(ApiVersionHeader)
     return app

@@ -3,21 +3,64 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import getpass
 import os
+import ssl
 import sys
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 
-from registry.config import CONFIG_ENV, ConfigError, load_config
+from registry.auth import htpasswd
+from registry.config import CONFIG_ENV, Config, ConfigError, TlsConfig, load_config
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> Config | None:
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     try:
-        config = load_config()  # fail here, once, rather than in every worker
+        return load_config()
     except ConfigError as error:
         print(f"dockyard: {error}", file=sys.stderr)
+        return None
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus Dockyard's own loggers at the configured level."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["dockyard"] = {"handlers": ["default"], "level": level.upper()}
+    return config
+
+
+def _tls_options(tls: TlsConfig) -> dict[str, Any]:
+    if not tls.enabled:
+        return {}
+    options: dict[str, Any] = {"ssl_certfile": str(tls.certificate), "ssl_keyfile": str(tls.key)}
+    if tls.client_ca is not None:
+        options.update(ssl_ca_certs=str(tls.client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
+def _prepare_access(config: Config) -> str | None:
+    """Check the users file and create the token signing key before workers start."""
+    from registry.auth.keys import KeyConfigError
+    from registry.auth.setup import build_access
+
+    try:
+        build_access(config)
+    except (htpasswd.HtpasswdError, KeyConfigError) as error:
+        return str(error)
+    return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load(args)  # fail here, once, rather than in every worker
+    if config is None:
+        return 2
+    if problem := _prepare_access(config):
+        print(f"dockyard: {problem}", file=sys.stderr)
         return 2
     workers = args.workers if args.workers is not None else config.http.workers
     uvicorn.run(
@@ -29,10 +72,54 @@ def _serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         log_level=config.log.level,
+        log_config=_log_config(config.log.level),
         access_log=config.http.access_log,
         proxy_headers=False,
         server_header=False,
+        **_tls_options(config.tls),
     )
+    return 0
+
+
+def _users_file(args: argparse.Namespace) -> Path | None:
+    if args.htpasswd:
+        return Path(args.htpasswd)
+    config = _load(args)
+    return config.auth.htpasswd if config is not None else None
+
+
+def _read_password(name: str) -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass(f"Password for {name}: ")
+    if getpass.getpass("Repeat it: ") != password:
+        raise htpasswd.HtpasswdError("the passwords differ")
+    return password
+
+
+def _user(args: argparse.Namespace) -> int:
+    path = _users_file(args)
+    if path is None:
+        return 2
+    try:
+        users = htpasswd.read(path)
+        if args.action == "list":
+            for name in sorted(users):
+                print(name)
+            return 0
+        name = htpasswd.check_username(args.name)
+        if args.action == "add":
+            users[name] = htpasswd.hash_password(_read_password(name))
+            message = f"user {name} saved in {path}"
+        elif users.pop(name, None) is None:
+            raise htpasswd.HtpasswdError(f"no user {name} in {path}")
+        else:
+            message = f"user {name} removed from {path}"
+        htpasswd.write(path, users)
+    except (htpasswd.HtpasswdError, OSError) as error:
+        print(f"dockyard: {error}", file=sys.stderr)
+        return 1
+    print(message, file=sys.stderr)
     return 0
 
 
@@ -45,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 5000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
     serve.set_defaults(handler=_serve)
+
+    user = commands.add_parser("user", help="manage the users file (htpasswd, bcrypt)")
+    user.add_argument("--config", help=f"YAML configuration file (default: ${CONFIG_ENV})")
+    user.add_argument("--htpasswd", help="users file (default: auth.htpasswd of the config)")
+    actions = user.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add a user or set a password (prompt or stdin)")
+    add.add_argument("name")
+    remove = actions.add_parser("remove", help="remove a user")
+    remove.add_argument("name")
+    actions.add_parser("list", help="list the users")
+    user.set_defaults(handler=_user)
     return parser
 
 

@@ -84,6 +84,79 @@ class UploadsConfig(Section):
     manifest_max_bytes: int = Field(4 << 20, gt=0)
 
 
+Action = Literal["pull", "push", "delete"]
+
+
+class RuleConfig(Section):
+    """Who may do what on which repositories; `{user}` in a pattern is the caller's name."""
+
+    repositories: list[str] = Field(
+        min_length=1, description="globs: * within a path part, ** across"
+    )
+    actions: list[Action] = Field(min_length=1)
+    users: list[str] = Field(default_factory=list, description='"*" is every authenticated user')
+    groups: list[str] = Field(default_factory=list)
+
+
+class ThrottleConfig(Section):
+    max_failures: int = Field(5, ge=1, description="failed logins allowed before delays start")
+    base_delay: float = Field(1.0, gt=0, description="first delay in seconds; doubles per failure")
+    max_delay: float = Field(300.0, gt=0)
+
+
+class TokenConfig(Section):
+    realm: str | None = Field(
+        None, description="token endpoint URL; default <this host>/auth/token"
+    )
+    service: str = "dockyard"
+    issuer: str = "dockyard"
+    expires_in: int = Field(300, ge=60, le=86400)
+    refresh_expires_in: int = Field(30 * 86400, ge=60)
+    signing_key: Path | None = Field(None, description="PEM private key; default generated")
+    public_key: Path | None = Field(None, description="PEM key of an external issuer to trust")
+    jwks: Path | None = Field(None, description="JWKS file of an external issuer to trust")
+
+    @property
+    def external(self) -> bool:
+        return self.public_key is not None or self.jwks is not None
+
+
+def _everyone_everything() -> list[RuleConfig]:
+    return [RuleConfig(repositories=["**"], users=["*"], actions=["pull", "push", "delete"])]
+
+
+class AuthConfig(Section):
+    mode: Literal["none", "basic", "token"] = "none"
+    realm: str = "Dockyard"
+    htpasswd: Path = Path("./htpasswd")
+    admins: list[str] = Field(default_factory=list)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    rules: list[RuleConfig] = Field(default_factory=_everyone_everything)
+    anonymous_pull: list[str] = Field(default_factory=list, description="repository globs")
+    user_namespaces: bool = Field(False, description="every user may do anything in {user}/**")
+    cache_ttl: float = Field(60.0, ge=0, description="seconds a verified password is remembered")
+    throttle: ThrottleConfig = ThrottleConfig()
+    token: TokenConfig = TokenConfig()
+
+
+class TlsConfig(Section):
+    certificate: Path | None = None
+    key: Path | None = None
+    client_ca: Path | None = Field(None, description="require client certificates from this CA")
+
+    @model_validator(mode="after")
+    def _complete(self) -> TlsConfig:
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("tls.certificate and tls.key go together")
+        if self.client_ca is not None and self.certificate is None:
+            raise ValueError("tls.client_ca needs tls.certificate and tls.key")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.certificate is not None
+
+
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -99,6 +172,8 @@ class Config(BaseSettings):
     http: HttpConfig = HttpConfig()
     storage: StorageConfig = StorageConfig()
     uploads: UploadsConfig = UploadsConfig()
+    auth: AuthConfig = AuthConfig()
+    tls: TlsConfig = TlsConfig()
     log: LogConfig = LogConfig()
 
     @classmethod

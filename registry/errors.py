@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from starlette.responses import Response
+
 
 @dataclass(frozen=True)
 class _Code:
@@ -74,3 +76,12 @@ class RegistryError(Exception):
         if self.detail is not None:
             entry["detail"] = self.detail
         return json.dumps({"errors": [entry]}).encode()
+
+
+def error_response(error: RegistryError) -> Response:
+    return Response(
+        error.body(),
+        status_code=error.status,
+        headers=error.headers,
+        media_type="application/json",
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from registry.auth.caller import may_pull
 from registry.errors import ErrorCode, RegistryError
 from registry.manifests import OCI_INDEX
 from registry.routes.common import digest_param, empty, page, repository, store
@@ -39,7 +40,7 @@ async def list_referrers(request: Request) -> Response:
 
 
 async def catalog(request: Request) -> Response:
-    names, headers = page(
-        await store(request).catalog.names(), request, "/v2/_catalog", CATALOG_PAGE
-    )
+    """Repositories, only those the caller may pull when access control is on."""
+    names = [name for name in await store(request).catalog.names() if may_pull(request, name)]
+    names, headers = page(names, request, "/v2/_catalog", CATALOG_PAGE)
     return JSONResponse({"repositories": names}, headers=headers)

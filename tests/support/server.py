@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ class RegistryProcess:
         workers: int = 1,
         env: dict[str, str] | None = None,
         scheme: str = "http",
+        client_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
@@ -54,6 +56,7 @@ class RegistryProcess:
             "PYTHONPATH": str(ROOT),
             **(env or {}),
         }
+        self.client_tls = client_tls  # for the readiness probe of a registry asking for mTLS
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> RegistryProcess:
@@ -72,7 +75,7 @@ class RegistryProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"registry exited early:\n{self.log()}")
             try:
-                httpx.get(f"{self.url}/v2/", timeout=1.0, verify=False)
+                httpx.get(f"{self.url}/v2/", timeout=1.0, verify=self.client_tls or False)
                 return self
             except httpx.TransportError:
                 time.sleep(0.1)

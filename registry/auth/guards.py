@@ -1,0 +1,189 @@
+"""How each auth mode identifies a caller and asks for credentials.
+
+`BasicGuard` checks `Authorization: Basic` against the users file and applies
+the rules itself; `TokenGuard` verifies a bearer token and trusts the access it
+carries. Both answer failures with the spec's error body and a challenge.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import re
+
+from starlette.types import Scope as AsgiScope
+
+from registry.auth.caller import Caller
+from registry.auth.credentials import NO_CREDENTIALS, PasswordChecker, parse_basic
+from registry.auth.rules import Rules
+from registry.auth.scopes import Scope
+from registry.auth.throttle import Throttle
+from registry.auth.tokens import InvalidTokenError, TokenVerifier
+from registry.errors import ErrorCode, RegistryError
+
+log = logging.getLogger("dockyard.auth")
+
+TOKEN_PATH = "/auth/token"
+_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(?::\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](?::\d{1,5})?")
+
+
+def _detail(scopes: list[Scope]) -> list[dict[str, str]]:
+    return [
+        {"Type": scope.type, "Name": scope.name, "Action": action}
+        for scope in scopes
+        for action in sorted(scope.actions)
+    ]
+
+
+def header(scope: AsgiScope, name: bytes) -> str | None:
+    """One request header (`name` in lower case), without building a Headers object."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def client_address(scope: AsgiScope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+class PasswordLogin:
+    """Password checks guarded by the throttle: used by basic auth and the token endpoint."""
+
+    def __init__(self, checker: PasswordChecker, throttle: Throttle) -> None:
+        self.checker = checker
+        self.throttle = throttle
+
+    async def login(self, name: str, password: str, address: str) -> bool:
+        """Whether the password is right; raises 429 while the address or user is throttled."""
+        keys = (f"address:{address}", f"user:{name[:64]}")
+        if wait := self.throttle.retry_after(*keys):
+            raise RegistryError(
+                ErrorCode.TOOMANYREQUESTS,
+                "too many failed logins; try again later",
+                headers={"Retry-After": str(wait)},
+            )
+        if not await self.checker.verify(name, password):
+            self.throttle.failed(*keys)
+            log.warning("failed login for user %r from %s", name[:64], address)
+            return False
+        self.throttle.succeeded(*keys)
+        return True
+
+
+class Guard(abc.ABC):
+    @abc.abstractmethod
+    async def identify(self, scope: AsgiScope) -> Caller:
+        """The caller of a request; raises RegistryError for bad credentials."""
+
+    @abc.abstractmethod
+    def challenge(self, scope: AsgiScope, needed: list[Scope], message: str) -> RegistryError:
+        """A 401 asking for the credentials that would grant `needed`."""
+
+    def denied(self, scope: AsgiScope, needed: list[Scope]) -> RegistryError:
+        return RegistryError(ErrorCode.DENIED, detail=_detail(needed))
+
+
+class BasicGuard(Guard):
+    def __init__(self, realm: str, login: PasswordLogin, rules: Rules) -> None:
+        self.header = f'Basic realm="{realm}", charset="UTF-8"'
+        self.login = login
+        self.rules = rules
+        self._callers: dict[str | None, Caller] = {}
+
+    def _caller(self, name: str | None) -> Caller:
+        """Callers depend only on the name and the (fixed) rules: one object per user."""
+        if (caller := self._callers.get(name)) is None:
+            rules = self.rules
+            caller = Caller(
+                name=name,
+                authenticated=name is not None,
+                allows=lambda scope: rules.allows(name, scope),
+                may_pull=lambda repository: "pull" in rules.actions(name, repository),
+            )
+            if len(self._callers) < 10_000:
+                self._callers[name] = caller
+        return caller
+
+    async def identify(self, scope: AsgiScope) -> Caller:
+        authorization = header(scope, b"authorization")
+        credentials = parse_basic(authorization) if authorization else NO_CREDENTIALS
+        if credentials == NO_CREDENTIALS:
+            return self._caller(None)
+        if credentials is None:
+            raise self.challenge(scope, [], "malformed basic credentials")
+        name, password = credentials
+        if not await self.login.login(name, password, client_address(scope)):
+            raise self.challenge(scope, [], "invalid username or password")
+        return self._caller(name)
+
+    def challenge(self, scope: AsgiScope, needed: list[Scope], message: str) -> RegistryError:
+        return RegistryError(
+            ErrorCode.UNAUTHORIZED,
+            message,
+            detail=_detail(needed) or None,
+            headers={"WWW-Authenticate": self.header},
+        )
+
+
+class TokenGuard(Guard):
+    def __init__(
+        self, realm: str | None, service: str, verifier: TokenVerifier, rules: Rules | None
+    ) -> None:
+        self.realm = realm
+        self.service = service
+        self.verifier = verifier
+        self.rules = rules  # None: an external issuer's subjects are not ours to judge
+
+    def _realm(self, scope: AsgiScope) -> str:
+        if self.realm:
+            return self.realm
+        host = header(scope, b"host") or ""
+        if not _HOST.fullmatch(host):  # it goes into a response header: nothing odd
+            host = "localhost"
+        return f"{scope.get('scheme', 'http')}://{host}{TOKEN_PATH}"
+
+    def _bearer(self, scope: AsgiScope, needed: list[Scope], error: str | None) -> str:
+        parts = [f'realm="{self._realm(scope)}"', f'service="{self.service}"']
+        if needed:
+            parts.append(f'scope="{" ".join(str(s) for s in needed)}"')
+        if error:
+            parts.append(f'error="{error}"')
+        return "Bearer " + ",".join(parts)
+
+    async def identify(self, scope: AsgiScope) -> Caller:
+        authorization = header(scope, b"authorization")
+        if authorization is None:
+            return Caller(None, False, lambda scope: False, lambda repository: False)
+        kind, _, token = authorization.partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise self.challenge(scope, [], "a bearer token is required")
+        try:
+            access = self.verifier.verify_access(token.strip())
+        except InvalidTokenError as error:
+            raise RegistryError(
+                ErrorCode.UNAUTHORIZED,
+                str(error),
+                headers={"WWW-Authenticate": self._bearer(scope, [], "invalid_token")},
+            ) from None
+        name = access.subject or None
+        rules = self.rules
+        if rules is None:
+            visible = lambda repository: True  # noqa: E731
+        else:
+            visible = lambda repository: "pull" in rules.actions(name, repository)  # noqa: E731
+        return Caller(name, True, access.allows, visible)
+
+    def challenge(self, scope: AsgiScope, needed: list[Scope], message: str) -> RegistryError:
+        return RegistryError(
+            ErrorCode.UNAUTHORIZED,
+            message,
+            detail=_detail(needed) or None,
+            headers={"WWW-Authenticate": self._bearer(scope, needed, None)},
+        )
+
+    def denied(self, scope: AsgiScope, needed: list[Scope]) -> RegistryError:
+        error = super().denied(scope, needed)
+        error.headers["WWW-Authenticate"] = self._bearer(scope, needed, "insufficient_scope")
+        return error

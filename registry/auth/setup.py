@@ -1,0 +1,68 @@
+"""Assemble access control from the `auth` config: the guard and any extra routes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.routing import Route
+
+from registry.auth.credentials import PasswordChecker
+from registry.auth.endpoint import TokenEndpoint
+from registry.auth.guards import BasicGuard, Guard, PasswordLogin, TokenGuard
+from registry.auth.htpasswd import Users
+from registry.auth.keys import load_or_create_signing_key, load_public_keys
+from registry.auth.rules import Rules
+from registry.auth.throttle import Throttle
+from registry.auth.tokens import TokenSigner, TokenVerifier
+from registry.config import Config
+
+log = logging.getLogger("dockyard.auth")
+
+SIGNING_KEY_NAME = "auth/token-signing-key.pem"
+
+
+@dataclass
+class AccessSetup:
+    guard: Guard | None = None
+    routes: list[Route] = field(default_factory=list)
+
+
+def signing_key_path(config: Config) -> Path:
+    """The configured key, or the one generated in the data directory."""
+    configured = config.auth.token.signing_key
+    return configured or config.storage.filesystem.root / SIGNING_KEY_NAME
+
+
+def _password_login(config: Config, users: Users) -> PasswordLogin:
+    users.load()
+    if not users.path.exists():
+        log.warning("users file %s does not exist: nobody can sign in", users.path)
+    checker = PasswordChecker(users, config.auth.cache_ttl)
+    return PasswordLogin(checker, Throttle(config.auth.throttle))
+
+
+def build_access(config: Config) -> AccessSetup:
+    auth = config.auth
+    if auth.mode == "none":
+        return AccessSetup()
+    rules = Rules(auth)
+    users = Users(auth.htpasswd)
+    if auth.mode == "basic":
+        return AccessSetup(BasicGuard(auth.realm, _password_login(config, users), rules))
+    token = auth.token
+    if token.external:
+        keys = load_public_keys(token.public_key, token.jwks)
+        verifier = TokenVerifier(keys, token.issuer, token.service)
+        return AccessSetup(TokenGuard(token.realm, token.service, verifier, None))
+    key = load_or_create_signing_key(signing_key_path(config))
+    verifier = TokenVerifier([key.verification_key()], token.issuer, token.service)
+    signer = TokenSigner(
+        key, token.issuer, token.service, token.expires_in, token.refresh_expires_in
+    )
+    endpoint = TokenEndpoint(
+        signer, verifier, _password_login(config, users), users, rules, auth.realm
+    )
+    guard = TokenGuard(token.realm, token.service, verifier, rules)
+    return AccessSetup(guard, endpoint.routes())
