@@ -6,8 +6,11 @@ import argparse
 import copy
 import getpass
 import os
+import socket
 import ssl
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +84,33 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when the local registry answers `/v2/` (200, or 401 with auth on)."""
+    config = _load(args)
+    if config is None:
+        return 2
+    port = args.port if args.port is not None else config.http.port
+    if config.tls.client_ca is not None:  # we hold no client certificate: a connect must do
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=args.timeout).close()
+        except OSError:
+            return 1
+        return 0
+    scheme, context = "http", None
+    if config.tls.enabled:  # our own server on loopback: its certificate names another host
+        scheme, context = "https", ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        urllib.request.urlopen(
+            f"{scheme}://127.0.0.1:{port}/v2/", timeout=args.timeout, context=context
+        )
+    except urllib.error.HTTPError as error:
+        return 0 if error.code == 401 else 1
+    except OSError:
+        return 1
+    return 0
+
+
 def _users_file(args: argparse.Namespace) -> Path | None:
     if args.htpasswd:
         return Path(args.htpasswd)
@@ -132,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 5000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
     serve.set_defaults(handler=_serve)
+
+    check = commands.add_parser("healthcheck", help="exit 0 if the local registry serves")
+    check.add_argument("--config", help=f"YAML configuration file (default: ${CONFIG_ENV})")
+    check.add_argument("--port", type=int, help="port to probe (default: http.port)")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
+    check.set_defaults(handler=_healthcheck)
 
     user = commands.add_parser("user", help="manage the users file (htpasswd, bcrypt)")
     user.add_argument("--config", help=f"YAML configuration file (default: ${CONFIG_ENV})")
