@@ -38,6 +38,11 @@ def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("htp:\n  port: 1\n", "htp"),
         ("http:\n  port: 70000\n", "http.port"),
         ("storage:\n  driver: floppy\n", "storage.driver"),
+        ("storage:\n  driver: s3\n", "storage.s3.bucket is required"),
+        ("storage:\n  s3:\n    part_size: 1024\n", "storage.s3.part_size"),
+        ("storage:\n  s3:\n    addressing: sideways\n", "storage.s3.addressing"),
+        ("storage:\n  s3:\n    access_key: a\n", "given together"),
+        ("storage:\n  s3:\n    buckt: c\n", "storage.s3.buckt"),
     ],
 )
 def test_bad_file_names_the_key(tmp_path: Path, text: str, named: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -17,6 +16,8 @@ from typing import Any
 import httpx
 import psutil
 import yaml
+
+from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,14 +97,7 @@ class RegistryProcess:
         return total
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        stop_process(self.process, timeout=15)
 
     def __enter__(self) -> RegistryProcess:
         return self.start()
