@@ -18,12 +18,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from registry.access_log import AccessLog, LogLines
 from registry.auth.middleware import AccessControl
 from registry.auth.setup import build_access
-from registry.config import Config, load_config
+from registry.config import Config, S3Config, load_config
 from registry.errors import ErrorCode, RegistryError, error_response
+from registry.malloc import return_big_buffers_to_the_system
 from registry.routes import blobs, listings, manifests, uploads
-from storage.driver import InvalidKeyError, StorageDriver, StorageUnavailableError
+from storage.driver import (
+    InvalidKeyError,
+    StorageDriver,
+    StorageLimitError,
+    StorageUnavailableError,
+)
 from storage.filesystem import FilesystemDriver
 from storage.memory import MemoryDriver
+from storage.s3 import S3Driver, S3Settings
 from storage.store import Store
 
 log = logging.getLogger("dockyard")
@@ -74,6 +81,10 @@ async def _storage_unavailable(request: Request, exc: Exception) -> Response:
     return error_response(RegistryError(ErrorCode.UNAVAILABLE, headers={"Retry-After": "1"}))
 
 
+async def _storage_limit(request: Request, exc: Exception) -> Response:
+    return error_response(RegistryError(ErrorCode.SIZE_INVALID, str(exc), status=413))
+
+
 async def _client_disconnect(request: Request, exc: Exception) -> Response:
     return error_response(RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, "client disconnected"))
 
@@ -109,7 +120,14 @@ class ApiVersionHeader:
 def create_driver(config: Config) -> StorageDriver:
     if config.storage.driver == "memory":
         return MemoryDriver()
+    if config.storage.driver == "s3":
+        return S3Driver(s3_settings(config.storage.s3))
     return FilesystemDriver(config.storage.filesystem.root)
+
+
+def s3_settings(config: S3Config) -> S3Settings:
+    secret = config.secret_key.get_secret_value() if config.secret_key else None
+    return S3Settings(**{**config.model_dump(exclude={"secret_key"}), "secret_key": secret})
 
 
 async def _purge_expired_uploads(store: Store, config: Config) -> None:
@@ -128,6 +146,7 @@ async def _purge_expired_uploads(store: Store, config: Config) -> None:
 
 def create_app(config: Config | None = None, driver: StorageDriver | None = None) -> Starlette:
     config = config or load_config()
+    return_big_buffers_to_the_system()
     store = Store(driver or create_driver(config))
     access_lines = LogLines()
 
@@ -149,6 +168,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
             RegistryError: _registry_error,
             HTTPException: _http_error,
             StorageUnavailableError: _storage_unavailable,
+            StorageLimitError: _storage_limit,
             ClientDisconnect: _client_disconnect,
             InvalidKeyError: _invalid_key,
             Exception: _unexpected,

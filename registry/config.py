@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "DOCKYARD_CONFIG"
@@ -33,14 +33,47 @@ class FilesystemConfig(Section):
     root: Path = Path("./data")
 
 
+class S3Config(Section):
+    """`storage.s3`: where the bucket is and how to reach it (see README, "S3 storage")."""
+
+    bucket: str = ""
+    prefix: str = Field("", description="key prefix (root directory) inside the bucket")
+    region: str | None = None
+    endpoint_url: str | None = Field(None, description="for MinIO, SeaweedFS, Ceph...")
+    access_key: str | None = Field(None, description="absent: boto3's default credential chain")
+    secret_key: SecretStr | None = None
+    addressing: Literal["auto", "path", "virtual"] = "auto"
+    part_size: int = Field(10 << 20, ge=5 << 20, le=5 << 30)
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
+    kms_key_id: str | None = None
+    redirect: bool = Field(False, description="answer blob GETs with 307 to a presigned URL")
+    max_concurrency: int = Field(16, ge=1, le=256)
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(60.0, gt=0)
+    max_attempts: int = Field(3, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _keys_come_in_pairs(self) -> S3Config:
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("access_key and secret_key must be given together")
+        return self
+
+
 class DeleteConfig(Section):
     enabled: bool = True
 
 
 class StorageConfig(Section):
-    driver: Literal["filesystem", "memory"] = "filesystem"
+    driver: Literal["filesystem", "memory", "s3"] = "filesystem"
     filesystem: FilesystemConfig = FilesystemConfig()
+    s3: S3Config = S3Config()
     delete: DeleteConfig = DeleteConfig()
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> StorageConfig:
+        if self.driver == "s3" and not self.s3.bucket:
+            raise ValueError("storage.s3.bucket is required when storage.driver is s3")
+        return self
 
 
 class UploadsConfig(Section):
@@ -142,6 +175,23 @@ class Config(BaseSettings):
     auth: AuthConfig = AuthConfig()
     tls: TlsConfig = TlsConfig()
     log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _shared_storage_needs_a_shared_key(self) -> Config:
+        # A generated key lives on one machine's disk; replicas sharing a bucket would
+        # each make their own and refuse each other's tokens.
+        token = self.auth.token
+        if (
+            self.storage.driver == "s3"
+            and self.auth.mode == "token"
+            and not token.external
+            and token.signing_key is None
+        ):
+            raise ValueError(
+                "auth.token.signing_key is required with storage.driver s3: every replica "
+                "sharing the bucket must sign and verify tokens with the same key"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -37,6 +37,10 @@ class StorageUnavailableError(StorageError):
     """The backend did not answer, or answered with a server-side failure."""
 
 
+class StorageLimitError(StorageError):
+    """The backend cannot hold an object this large (the message says its limit)."""
+
+
 class InvalidKeyError(StorageError, ValueError):
     pass
 

@@ -1,8 +1,13 @@
-"""Fixtures for the in-process API tests: the app over each storage driver, and a client."""
+"""Fixtures for the in-process API tests: the app over each storage driver, and a client.
+
+The S3 driver runs against a real SeaweedFS started once per session (skipped with
+the reason when it cannot start, failed when E2E_REQUIRED=1); each test gets a key
+prefix of its own in the shared bucket.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -12,18 +17,27 @@ from starlette.applications import Starlette
 from registry.app import create_app
 from registry.config import Config
 from storage.driver import StorageDriver
-from storage.filesystem import FilesystemDriver
-from storage.memory import MemoryDriver
+from tests.support.drivers import make_driver
+from tests.support.seaweedfs import SeaweedFS, start_seaweedfs
 
-DRIVERS = ["memory", "filesystem"]
+DRIVERS = ["memory", "filesystem", "s3"]
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(seaweedfs: SeaweedFS) -> str:
+    return seaweedfs.create_bucket("dockyard-tests")
 
 
 @pytest.fixture(params=DRIVERS)
 async def driver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageDriver]:
-    if request.param == "memory":
-        made: StorageDriver = MemoryDriver()
-    else:
-        made = FilesystemDriver(tmp_path / "data")
+    made = make_driver(request.param, request, tmp_path)
     yield made
     await made.close()
 

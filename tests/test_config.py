@@ -38,6 +38,15 @@ def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("htp:\n  port: 1\n", "htp"),
         ("http:\n  port: 70000\n", "http.port"),
         ("storage:\n  driver: floppy\n", "storage.driver"),
+        ("storage:\n  driver: s3\n", "storage.s3.bucket is required"),
+        ("storage:\n  s3:\n    part_size: 1024\n", "storage.s3.part_size"),
+        ("storage:\n  s3:\n    addressing: sideways\n", "storage.s3.addressing"),
+        ("storage:\n  s3:\n    access_key: a\n", "given together"),
+        ("storage:\n  s3:\n    buckt: c\n", "storage.s3.buckt"),
+        (
+            "storage:\n  driver: s3\n  s3:\n    bucket: b\nauth:\n  mode: token\n",
+            "auth.token.signing_key is required",
+        ),
     ],
 )
 def test_bad_file_names_the_key(tmp_path: Path, text: str, named: str) -> None:
@@ -54,6 +63,15 @@ def test_unknown_environment_variable(monkeypatch: pytest.MonkeyPatch, variable:
     monkeypatch.setenv(variable, "1")
     with pytest.raises(ConfigError, match=r"(?i)bogus|port_number"):
         load_config()
+
+
+def test_s3_token_mode_with_a_shared_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "storage:\n  driver: s3\n  s3:\n    bucket: b\n"
+        "auth:\n  mode: token\n  token:\n    signing_key: /etc/dockyard/key.pem\n"
+    )
+    assert load_config(path).auth.token.signing_key == Path("/etc/dockyard/key.pem")
 
 
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import httpx
 
 from registry.app import create_app
 from registry.config import Config
-from storage.filesystem import FilesystemDriver
+from storage.driver import StorageDriver
 from tests.api.helpers import (
     OCI_MANIFEST,
     digest_of,
@@ -18,11 +17,12 @@ from tests.api.helpers import (
     push_image,
     put_manifest,
 )
+from tests.support.drivers import twin
 
 
-def client_for(root: Path) -> httpx.AsyncClient:
-    """A client of its own app over `root`: stands in for another registry process."""
-    app = create_app(Config(), FilesystemDriver(root))
+def client_for(driver: StorageDriver) -> httpx.AsyncClient:
+    """A client of its own app over `driver`'s storage: stands in for another process."""
+    app = create_app(Config(), twin(driver))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r.test")
 
 
@@ -55,11 +55,11 @@ async def test_same_tag_pushed_concurrently(client: httpx.AsyncClient) -> None:
     assert current in manifests  # one whole manifest won, none was torn
 
 
-async def test_upload_alternating_between_processes(tmp_path: Path) -> None:
+async def test_upload_alternating_between_processes(driver: StorageDriver) -> None:
     data = bytes(range(256)) * 50_000
     digest = digest_of(data)
     step = len(data) // 5
-    async with client_for(tmp_path) as first, client_for(tmp_path) as second:
+    async with client_for(driver) as first, client_for(driver) as second:
         location = (await first.post("/v2/team/app/blobs/uploads/")).headers["location"]
         for index, offset in enumerate(range(0, len(data), step)):
             chunk = data[offset : offset + step]
@@ -77,8 +77,10 @@ async def test_upload_alternating_between_processes(tmp_path: Path) -> None:
             assert (await peer.get(f"/v2/team/app/blobs/{digest}")).content == data
 
 
-async def test_manifest_pushed_in_one_process_served_by_another(tmp_path: Path) -> None:
-    async with client_for(tmp_path) as first, client_for(tmp_path) as second:
+async def test_manifest_pushed_in_one_process_served_by_another(
+    driver: StorageDriver,
+) -> None:
+    async with client_for(driver) as first, client_for(driver) as second:
         await push_blob(first, "team/app", b"{}")
         raw = image_manifest(b"{}", [])
         assert (await put_manifest(first, "team/app", "v1", raw, OCI_MANIFEST)).status_code == 201
@@ -88,9 +90,9 @@ async def test_manifest_pushed_in_one_process_served_by_another(tmp_path: Path) 
         assert (await first.get("/v2/_catalog")).json() == {"repositories": ["team/app"]}
 
 
-async def test_one_process_sees_what_another_changed(tmp_path: Path) -> None:
+async def test_one_process_sees_what_another_changed(driver: StorageDriver) -> None:
     """Nothing a process remembers may hide a change made by another process."""
-    async with client_for(tmp_path) as first, client_for(tmp_path) as second:
+    async with client_for(driver) as first, client_for(driver) as second:
         old, _ = await push_image(second, "team/app", "latest", seed="old")
         new_digest, new = await push_image(second, "team/app", "other", seed="new")
         layer = digest_of(b"layer of old")

@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.dockerd import DockerDaemon, DockerUnavailableError
 from tests.support.required import REQUIRED, unavailable
+from tests.support.seaweedfs import SeaweedFS, unique_prefix
 from tests.support.server import RegistryProcess
 
 
@@ -61,12 +62,15 @@ def image_archive(dockerd: DockerDaemon, tmp_path_factory: pytest.TempPathFactor
     return archive
 
 
-STORAGE = ["filesystem"]
+STORAGE = ["filesystem", "s3"]
 
 
 @pytest.fixture(params=STORAGE)
 def storage_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The `storage:` section every real-client test runs with, once per driver."""
+    if request.param == "s3":
+        seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
+        return seaweedfs.storage_config(request.getfixturevalue("s3_bucket"), unique_prefix())
     return {"driver": request.param}
 
 

@@ -1,0 +1,531 @@
+"""S3 driver: keys are objects below an optional prefix in one bucket, through boto3.
+
+Every boto3 call runs in the driver's bounded thread pool, never on the event loop.
+Connection and read timeouts plus botocore's standard retries bound every call;
+what still fails becomes `StorageUnavailableError` (the API answers 503).
+
+A writer keeps its state in the bucket, so any process can resume it:
+
+    _writers/<key>/part-00001 ...  full parts, `part_size` bytes each (>= 5 MiB)
+    _writers/<key>/tail-<offset>   bytes after the last full part (< part_size)
+    _writers/<key>/commit          id of the multipart upload a commit has open
+
+A tail is valid only when its offset equals the size of all parts: a part that
+absorbed an older tail makes it stale, so a crash between the two writes never
+counts bytes twice. A request holds at most two parts in memory: one on its way
+to S3 while the next fills. `reader()` and `stat()` on the writer's key see the
+parts and the tail, which lets another process recompute an upload's digest.
+`commit()` assembles a multipart upload directly at the destination from the
+stored parts by server-side copy (UploadPartCopy) plus the tail as the last part,
+so the data never passes through the registry again; a failed commit aborts it,
+and deleting the writer's state aborts one a crashed process left open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config as BotoConfig
+
+from storage.driver import (
+    FileInfo,
+    PathNotFoundError,
+    StorageDriver,
+    StorageError,
+    StorageLimitError,
+    StorageUnavailableError,
+    Writer,
+    check_key,
+)
+
+log = logging.getLogger("dockyard.s3")
+
+MIN_PART_SIZE = 5 << 20
+MAX_PARTS = 10_000
+READ_CHUNK = 1 << 20
+PRESIGN_SECONDS = 20 * 60
+_WRITERS = "_writers"
+_DELETE_BATCH = 1000
+_PART = re.compile(r"part-(\d{5})")
+_TAIL = re.compile(r"tail-(\d+)")
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """What the driver needs to reach its bucket; built from `storage.s3` in the config."""
+
+    bucket: str
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    addressing: str = "auto"
+    part_size: int = 10 << 20
+    server_side_encryption: str | None = None
+    kms_key_id: str | None = None
+    redirect: bool = False
+    max_concurrency: int = 16
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int = 3
+
+
+def _unavailable(operation: str, error: Exception) -> StorageError:
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = _error_code(error)
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return StorageUnavailableError(f"S3 {operation} failed: {code} (HTTP {status})")
+    return StorageUnavailableError(f"S3 {operation} failed: {type(error).__name__}: {error}")
+
+
+def _error_code(error: Exception) -> str:
+    if isinstance(error, botocore.exceptions.ClientError):
+        return str(error.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+class _RangeNotSatisfiableError(StorageError):
+    """A ranged read started at or past the end of an object."""
+
+
+def _without_expect_continue(request: Any, **_: Any) -> None:
+    """Send bodies at once: with `Expect: 100-continue`, an empty PutObject leaves a
+    stray response on the pooled connection of some servers (SeaweedFS), and the next
+    request on it waits for its read timeout."""
+    request.headers.pop("Expect", None)
+
+
+@dataclass(slots=True)
+class _WriterState:
+    """What a writer left in the bucket: part sizes in order and the valid tail."""
+
+    parts: list[int]
+    tail_key: str | None
+    tail_size: int
+    stale: list[str]
+    modified: float
+
+    @property
+    def size(self) -> int:
+        return sum(self.parts) + self.tail_size
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.parts) or self.tail_key is not None
+
+
+class S3Writer(Writer):
+    """Appends to a writer state in the bucket; see the module docstring for the layout."""
+
+    def __init__(self, driver: S3Driver, key: str, state: _WriterState, tail: bytes) -> None:
+        self._driver = driver
+        self._key = key
+        self._parts = list(state.parts)
+        self._saved_tail = (state.tail_key, state.tail_size)
+        self._stale = list(state.stale)
+        self._buffer = bytearray(tail)
+        self._uploading: asyncio.Future[None] | None = None
+        self.size = state.size
+
+    def _state_key(self, name: str) -> str:
+        return self._driver.writer_key(self._key, name)
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        self.size += len(data)
+        part_size = self._driver.settings.part_size
+        while len(self._buffer) >= part_size:
+            part, self._buffer = self._buffer, self._buffer[part_size:]
+            del part[part_size:]
+            # One part in flight while the next fills: parts stay numbered in order.
+            await self._settle()
+            self._uploading = asyncio.ensure_future(self._put_part(part))
+
+    async def _settle(self) -> None:
+        """Wait for the part in flight, if any; its failure is raised here."""
+        if self._uploading is not None:
+            uploading, self._uploading = self._uploading, None
+            await uploading
+
+    async def _put_part(self, data: bytearray) -> None:
+        number = len(self._parts) + 1
+        if number >= MAX_PARTS:  # the tail still needs a part number of its own
+            raise StorageLimitError(
+                f"a blob holds at most {MAX_PARTS - 1} parts of storage.s3.part_size bytes"
+            )
+        await self._driver.put(self._state_key(f"part-{number:05d}"), data)
+        self._parts.append(len(data))
+
+    def _tail_name(self) -> str:
+        return f"tail-{sum(self._parts)}"
+
+    async def close(self) -> None:
+        await self._settle()
+        tail = (self._state_key(self._tail_name()), len(self._buffer)) if self._buffer else None
+        if tail is not None and tail != self._saved_tail:
+            await self._driver.put(tail[0], bytes(self._buffer))
+        if self._saved_tail[0] is not None and (tail is None or self._saved_tail[0] != tail[0]):
+            self._stale.append(self._saved_tail[0])
+        self._saved_tail = tail or (None, 0)
+        if self._stale:
+            await self._driver.delete_objects(self._stale)
+            self._stale = []
+
+    async def commit(self, destination: str) -> None:
+        await self._settle()
+        driver = self._driver
+        if not self._parts:
+            await driver.put(destination, bytes(self._buffer))
+        else:
+            await driver.assemble(
+                destination,
+                [self._state_key(f"part-{n:05d}") for n in range(1, len(self._parts) + 1)],
+                bytes(self._buffer),
+                self._state_key("commit"),
+            )
+        await self.cancel()
+
+    async def cancel(self) -> None:
+        with contextlib.suppress(StorageError):
+            await self._settle()
+        self._buffer = bytearray()
+        self._parts = []
+        await self._driver.delete_writer_state(self._key)
+
+
+class S3Driver(StorageDriver):
+    name = "s3"
+
+    def __init__(self, settings: S3Settings) -> None:
+        if settings.part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        self.settings = settings
+        self._prefix = settings.prefix.strip("/")
+        self._executor = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="s3")
+        self._client = self._make_client(settings)
+
+    @staticmethod
+    def _make_client(settings: S3Settings) -> Any:
+        config = BotoConfig(
+            region_name=settings.region,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            retries={"mode": "standard", "max_attempts": settings.max_attempts},
+            max_pool_connections=settings.max_concurrency,
+            s3={"addressing_style": settings.addressing},
+            signature_version="s3v4",
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        session = boto3.session.Session(
+            aws_access_key_id=settings.access_key,
+            aws_secret_access_key=settings.secret_key,
+            region_name=settings.region,
+        )
+        client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+        client.meta.events.register("before-send.s3", _without_expect_continue)
+        return client
+
+    # -- keys ------------------------------------------------------------------
+
+    def object_key(self, key: str) -> str:
+        check_key(key)
+        return f"{self._prefix}/{key}" if self._prefix else key
+
+    def writer_key(self, key: str, name: str = "") -> str:
+        """A key of the writer state of `key` (its directory when `name` is empty)."""
+        return f"{_WRITERS}/{key}/{name}" if name else f"{_WRITERS}/{key}"
+
+    # -- calling boto3 ---------------------------------------------------------
+
+    async def _call(self, operation: str, function: Callable[..., T], **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(function, **kwargs))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            code = _error_code(error)
+            if code in _NOT_FOUND:
+                raise PathNotFoundError(kwargs.get("Key", "")) from None
+            if code == "InvalidRange":
+                raise _RangeNotSatisfiableError(operation) from None
+            raise _unavailable(operation, error) from error
+
+    async def _s3(self, method: str, **kwargs: Any) -> Any:
+        """Call the S3 client's `method` on our bucket, off the event loop."""
+        function = getattr(self._client, method)
+        return await self._call(method, function, Bucket=self.settings.bucket, **kwargs)
+
+    def _encryption(self) -> dict[str, str]:
+        settings = self.settings
+        if not settings.server_side_encryption:
+            return {}
+        extra = {"ServerSideEncryption": settings.server_side_encryption}
+        if settings.kms_key_id:
+            extra["SSEKMSKeyId"] = settings.kms_key_id
+        return extra
+
+    # -- the driver interface ----------------------------------------------------
+
+    async def get(self, key: str) -> bytes:
+        name = self.object_key(key)
+        try:
+            response = await self._s3("get_object", Key=name)
+            return await self._call("GetObject", response["Body"].read)
+        except PathNotFoundError:
+            raise PathNotFoundError(key) from None
+
+    async def put(self, key: str, data: bytes | bytearray) -> None:
+        await self._s3("put_object", Key=self.object_key(key), Body=data, **self._encryption())
+
+    async def reader(
+        self, key: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        if length == 0:
+            await self.stat(key)
+            return
+        try:
+            body = await self._open(key, offset, length)
+        except PathNotFoundError:
+            pieces = await self._writer_pieces(key, offset, length)
+        else:
+            pieces = []
+            async for chunk in self._stream(body):
+                yield chunk
+        for piece_key, piece_offset, piece_length in pieces:
+            async for chunk in self._stream(
+                await self._open(piece_key, piece_offset, piece_length)
+            ):
+                yield chunk
+
+    async def _stream(self, body: Any) -> AsyncIterator[bytes]:
+        try:
+            while chunk := await self._call("GetObject", body.read, amt=READ_CHUNK):
+                yield chunk
+        finally:
+            await self._call("GetObject", body.close)
+
+    async def _open(self, key: str, offset: int, length: int | None) -> Any:
+        """The body of a GetObject of `length` bytes (all if None) from `offset`."""
+        end = "" if length is None else str(offset + length - 1)
+        extra = {"Range": f"bytes={offset}-{end}"} if offset or length is not None else {}
+        try:
+            response = await self._s3(
+                "get_object",
+                Key=self.object_key(key),
+                **extra,
+            )
+        except _RangeNotSatisfiableError:
+            return _EmptyBody()  # offset at the end of the object
+        except PathNotFoundError:
+            raise PathNotFoundError(key) from None
+        return response["Body"]
+
+    async def _writer_pieces(
+        self, key: str, offset: int, length: int | None
+    ) -> list[tuple[str, int, int | None]]:
+        """(key, offset, length) of the stored pieces of a writer's bytes in a range."""
+        state = await self._writer_state(key)
+        if not state.exists:
+            raise PathNotFoundError(key)
+        sizes = [*state.parts, state.tail_size]
+        names = [self.writer_key(key, f"part-{n:05d}") for n in range(1, len(state.parts) + 1)]
+        names.append(state.tail_key or "")
+        end = state.size if length is None else min(state.size, offset + length)
+        pieces, start = [], 0
+        for name, size in zip(names, sizes, strict=True):
+            low, high = max(offset, start), min(end, start + size)
+            if low < high:
+                pieces.append((name, low - start, high - low))
+            start += size
+        return pieces
+
+    async def _writer_state(self, key: str) -> _WriterState:
+        parts: dict[int, int] = {}
+        tails: dict[int, tuple[str, int]] = {}
+        stale: list[str] = []
+        modified = 0.0
+        for name, size, when in await self._list_objects(self.writer_key(key)):
+            base = name.rsplit("/", 1)[-1]
+            modified = max(modified, when)
+            if match := _PART.fullmatch(base):
+                parts[int(match[1])] = size
+            elif match := _TAIL.fullmatch(base):
+                tails[int(match[1])] = (name, size)
+        ordered = []
+        while len(ordered) + 1 in parts:
+            ordered.append(parts[len(ordered) + 1])
+        offset = sum(ordered)
+        tail_key, tail_size = tails.pop(offset, (None, 0))
+        stale = [name for name, _ in tails.values()]
+        return _WriterState(ordered, tail_key, tail_size, stale, modified)
+
+    async def writer(self, key: str, append: bool = False) -> S3Writer:
+        check_key(key)
+        if not append:
+            await self.delete_writer_state(key)
+        state = await self._writer_state(key)
+        tail = await self.get(state.tail_key) if state.tail_key else b""
+        return S3Writer(self, key, state, tail)
+
+    async def stat(self, key: str) -> FileInfo:
+        try:
+            response = await self._s3(
+                "head_object",
+                Key=self.object_key(key),
+            )
+        except PathNotFoundError:
+            state = await self._writer_state(key)
+            if not state.exists:
+                raise PathNotFoundError(key) from None
+            return FileInfo(key, state.size, state.modified)
+        return FileInfo(key, response["ContentLength"], response["LastModified"].timestamp())
+
+    async def list(self, prefix: str) -> list[str]:
+        # Derived from the objects themselves, not from delimiter listings: some S3
+        # servers (SeaweedFS) keep listing a "directory" whose objects are all gone.
+        found = await self._list_objects(prefix)
+        return sorted({name[len(prefix) + 1 :].split("/", 1)[0] for name, _, _ in found})
+
+    async def delete(self, key: str) -> None:
+        await self.delete_writer_state(key)
+        await self.delete_objects([key, *(name for name, _, _ in await self._list_objects(key))])
+
+    async def redirect_url(self, key: str) -> str | None:
+        if not self.settings.redirect:
+            return None
+        return await self._call(
+            "presign",
+            self._client.generate_presigned_url,
+            ClientMethod="get_object",
+            Params={"Bucket": self.settings.bucket, "Key": self.object_key(key)},
+            ExpiresIn=PRESIGN_SECONDS,
+        )
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- helpers the writer uses -----------------------------------------------
+
+    async def _pages(self, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        token: dict[str, str] = {}
+        while True:
+            page = await self._s3("list_objects_v2", **kwargs, **token)
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    async def _list_objects(self, prefix: str) -> list[tuple[str, int, float]]:
+        """(key, size, modified) of every object below the directory `prefix`."""
+        start = self.object_key(prefix) + "/"
+        cut = len(start) - len(prefix) - 1
+        found = []
+        async for page in self._pages(Prefix=start):
+            for item in page.get("Contents", []):
+                found.append((item["Key"][cut:], item["Size"], item["LastModified"].timestamp()))
+        return found
+
+    async def delete_objects(self, keys: list[str]) -> None:
+        for first in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[first : first + _DELETE_BATCH]
+            response = await self._s3(
+                "delete_objects",
+                Delete={"Objects": [{"Key": self.object_key(k)} for k in batch], "Quiet": True},
+            )
+            if errors := response.get("Errors"):
+                raise StorageUnavailableError(f"S3 DeleteObjects failed for {len(errors)} keys")
+
+    async def delete_writer_state(self, key: str) -> None:
+        """Remove the writer state of `key` and of every key below it, aborting open commits."""
+        state = [name for name, _, _ in await self._list_objects(self.writer_key(key))]
+        for name in state:
+            if name.endswith("/commit"):
+                await self._abort_recorded(name)
+        await self.delete_objects(state)
+
+    async def _abort_recorded(self, commit_key: str) -> None:
+        with contextlib.suppress(PathNotFoundError):
+            destination, upload_id = (await self.get(commit_key)).decode().split("\n", 1)
+            await self._abort(destination, upload_id)
+
+    async def _abort(self, destination: str, upload_id: str) -> None:
+        with contextlib.suppress(PathNotFoundError):
+            await self._s3(
+                "abort_multipart_upload",
+                Key=self.object_key(destination),
+                UploadId=upload_id,
+            )
+
+    async def assemble(
+        self, destination: str, part_keys: list[str], tail: bytes, commit_key: str
+    ) -> None:
+        """Complete a multipart upload at `destination` from stored parts plus `tail`."""
+        bucket, target = self.settings.bucket, self.object_key(destination)
+        created = await self._s3(
+            "create_multipart_upload",
+            Key=target,
+            **self._encryption(),
+        )
+        upload_id = created["UploadId"]
+        await self.put(commit_key, f"{destination}\n{upload_id}".encode())
+        limit = asyncio.Semaphore(max(1, self.settings.max_concurrency // 2))
+
+        async def copy(number: int, source: str) -> dict[str, Any]:
+            async with limit:
+                result = await self._s3(
+                    "upload_part_copy",
+                    Key=target,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": bucket, "Key": self.object_key(source)},
+                )
+            return {"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]}
+
+        try:
+            copies = [copy(n, key) for n, key in enumerate(part_keys, start=1)]
+            parts = list(await asyncio.gather(*copies))
+            if tail:
+                uploaded = await self._s3(
+                    "upload_part",
+                    Key=target,
+                    UploadId=upload_id,
+                    PartNumber=len(parts) + 1,
+                    Body=tail,
+                )
+                parts.append({"PartNumber": len(parts) + 1, "ETag": uploaded["ETag"]})
+            await self._s3(
+                "complete_multipart_upload",
+                Key=target,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                await self._abort(destination, upload_id)
+            raise
+        # Completed: nothing is left to abort (aborting a completed upload confuses some servers).
+        await self.delete_objects([commit_key])
+
+
+class _EmptyBody:
+    """A body with nothing in it, for reads that start at the end of an object."""
+
+    def read(self, amt: int | None = None) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass

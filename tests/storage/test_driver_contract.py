@@ -1,0 +1,130 @@
+"""The contract of `storage.driver` that every driver keeps, run against each of them."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+
+from storage.driver import InvalidKeyError, PathNotFoundError, StorageDriver
+from tests.support.drivers import twin
+
+
+async def read(
+    driver: StorageDriver, key: str, offset: int = 0, length: int | None = None
+) -> bytes:
+    return b"".join([chunk async for chunk in driver.reader(key, offset, length)])
+
+
+async def test_put_get_replace_stat(driver: StorageDriver) -> None:
+    await driver.put("a/b/c", b"first")
+    await driver.put("a/b/c", b"second!")
+    assert await driver.get("a/b/c") == b"second!"
+    assert (await driver.stat("a/b/c")).size == 7
+    assert await driver.exists("a/b/c")
+    assert not await driver.exists("a/b/missing")
+    with pytest.raises(PathNotFoundError):
+        await driver.get("a/b/missing")
+
+
+async def test_reader_ranges(driver: StorageDriver) -> None:
+    data = os.urandom(3 << 20)
+    await driver.put("blob", data)
+    assert await read(driver, "blob") == data
+    assert await read(driver, "blob", 1000) == data[1000:]
+    assert await read(driver, "blob", 1000, 5) == data[1000:1005]
+    assert await read(driver, "blob", len(data)) == b""
+    with pytest.raises(PathNotFoundError):
+        await read(driver, "missing")
+
+
+async def test_list_direct_children(driver: StorageDriver) -> None:
+    for key in ("top/x", "top/d1/y", "top/d1/z", "top/d2/deep/w", "topper/v"):
+        await driver.put(key, b".")
+    assert sorted(await driver.list("top")) == ["d1", "d2", "x"]
+    assert sorted(await driver.list("top/d1")) == ["y", "z"]
+    assert await driver.list("nothing/here") == []
+
+
+async def test_delete_object_and_prefix(driver: StorageDriver) -> None:
+    for key in ("t/a", "t/sub/b", "t/sub/deeper/c", "tx/d"):
+        await driver.put(key, b".")
+    await driver.delete("t/a")
+    assert not await driver.exists("t/a")
+    await driver.delete("t")
+    assert not await driver.exists("t/sub/deeper/c")
+    assert await driver.list("t") == []
+    assert await driver.exists("tx/d")  # a sibling sharing the prefix text stays
+    await driver.delete("never/was")  # missing keys are not an error
+
+
+async def test_invalid_keys_refused(driver: StorageDriver) -> None:
+    for key in ("../etc/passwd", "/abs", "a//b", "a/./b", ""):
+        with pytest.raises(InvalidKeyError):
+            await driver.put(key, b"x")
+        with pytest.raises(InvalidKeyError):
+            await driver.writer(key)
+
+
+async def test_writer_resumes_in_another_process_and_commits(driver: StorageDriver) -> None:
+    """Many small appends, across part boundaries, each by a fresh writer of a fresh driver."""
+    data = os.urandom(23 << 20)
+    cuts = [0, 1, 3 << 20, (3 << 20) + 7, 11 << 20, 12 << 20, 21 << 20, len(data)]
+    key = "uploads/u1/data"
+    for number, (start, end) in enumerate(itertools.pairwise(cuts)):
+        current = driver if number % 2 else twin(driver)
+        writer = await current.writer(key, append=True)
+        assert writer.size == start
+        for piece in range(start, end, 1 << 20):
+            await writer.write(data[piece : min(piece + (1 << 20), end)])
+        await writer.close()
+        assert writer.size == end
+        assert (await driver.stat(key)).size == end
+        assert await read(twin(driver), key) == data[:end]
+    assert await read(driver, key, (5 << 20) - 3, 10 << 20) == data[(5 << 20) - 3 : (15 << 20) - 3]
+    assert await read(driver, key, len(data) - 5) == data[-5:]
+    writer = await twin(driver).writer(key, append=True)
+    await writer.commit("blobs/final")
+    assert await read(driver, "blobs/final") == data
+    assert not await driver.exists(key)
+    assert await driver.list("uploads/u1") == []
+
+
+async def test_commit_small_and_empty(driver: StorageDriver) -> None:
+    await driver.put("dest", b"old content")
+    writer = await driver.writer("w/small")
+    await writer.write(b"new")
+    await writer.close()
+    writer = await driver.writer("w/small", append=True)
+    await writer.commit("dest")
+    assert await driver.get("dest") == b"new"
+    writer = await driver.writer("w/empty")
+    await writer.commit("empty")
+    assert await driver.get("empty") == b""
+
+
+async def test_writer_without_append_starts_over(driver: StorageDriver) -> None:
+    writer = await driver.writer("w/k")
+    await writer.write(b"abc")
+    await writer.close()
+    writer = await driver.writer("w/k", append=False)
+    assert writer.size == 0
+    await writer.write(b"xy")
+    await writer.close()
+    assert await read(driver, "w/k") == b"xy"
+
+
+async def test_cancel_and_delete_discard_writer(driver: StorageDriver) -> None:
+    for key in ("w/cancelled", "dir/session/data"):
+        writer = await driver.writer(key)
+        await writer.write(os.urandom((11 << 20) + 5))
+        await writer.close()
+    writer = await twin(driver).writer("w/cancelled", append=True)
+    await writer.cancel()
+    await driver.delete("dir/session")
+    for key in ("w/cancelled", "dir/session/data"):
+        assert not await driver.exists(key)
+        with pytest.raises(PathNotFoundError):
+            await read(driver, key)
+        assert (await driver.writer(key, append=True)).size == 0

@@ -1,0 +1,241 @@
+"""What only the S3 driver has: its writer state in the bucket, multipart commits,
+presigned redirects, and how it fails when S3 is down or slow."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from registry.app import create_app, s3_settings
+from registry.config import Config, S3Config, load_config
+from storage.driver import StorageUnavailableError
+from storage.s3 import S3Driver, S3Settings
+from tests.support.drivers import make_driver
+from tests.support.seaweedfs import SeaweedFS
+from tests.support.server import free_port
+
+
+@pytest.fixture
+async def s3(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[S3Driver]:
+    driver = make_driver("s3", request, tmp_path)
+    assert isinstance(driver, S3Driver)
+    yield driver
+    await driver.close()
+
+
+def bucket_keys(seaweedfs: SeaweedFS, driver: S3Driver) -> list[str]:
+    listed = seaweedfs.client().list_objects_v2(
+        Bucket=driver.settings.bucket, Prefix=driver.settings.prefix + "/"
+    )
+    return [item["Key"] for item in listed.get("Contents", [])]
+
+
+def open_multipart_uploads(seaweedfs: SeaweedFS, driver: S3Driver) -> list[str]:
+    listed = seaweedfs.client().list_multipart_uploads(
+        Bucket=driver.settings.bucket, Prefix=driver.settings.prefix + "/"
+    )
+    return [upload["Key"] for upload in listed.get("Uploads", [])]
+
+
+async def test_small_appends_live_in_the_bucket_as_a_tail(
+    s3: S3Driver, seaweedfs: SeaweedFS
+) -> None:
+    for _ in range(3):
+        writer = await S3Driver(s3.settings).writer("session/data", append=True)
+        await writer.write(b"x" * 1000)
+        await writer.close()
+    prefix = s3.settings.prefix
+    assert bucket_keys(seaweedfs, s3) == [f"{prefix}/_writers/session/data/tail-0"]
+    assert (await s3.stat("session/data")).size == 3000
+
+
+async def test_a_tail_absorbed_by_a_part_is_never_counted_twice(s3: S3Driver) -> None:
+    """A crash between storing a full part and rewriting the tail leaves a stale tail."""
+    part = os.urandom(s3.settings.part_size)
+    await s3.put(s3.writer_key("session/data", "tail-0"), part[:100])
+    await s3.put(s3.writer_key("session/data", "part-00001"), part)
+    assert (await s3.stat("session/data")).size == len(part)
+    writer = await s3.writer("session/data", append=True)
+    await writer.write(b"end")
+    await writer.close()
+    assert not await s3.exists(s3.writer_key("session/data", "tail-0"))
+    assert b"".join([c async for c in s3.reader("session/data")]) == part + b"end"
+
+
+async def test_commit_assembles_parts_at_destination_and_leaves_nothing(
+    s3: S3Driver, seaweedfs: SeaweedFS
+) -> None:
+    data = os.urandom(2 * s3.settings.part_size + 12345)
+    writer = await s3.writer("session/data")
+    await writer.write(data)
+    await writer.close()
+    parts = [key for key in bucket_keys(seaweedfs, s3) if "/part-" in key]
+    assert len(parts) == 2
+    writer = await S3Driver(s3.settings).writer("session/data", append=True)
+    await writer.commit("blobs/content")
+    assert await s3.get("blobs/content") == data
+    assert bucket_keys(seaweedfs, s3) == [f"{s3.settings.prefix}/blobs/content"]
+    assert open_multipart_uploads(seaweedfs, s3) == []
+
+
+async def test_deleting_a_session_aborts_the_commit_a_crashed_process_left(
+    s3: S3Driver, seaweedfs: SeaweedFS
+) -> None:
+    client = seaweedfs.client()
+    target = s3.object_key("blobs/half")
+    upload = client.create_multipart_upload(Bucket=s3.settings.bucket, Key=target)["UploadId"]
+    await s3.put(s3.writer_key("dir/session/data", "commit"), f"blobs/half\n{upload}".encode())
+    assert open_multipart_uploads(seaweedfs, s3) == [target]
+    await s3.delete("dir/session")
+    assert open_multipart_uploads(seaweedfs, s3) == []
+    assert bucket_keys(seaweedfs, s3) == []
+
+
+async def test_redirect_url_is_a_working_presigned_url(s3: S3Driver) -> None:
+    await s3.put("blobs/x", b"content")
+    assert await s3.redirect_url("blobs/x") is None
+    redirecting = S3Driver(S3Settings(**{**s3_settings_dict(s3), "redirect": True}))
+    url = await redirecting.redirect_url("blobs/x")
+    assert url is not None and "X-Amz-Signature=" in url
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(url)).content == b"content"
+        unsigned = url.split("?", 1)[0]
+        assert (await client.get(unsigned)).status_code == 403
+    await redirecting.close()
+
+
+def s3_settings_dict(driver: S3Driver) -> dict[str, Any]:
+    return {field: getattr(driver.settings, field) for field in S3Settings.__dataclass_fields__}
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A loopback port that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    server.close()
+
+
+def unreachable_driver(port: int) -> S3Driver:
+    return S3Driver(
+        S3Settings(
+            bucket="nowhere",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            access_key="k",
+            secret_key="s",
+            region="us-east-1",
+            addressing="path",
+            connect_timeout=1,
+            read_timeout=1,
+            max_attempts=2,
+        )
+    )
+
+
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+async def test_down_or_slow_s3_is_unavailable_not_a_hang(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    port = free_port() if kind == "refused" else request.getfixturevalue("silent_server")
+    driver = unreachable_driver(port)
+    started = time.monotonic()
+    for call in (driver.get("a"), driver.put("a", b"x"), driver.stat("a")):
+        with pytest.raises(StorageUnavailableError, match="S3"):
+            await asyncio.wait_for(call, timeout=30)
+    assert time.monotonic() - started < 30
+    await driver.close()
+
+
+async def test_api_answers_503_when_s3_is_down() -> None:
+    app = create_app(Config(), unreachable_driver(free_port()))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
+        response = await client.post("/v2/team/app/blobs/uploads/")
+        digest = "sha256:" + "0" * 64
+        blob = await client.get(f"/v2/team/app/blobs/{digest}")
+    for answer in (response, blob):
+        assert answer.status_code == 503
+        assert answer.json()["errors"][0]["code"] == "UNAVAILABLE"
+        assert answer.headers["Retry-After"] == "1"
+
+
+def test_config_s3_section(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("storage:\n  driver: s3\n  s3:\n    bucket: images\n    secret_key: hush\n")
+    monkeypatch.setenv("DOCKYARD_STORAGE__S3__ACCESS_KEY", "AKIDEXAMPLE")
+    monkeypatch.setenv("DOCKYARD_STORAGE__S3__PART_SIZE", str(16 << 20))
+    config = load_config(path)
+    settings = s3_settings(config.storage.s3)
+    assert (settings.bucket, settings.access_key, settings.secret_key) == (
+        "images",
+        "AKIDEXAMPLE",
+        "hush",
+    )
+    assert settings.part_size == 16 << 20 and settings.redirect is False
+    assert "hush" not in repr(config) and "hush" not in repr(settings)
+    assert "hush" not in config.model_dump_json()
+
+
+def test_s3_config_defaults_match_driver_defaults() -> None:
+    config = s3_settings(S3Config(bucket="b"))
+    assert config == S3Settings(bucket="b")
+
+
+async def test_server_side_encryption_is_requested_for_every_object(
+    s3: S3Driver, seaweedfs: SeaweedFS
+) -> None:
+    encrypted = S3Driver(S3Settings(**{**s3_settings_dict(s3), "server_side_encryption": "AES256"}))
+    data = os.urandom(s3.settings.part_size + 10)
+    await encrypted.put("small", b"secret layer")
+    writer = await encrypted.writer("session/data")
+    await writer.write(data)
+    await writer.commit("big")
+    client = seaweedfs.client()
+    for key, content in (("small", b"secret layer"), ("big", data)):
+        head = client.head_object(Bucket=s3.settings.bucket, Key=s3.object_key(key))
+        assert head.get("ServerSideEncryption") == "AES256"
+        assert await encrypted.get(key) == content
+    await encrypted.close()
+
+
+async def test_a_blob_beyond_the_part_limit_is_refused_clearly(
+    s3: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("storage.s3.MAX_PARTS", 3)
+    small_parts = S3Driver(S3Settings(**{**s3_settings_dict(s3), "part_size": 5 << 20}))
+    transport = httpx.ASGITransport(app=create_app(Config(), small_parts))
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
+        location = (await client.post("/v2/team/app/blobs/uploads/")).headers["Location"]
+        answer = await client.patch(location, content=os.urandom(16 << 20))
+    assert answer.status_code == 413
+    assert answer.json()["errors"][0]["code"] == "SIZE_INVALID"
+    assert "at most 2 parts of storage.s3.part_size" in answer.json()["errors"][0]["message"]
+    await small_parts.close()
