@@ -19,7 +19,7 @@ from tests.support.auth import write_users
 from tests.support.dockerd import DockerDaemon
 from tests.support.required import require_tool, unavailable
 from tests.support.server import RegistryProcess
-from tests.support.tls import TestPki, make_pki
+from tests.support.tls import Pki, make_pki
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +27,11 @@ PASSWORD = "tls-Secret-9"
 
 
 @pytest.fixture
-def pki(tmp_path: Path) -> TestPki:
+def pki(tmp_path: Path) -> Pki:
     return make_pki(tmp_path / "pki")
 
 
-def tls_registry(workdir: Path, pki: TestPki, **tls: str) -> RegistryProcess:
+def tls_registry(workdir: Path, pki: Pki, **tls: str) -> RegistryProcess:
     users = write_users(workdir / "htpasswd", {"alice": PASSWORD})
     config = {
         "auth": {"mode": "basic", "htpasswd": str(users)},
@@ -45,13 +45,13 @@ def tls_registry(workdir: Path, pki: TestPki, **tls: str) -> RegistryProcess:
 
 
 @pytest.fixture
-def registry(tmp_path: Path, pki: TestPki) -> Iterator[RegistryProcess]:
+def registry(tmp_path: Path, pki: Pki) -> Iterator[RegistryProcess]:
     with tls_registry(tmp_path / "registry", pki) as server:
         yield server
 
 
 @pytest.fixture
-def docker_trusts_ca(registry: RegistryProcess, pki: TestPki) -> Iterator[Path]:
+def docker_trusts_ca(registry: RegistryProcess, pki: Pki) -> Iterator[Path]:
     """The README's step: the CA in /etc/docker/certs.d/HOST:PORT/ (the port is ours alone)."""
     directory = Path("/etc/docker/certs.d") / registry.host
     try:
@@ -63,7 +63,7 @@ def docker_trusts_ca(registry: RegistryProcess, pki: TestPki) -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_serves_https_only_with_the_test_ca(registry: RegistryProcess, pki: TestPki) -> None:
+def test_serves_https_only_with_the_test_ca(registry: RegistryProcess, pki: Pki) -> None:
     response = httpx.get(f"{registry.url}/v2/", verify=ssl.create_default_context(cafile=pki.ca))
     assert response.status_code == 401
     with pytest.raises(httpx.ConnectError):
@@ -136,7 +136,7 @@ def make_oci_layout(layout: Path) -> None:
     (layout / "index.json").write_text(json.dumps(index))
 
 
-def test_skopeo_verifies_the_ca(registry: RegistryProcess, pki: TestPki, tmp_path: Path) -> None:
+def test_skopeo_verifies_the_ca(registry: RegistryProcess, pki: Pki, tmp_path: Path) -> None:
     skopeo = require_tool("skopeo")
     layout = tmp_path / "layout"
     make_oci_layout(layout)
@@ -165,7 +165,7 @@ def test_skopeo_verifies_the_ca(registry: RegistryProcess, pki: TestPki, tmp_pat
     assert json.loads(inspect.stdout)["Name"] == f"{registry.host}/team/skopeo"
 
 
-def test_mutual_tls_requires_a_client_certificate(pki: TestPki, tmp_path: Path) -> None:
+def test_mutual_tls_requires_a_client_certificate(pki: Pki, tmp_path: Path) -> None:
     with tls_registry(tmp_path / "mtls", pki, client_ca=str(pki.ca)) as server:
         trusting = ssl.create_default_context(cafile=pki.ca)
         with pytest.raises(httpx.TransportError):

@@ -14,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 @dataclass(frozen=True)
-class TestPki:
+class Pki:
     ca: Path
     server_cert: Path
     server_key: Path
@@ -36,7 +36,7 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     )
 
 
-def make_pki(directory: Path, host: str = "127.0.0.1") -> TestPki:
+def make_pki(directory: Path, host: str = "127.0.0.1") -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -87,4 +87,4 @@ def make_pki(directory: Path, host: str = "127.0.0.1") -> TestPki:
     ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     server = issue(host, ExtendedKeyUsageOID.SERVER_AUTH, "server")
     client = issue("test client", ExtendedKeyUsageOID.CLIENT_AUTH, "client")
-    return TestPki(ca_path, *server, *client)
+    return Pki(ca_path, *server, *client)
