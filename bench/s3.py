@@ -43,7 +43,8 @@ class SharedS3:
         if not redirect:
             shared.reference["redirect"] = {"disable": True}
         reference_mode = (
-            "its default: blob GETs redirected to S3"
+            "its default: blob GETs (Range ones too) redirected to S3; Dockyard redirects "
+            "whole-blob GETs only and serves Range GETs itself"
             if redirect
             else "storage.redirect.disable: true, blobs served through the registry"
         )
