@@ -138,10 +138,19 @@ class RegistryClient:
         )
 
     def download(self, name: str, digest: str, byte_range: str | None = None) -> int:
+        """Bytes received; follows a redirect to storage (S3 `redirect`) as docker does."""
         headers = {"Range": f"bytes={byte_range}"} if byte_range else {}
-        return self.request(
-            "GET", f"/v2/{name}/blobs/{digest}", headers=headers, expect=(200, 206)
-        ).length
+        reply = self.request(
+            "GET", f"/v2/{name}/blobs/{digest}", headers=headers, expect=(200, 206, 307)
+        )
+        if reply.status != 307:
+            return reply.length
+        location = reply.headers["Location"]
+        storage = RegistryClient(urlsplit(location).netloc)  # presigned: no credentials
+        try:
+            return storage.request("GET", location, headers=headers, expect=(200, 206)).length
+        finally:
+            storage.close()
 
 
 def image_manifest(config: bytes, layer: bytes) -> bytes:

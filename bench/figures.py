@@ -160,15 +160,23 @@ def request_rate(
         return _rate(output)
     script_path = workdir / f"wrk-{abs(hash(script))}.lua"
     script_path.write_text(script + "\n")
-    command = ["wrk", "-t2", "-c64", f"-d{seconds}s", "-s", str(script_path), url]
+    # A slow answer counts (wrk's default timeout of 2 s would drop it unseen).
+    command = ["wrk", "-t2", "-c64", f"-d{seconds}s", f"--timeout={seconds}s"]
+    command += ["-s", str(script_path), url]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     if errors := _ERRORS.findall(output):
         raise RuntimeError(f"wrk {url}: {'; '.join(errors)}")
     return _rate(output)
 
 
+class NoAnswerError(RuntimeError):
+    """Not one request answered in the whole measurement."""
+
+
 def _rate(output: str) -> float:
     match = _RATE.search(output)
-    if not match or float(match[1]) == 0:
+    if not match:
         raise RuntimeError(f"no request rate measured:\n{output[-1000:]}")
+    if float(match[1]) == 0:
+        raise NoAnswerError(f"no request answered:\n{output[-1000:]}")
     return float(match[1])

@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import psutil
@@ -29,7 +29,9 @@ class Server(Protocol):
 class ReferenceRegistry:
     """Debian's `docker-registry` (CNCF distribution) with its default settings."""
 
-    def __init__(self, workdir: Path, htpasswd: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, htpasswd: Path | None = None, storage: dict[str, Any] | None = None
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -41,8 +43,8 @@ class ReferenceRegistry:
             "log": {"fields": {"service": "registry"}},
             "storage": {
                 "cache": {"blobdescriptor": "inmemory"},
-                "filesystem": {"rootdirectory": str(workdir / "data")},
                 "delete": {"enabled": True},
+                **(storage or {"filesystem": {"rootdirectory": str(workdir / "data")}}),
             },
             "http": {"addr": self.host, "headers": {"X-Content-Type-Options": ["nosniff"]}},
         }
@@ -59,6 +61,9 @@ class ReferenceRegistry:
                 ["docker-registry", "serve", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # distribution 2.8's s3 driver panics at start when AWS_CA_BUNDLE is set
+                # ("HTTPClient's transport unsupported type"); the bench's S3 is plain HTTP.
+                env={k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"},
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -76,9 +81,13 @@ class ReferenceRegistry:
         stop_process(self.process, timeout=15)
 
 
-def start_dockyard(workdir: Path, htpasswd: Path | None = None) -> RegistryProcess:
+def start_dockyard(
+    workdir: Path, htpasswd: Path | None = None, storage: dict[str, Any] | None = None
+) -> RegistryProcess:
     """`dockyard serve` with default settings (one worker per CPU), on loopback."""
-    config = {"auth": {"mode": "basic", "htpasswd": str(htpasswd)}} if htpasswd else None
+    config: dict[str, Any] = {"storage": storage} if storage else {}
+    if htpasswd:
+        config["auth"] = {"mode": "basic", "htpasswd": str(htpasswd)}
     return RegistryProcess(workdir, config, workers=os.cpu_count() or 1).start()
 
 
