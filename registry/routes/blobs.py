@@ -61,6 +61,11 @@ async def get_blob(request: Request) -> Response:
     }
     if request.headers.get("if-none-match") == etag:
         return empty(304, headers)
+    if request.method == "GET" and (url := await store(request).blobs.redirect_url(digest)):
+        # Storage serves the bytes, Range requests included: clients resend the header.
+        return RedirectResponse(
+            url, status_code=307, headers={"Docker-Content-Digest": str(digest)}
+        )
     byte_range = _byte_range(request.headers.get("range"), size)
     status, start, length = 200, 0, size
     if byte_range is not None:
@@ -69,10 +74,6 @@ async def get_blob(request: Request) -> Response:
     headers["Content-Length"] = str(length)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
-    if byte_range is None and (url := await store(request).blobs.redirect_url(digest)):
-        return RedirectResponse(
-            url, status_code=307, headers={"Docker-Content-Digest": str(digest)}
-        )
     body = store(request).blobs.reader(digest, start, length)
     return StreamingResponse(body, status_code=status, headers=headers)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from registry.app import create_app
+from registry.config import Config
+from storage.memory import MemoryDriver
 from tests.api.helpers import digest_of, error_code, push_blob
 
 DATA = bytes(range(256)) * 4  # 1024 bytes
@@ -112,3 +115,25 @@ async def test_large_blob_streams_in_chunks(client: httpx.AsyncClient) -> None:
     async with client.stream("GET", f"/v2/team/app/blobs/{digest}") as response:
         received = b"".join([chunk async for chunk in response.aiter_raw()])
     assert received == data
+
+
+class RedirectingDriver(MemoryDriver):
+    """Stands in for a driver with presigned URLs (S3 with `redirect: true`)."""
+
+    async def redirect_url(self, key: str) -> str | None:
+        return f"http://storage.test/{key}?signed"
+
+
+@pytest.mark.parametrize("headers", [{}, {"Range": "bytes=10-19"}], ids=["whole", "range"])
+async def test_get_redirects_to_storage(headers: dict[str, str]) -> None:
+    app = create_app(Config(), RedirectingDriver())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as c:
+        digest = await push_blob(c, "team/app", DATA)
+        response = await c.get(f"/v2/team/app/blobs/{digest}", headers=headers)
+        assert response.status_code == 307
+        assert response.headers["location"].startswith("http://storage.test/blobs/sha256/")
+        assert response.headers["docker-content-digest"] == digest
+        head = await c.head(f"/v2/team/app/blobs/{digest}")  # HEAD is answered here
+        assert (head.status_code, head.headers["content-length"]) == (200, "1024")
+        other = await c.get(f"/v2/team/other/blobs/{digest}")  # links still checked first
+        assert other.status_code == 404
