@@ -100,7 +100,9 @@ class RegistryProcess:
         stop_process(self.process, timeout=15)
 
     def __enter__(self) -> RegistryProcess:
-        return self.start()
+        # `with RegistryProcess(...).start()` must not start a second, unstopped server.
+        running = self.process is not None and self.process.poll() is None
+        return self if running else self.start()
 
     def __exit__(
         self,
