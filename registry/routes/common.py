@@ -42,7 +42,7 @@ def content_length(request: Request) -> int | None:
     value = request.headers.get("content-length")
     if value is None:
         return None
-    if not value.isdigit():
+    if not re.fullmatch(r"[0-9]{1,19}", value):  # str.isdigit() also takes "²"
         raise RegistryError(ErrorCode.SIZE_INVALID, f"invalid Content-Length {value[:32]!r}")
     return int(value)
 
@@ -82,7 +82,7 @@ def page(
     last = request.query_params.get("last")
     n = default_n
     if raw_n is not None:
-        if not re.fullmatch(r"\d{1,9}", raw_n):
+        if not re.fullmatch(r"[0-9]{1,9}", raw_n):
             raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"invalid n {raw_n[:32]!r}")
         n = min(int(raw_n), _MAX_PAGE)
     if last:

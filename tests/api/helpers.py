@@ -111,7 +111,7 @@ async def raw_request(
         sent.append(message)
 
     raw_headers = [(b"host", b"registry.test")]
-    raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    raw_headers += [(k.encode(), v.encode("latin-1")) for k, v in (headers or {}).items()]
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
         "scheme": "http", "path": path, "raw_path": path.encode(),

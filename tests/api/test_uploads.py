@@ -225,6 +225,17 @@ async def test_chunk_min_length_advertised(app, client: httpx.AsyncClient) -> No
     assert "oci-chunk-min-length" not in response.headers
 
 
+@pytest.mark.parametrize("declared", ["\u00b2", "-1", "1e3", " "])
+async def test_malformed_content_length(app, declared: str) -> None:
+    """HTTP headers arrive latin-1 decoded: '²' passes str.isdigit() but not int()."""
+    status, body = await raw_request(
+        app, "POST", "/v2/team/app/blobs/uploads/", f"digest={DIGEST}", DATA,
+        {"content-length": declared},
+    )  # fmt: skip
+    assert status == 400
+    assert json.loads(body)["errors"][0]["code"] == "SIZE_INVALID"
+
+
 @pytest.mark.parametrize("declared", [100, 5])
 async def test_body_length_differs_from_content_length(app, declared: int) -> None:
     """A body shorter (client gave up) or longer than announced stores nothing."""
