@@ -6,16 +6,14 @@ import contextlib
 import os
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 import psutil
 import yaml
 
 from tests.support.processes import stop_process
-from tests.support.server import RegistryProcess, free_port
+from tests.support.server import RegistryProcess, free_port, wait_until_serving
 
 
 class Server(Protocol):
@@ -65,17 +63,12 @@ class ReferenceRegistry:
                 # ("HTTPClient's transport unsupported type"); the bench's S3 is plain HTTP.
                 env={k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"},
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"docker-registry exited early:\n{self.log_path.read_text()}")
-            try:
-                httpx.get(f"{self.url}/v2/", timeout=1.0)
-                return self
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"docker-registry did not answer within {timeout}s")
+        try:
+            wait_until_serving(self.process, self.url, timeout, self.log_path.read_text)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         stop_process(self.process, timeout=15)

@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,6 +21,26 @@ import yaml
 from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until_serving(
+    process: subprocess.Popen[bytes],
+    url: str,
+    timeout: float,
+    log: Callable[[], str],
+    verify: Any = False,
+) -> None:
+    """Poll `url`/v2/ until it answers (any status); raise with the log if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited early:\n{log()}")
+        try:
+            httpx.get(f"{url}/v2/", timeout=1.0, verify=verify)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s:\n{log()}")
 
 
 def free_port() -> int:
@@ -70,17 +91,12 @@ class RegistryProcess:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"registry exited early:\n{self.log()}")
-            try:
-                httpx.get(f"{self.url}/v2/", timeout=1.0, verify=self.client_tls or False)
-                return self
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"registry did not answer within {timeout}s:\n{self.log()}")
+        try:
+            wait_until_serving(self.process, self.url, timeout, self.log, self.client_tls or False)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
