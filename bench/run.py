@@ -28,6 +28,7 @@ WORKDIR = Path(__file__).resolve().parent / "work"
 UPLOADS = "bench/upload"
 
 Results = dict[str, dict[str, list[float]]]
+GROUPS = ("blobs", "rates", "docker")
 
 
 class Bench:
@@ -153,7 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, one round (development)")
     parser.add_argument("--rounds", type=int, help="rounds of A/B measurements")
-    parser.add_argument("--skip-docker", action="store_true", help="leave out the docker figures")
+    parser.add_argument(
+        "--only",
+        choices=GROUPS,
+        action="append",
+        help="measure only this group of figures (repeatable; default: all of them)",
+    )
     parser.add_argument(
         "--variant",
         choices=["filesystem", "auth", "s3", "s3-redirect"],
@@ -165,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "--results", type=Path, help="where to write the table (default: none with --quick)"
     )
     args = parser.parse_args(argv)
+    groups = set(args.only or GROUPS)
     sizes = figures.QUICK if args.quick else figures.FULL
     if args.rounds:
         sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
@@ -202,22 +209,25 @@ def main(argv: list[str] | None = None) -> int:
         bench.notes += report.check_listings(bench.servers, bench.authorization)
         if credentials:
             bench.notes.append("basic auth on both servers, one bcrypt htpasswd file")
-        if args.skip_docker:
-            bench.notes.append("docker figures left out (--skip-docker)")
-        else:
+        if left_out := [group for group in GROUPS if group not in groups]:
+            bench.notes.append(f"figures left out: {', '.join(left_out)} (--only)")
+        if "docker" in groups:
             try:
                 dockerd = DockerDaemon(WORKDIR / "dockerd").start()
                 bench.docker_login(dockerd)
             except DockerUnavailableError as error:
                 bench.notes.append(f"docker figures left out: {error}")
-        blob = BlobData(sizes.blob)
+        blob = BlobData(sizes.blob) if "blobs" in groups else None
         with PeakMemory(bench.servers) as memory:
-            bench.blob_round(0, blob)  # warm-up, not recorded
-            bench.results.clear()
+            if blob is not None:
+                bench.blob_round(0, blob)  # warm-up, not recorded
+                bench.results.clear()
             for round_ in range(sizes.rounds):
                 print(f"bench: round {round_ + 1}/{sizes.rounds}", flush=True)
-                bench.blob_round(round_, blob)
-                bench.rate_round(round_)
+                if blob is not None:
+                    bench.blob_round(round_, blob)
+                if "rates" in groups:
+                    bench.rate_round(round_)
                 if dockerd is not None:
                     bench.docker_round(round_, dockerd)
         environment = report.environment(load_before, bound)
