@@ -28,13 +28,16 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions
+import botocore.session
+import botocore.utils
 from botocore.config import Config as BotoConfig
 
 from storage.driver import (
@@ -100,6 +103,16 @@ def _error_code(error: Exception) -> str:
 
 class _RangeNotSatisfiableError(StorageError):
     """A ranged read started at or past the end of an object."""
+
+
+def _parse_timestamp(value: str) -> datetime:
+    """ISO 8601 times (every key of a listing has one) without dateutil, which botocore
+    uses by default and which costs more than the rest of a 1,000-key listing."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return botocore.utils.parse_timestamp(value)  # HTTP dates of HEAD and GET
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _without_expect_continue(request: Any, **_: Any) -> None:
@@ -231,7 +244,11 @@ class S3Driver(StorageDriver):
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
+        core = botocore.session.get_session()
+        parsers = core.get_component("response_parser_factory")
+        parsers.set_parser_defaults(timestamp_parser=_parse_timestamp)
         session = boto3.session.Session(
+            botocore_session=core,
             aws_access_key_id=settings.access_key,
             aws_secret_access_key=settings.secret_key,
             region_name=settings.region,
@@ -395,14 +412,37 @@ class S3Driver(StorageDriver):
         return FileInfo(key, response["ContentLength"], response["LastModified"].timestamp())
 
     async def list(self, prefix: str) -> list[str]:
-        # Derived from the objects themselves, not from delimiter listings: some S3
-        # servers (SeaweedFS) keep listing a "directory" whose objects are all gone.
-        found = await self._list_objects(prefix)
-        return sorted({name[len(prefix) + 1 :].split("/", 1)[0] for name, _, _ in found})
+        start = self.object_key(prefix) + "/"
+        names: set[str] = set()
+        async for page in self._pages(Prefix=start, Delimiter="/"):
+            names.update(item["Key"][len(start) :] for item in page.get("Contents", []))
+            names.update(
+                common["Prefix"][len(start) : -1] for common in page.get("CommonPrefixes", [])
+            )
+        names.discard("")  # the prefix's own folder entry, on servers with real folders
+        return sorted(names)
 
     async def delete(self, key: str) -> None:
         await self.delete_writer_state(key)
-        await self.delete_objects([key, *(name for name, _, _ in await self._list_objects(key))])
+        below = [name for name, _, _ in await self._list_objects(key)]
+        await self.delete_objects([key, *below])
+        await self._delete_folders(key, below)
+
+    async def _delete_folders(self, root: str, deleted: Iterable[str]) -> None:
+        """Remove the folders of `deleted` keys, up to `root`, deepest first.
+
+        Servers with real folders (SeaweedFS) keep listing an emptied folder as a
+        common prefix for minutes, which would list a deleted tag; deleting a folder
+        key removes it there only if it is empty, and is a no-op on S3 itself.
+        """
+        folders: set[str] = set()
+        for name in deleted:
+            parts = name.split("/")
+            depth = root.count("/") + 1
+            folders.update("/".join(parts[:end]) for end in range(depth, len(parts)))
+        if folders:
+            deepest_first = sorted(folders, key=lambda folder: (-folder.count("/"), folder))
+            await self.delete_objects(deepest_first, folders=True)
 
     async def redirect_url(self, key: str) -> str | None:
         if not self.settings.redirect:
@@ -439,23 +479,26 @@ class S3Driver(StorageDriver):
                 found.append((item["Key"][cut:], item["Size"], item["LastModified"].timestamp()))
         return found
 
-    async def delete_objects(self, keys: list[str]) -> None:
+    async def delete_objects(self, keys: list[str], folders: bool = False) -> None:
+        """Delete `keys` (or, with `folders`, the folder keys `key/`) in batches, in order."""
+        suffix = "/" if folders else ""
         for first in range(0, len(keys), _DELETE_BATCH):
-            batch = keys[first : first + _DELETE_BATCH]
-            response = await self._s3(
-                "delete_objects",
-                Delete={"Objects": [{"Key": self.object_key(k)} for k in batch], "Quiet": True},
-            )
+            batch = [
+                {"Key": self.object_key(k) + suffix} for k in keys[first : first + _DELETE_BATCH]
+            ]
+            response = await self._s3("delete_objects", Delete={"Objects": batch, "Quiet": True})
             if errors := response.get("Errors"):
                 raise StorageUnavailableError(f"S3 DeleteObjects failed for {len(errors)} keys")
 
     async def delete_writer_state(self, key: str) -> None:
         """Remove the writer state of `key` and of every key below it, aborting open commits."""
-        state = [name for name, _, _ in await self._list_objects(self.writer_key(key))]
+        root = self.writer_key(key)
+        state = [name for name, _, _ in await self._list_objects(root)]
         for name in state:
             if name.endswith("/commit"):
                 await self._abort_recorded(name)
         await self.delete_objects(state)
+        await self._delete_folders(root, state)
 
     async def _abort_recorded(self, commit_key: str) -> None:
         with contextlib.suppress(PathNotFoundError):

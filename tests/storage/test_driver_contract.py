@@ -59,6 +59,17 @@ async def test_delete_object_and_prefix(driver: StorageDriver) -> None:
     await driver.delete("never/was")  # missing keys are not an error
 
 
+async def test_a_deleted_directory_is_no_longer_listed(driver: StorageDriver) -> None:
+    # The shape of a tag: removing one must drop it from the listing at once, even on
+    # servers that keep emptied folders (SeaweedFS).
+    for tag in ("keep", "gone"):
+        await driver.put(f"tags/{tag}/current/link", b".")
+    await driver.delete("tags/gone")
+    assert await driver.list("tags") == ["keep"]
+    await driver.put("tags/gone/current/link", b".")
+    assert await driver.list("tags") == ["gone", "keep"]
+
+
 async def test_invalid_keys_refused(driver: StorageDriver) -> None:
     for key in ("../etc/passwd", "/abs", "a//b", "a/./b", ""):
         with pytest.raises(InvalidKeyError):
