@@ -29,5 +29,5 @@ class Catalog:
         return False
 
     async def names(self) -> list[str]:
-        markers = await self._driver.list(paths.catalog_dir())
-        return sorted(paths.name_from_catalog_marker(marker) for marker in markers)
+        entries = await self._driver.list(paths.catalog_dir())
+        return sorted(paths.name_from_catalog_entry(entry) for entry in entries)

@@ -1,7 +1,7 @@
 """Where everything lives in a driver: the one place that builds storage keys.
 
     blobs/<alg>/<xx>/<hex>/data                              content, shared by all repositories
-    catalog/<name with / as +>                               marker: the repository exists
+    catalog/<name with / as +>/repository                    marker: the repository exists
     repositories/<name>/_layers/<alg>/<hex>/link             blob given to this repository
     repositories/<name>/_manifests/revisions/<alg>/<hex>/link  manifest in this repository (JSON)
     repositories/<name>/_manifests/tags/<tag>/current/link   tag -> manifest digest
@@ -33,11 +33,14 @@ def catalog_dir() -> str:
 
 
 def catalog_marker(name: str) -> str:
-    return f"catalog/{name.replace('/', '+')}"
+    # A folder per repository: S3 lists folders as bare common prefixes, which cost a
+    # third of what listing as many objects (each with its size, time and ETag) does.
+    return f"catalog/{name.replace('/', '+')}/repository"
 
 
-def name_from_catalog_marker(marker: str) -> str:
-    return marker.replace("+", "/")
+def name_from_catalog_entry(entry: str) -> str:
+    """The repository of an entry of `catalog_dir()`."""
+    return entry.replace("+", "/")
 
 
 def repository(name: str) -> str:
