@@ -44,6 +44,9 @@ class S3Config(Section):
     secret_key: SecretStr | None = None
     addressing: Literal["auto", "path", "virtual"] = "auto"
     part_size: int = Field(10 << 20, ge=5 << 20, le=5 << 30)
+    buffer_memory: int = Field(
+        40 << 20, description="bytes of part buffers per process, at least two parts"
+    )
     server_side_encryption: Literal["AES256", "aws:kms"] | None = None
     kms_key_id: str | None = None
     redirect: bool = Field(False, description="answer blob GETs with 307 to a presigned URL")
@@ -56,6 +59,15 @@ class S3Config(Section):
     def _keys_come_in_pairs(self) -> S3Config:
         if (self.access_key is None) != (self.secret_key is None):
             raise ValueError("access_key and secret_key must be given together")
+        return self
+
+    @model_validator(mode="after")
+    def _buffers_hold_two_parts(self) -> S3Config:
+        if self.buffer_memory < 2 * self.part_size:
+            raise ValueError(
+                f"buffer_memory ({self.buffer_memory}) must hold at least two parts"
+                f" of part_size ({self.part_size}) bytes"
+            )
         return self
 
 

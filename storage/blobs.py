@@ -53,7 +53,12 @@ class BlobStore:
 
     async def commit(self, writer: Writer, digest: Digest) -> None:
         """Store what `writer` holds as the content of `digest` (already verified)."""
-        if await self.size(digest) is not None:
+        try:
+            stored = await self.size(digest) is not None
+        except BaseException:
+            await writer.close()  # keep the upload for a retry; free what the writer holds
+            raise
+        if stored:
             await writer.cancel()  # Already stored: keep the one copy.
         else:
             await writer.commit(paths.blob_data(digest))

@@ -12,9 +12,18 @@ A writer keeps its state in the bucket, so any process can resume it:
 
 A tail is valid only when its offset equals the size of all parts: a part that
 absorbed an older tail makes it stale, so a crash between the two writes never
-counts bytes twice. A request holds at most two parts in memory: one on its way
-to S3 while the next fills. `reader()` and `stat()` on the writer's key see the
-parts and the tail, which lets another process recompute an upload's digest.
+counts bytes twice. `reader()` and `stat()` on the writer's key see the parts
+and the tail, which lets another process recompute an upload's digest.
+
+Part buffers come from a per-process budget (`BufferBudget`, `buffer_memory`
+bytes in slots of `part_size`), so memory stays bounded however many uploads run.
+An open writer holds one slot for the part it fills, taken in `writer()` before
+a stored tail is loaded or any request body is read; that is the only place that
+waits, so a writer never waits while it holds memory, and every holder finishes
+without another slot (no deadlock). A full part goes to S3 on a second slot when
+one is free, while the next part fills; otherwise it is uploaded before the writer
+takes more bytes. The second slot returns when its upload ends; the first on
+`close()`, `commit()` or `cancel()`, also when they fail or are cancelled.
 `commit()` assembles a multipart upload directly at the destination from the
 stored parts by server-side copy (UploadPartCopy) plus the tail as the last part,
 so the data never passes through the registry again; a failed commit aborts it,
@@ -25,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -78,6 +86,7 @@ class S3Settings:
     secret_key: str | None = field(default=None, repr=False)
     addressing: str = "auto"
     part_size: int = 10 << 20
+    buffer_memory: int = 40 << 20
     server_side_encryption: str | None = None
     kms_key_id: str | None = None
     redirect: bool = False
@@ -141,38 +150,89 @@ class _WriterState:
         return bool(self.parts) or self.tail_key is not None
 
 
-class S3Writer(Writer):
-    """Appends to a writer state in the bucket; see the module docstring for the layout."""
+class BufferBudget:
+    """Slots of one part buffer each that the S3 writers of a process share."""
 
-    def __init__(self, driver: S3Driver, key: str, state: _WriterState, tail: bytes) -> None:
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.in_use = 0
+        self._free = asyncio.Semaphore(slots)
+
+    async def acquire(self) -> None:
+        """Wait for a slot (first come, first served)."""
+        await self._free.acquire()
+        self.in_use += 1
+
+    async def try_acquire(self) -> bool:
+        """Take a slot if one is free now and nobody waits for one; never waits."""
+        if self._free.locked():
+            return False
+        await self.acquire()  # returns at once: a free slot is taken without suspending
+        return True
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._free.release()
+
+
+class S3Writer(Writer):
+    """Appends to a writer state in the bucket; see the module docstring for the layout.
+
+    Created by `S3Driver.writer()` holding one slot of the driver's budget for `tail`
+    (the part being filled); gives it back on close, commit or cancel.
+    """
+
+    def __init__(self, driver: S3Driver, key: str, state: _WriterState, tail: bytearray) -> None:
         self._driver = driver
         self._key = key
         self._parts = list(state.parts)
         self._saved_tail = (state.tail_key, state.tail_size)
         self._stale = list(state.stale)
-        self._buffer = bytearray(tail)
-        self._uploading: asyncio.Future[None] | None = None
+        self._buffer = tail
+        self._holds_slot = True
+        self._uploading: asyncio.Task[None] | None = None
         self.size = state.size
 
     def _state_key(self, name: str) -> str:
         return self._driver.writer_key(self._key, name)
 
     async def write(self, data: bytes) -> None:
-        self._buffer += data
-        self.size += len(data)
         part_size = self._driver.settings.part_size
-        while len(self._buffer) >= part_size:
-            part, self._buffer = self._buffer, self._buffer[part_size:]
-            del part[part_size:]
-            # One part in flight while the next fills: parts stay numbered in order.
-            await self._settle()
-            self._uploading = asyncio.ensure_future(self._put_part(part))
+        rest = memoryview(data)
+        while rest:
+            piece = rest[: part_size - len(self._buffer)]
+            self._buffer += piece
+            self.size += len(piece)
+            rest = rest[len(piece) :]
+            if len(self._buffer) == part_size:
+                await self._send_part()
+
+    async def _send_part(self) -> None:
+        """Store the full buffer as the next part: in the background on a second slot
+        if one is free (the next part fills meanwhile), else before going on."""
+        await self._settle()  # parts stay numbered in order
+        part, self._buffer = self._buffer, bytearray()
+        budget = self._driver.buffer_budget
+        if not await budget.try_acquire():
+            await self._put_part(part)
+            return
+        self._uploading = asyncio.create_task(self._put_part(part))
+        self._uploading.add_done_callback(lambda _: budget.release())
 
     async def _settle(self) -> None:
-        """Wait for the part in flight, if any; its failure is raised here."""
-        if self._uploading is not None:
-            uploading, self._uploading = self._uploading, None
-            await uploading
+        """Wait for the part in flight, if any; its failure is raised here.
+
+        Cancelling the waiter leaves the upload running, so a later `close()` can
+        still wait for it and record the part.
+        """
+        uploading = self._uploading
+        if uploading is None:
+            return
+        try:
+            await asyncio.shield(uploading)
+        finally:
+            if uploading.done():
+                self._uploading = None
 
     async def _put_part(self, data: bytearray) -> None:
         number = len(self._parts) + 1
@@ -183,14 +243,24 @@ class S3Writer(Writer):
         await self._driver.put(self._state_key(f"part-{number:05d}"), data)
         self._parts.append(len(data))
 
+    def _release_slot(self) -> None:
+        """Give the buffer's slot back (once); the writer takes no more bytes after."""
+        if self._holds_slot:
+            self._holds_slot = False
+            self._buffer = bytearray()
+            self._driver.buffer_budget.release()
+
     def _tail_name(self) -> str:
         return f"tail-{sum(self._parts)}"
 
     async def close(self) -> None:
-        await self._settle()
-        tail = (self._state_key(self._tail_name()), len(self._buffer)) if self._buffer else None
-        if tail is not None and tail != self._saved_tail:
-            await self._driver.put(tail[0], bytes(self._buffer))
+        try:
+            await self._settle()
+            tail = (self._state_key(self._tail_name()), len(self._buffer)) if self._buffer else None
+            if tail is not None and tail != self._saved_tail:
+                await self._driver.put(tail[0], self._buffer)
+        finally:
+            self._release_slot()
         if self._saved_tail[0] is not None and (tail is None or self._saved_tail[0] != tail[0]):
             self._stale.append(self._saved_tail[0])
         self._saved_tail = tail or (None, 0)
@@ -199,23 +269,28 @@ class S3Writer(Writer):
             self._stale = []
 
     async def commit(self, destination: str) -> None:
-        await self._settle()
-        driver = self._driver
-        if not self._parts:
-            await driver.put(destination, bytes(self._buffer))
-        else:
-            await driver.assemble(
-                destination,
-                [self._state_key(f"part-{n:05d}") for n in range(1, len(self._parts) + 1)],
-                bytes(self._buffer),
-                self._state_key("commit"),
-            )
+        try:
+            await self._settle()
+            driver = self._driver
+            if not self._parts:
+                await driver.put(destination, self._buffer)
+            else:
+                await driver.assemble(
+                    destination,
+                    [self._state_key(f"part-{n:05d}") for n in range(1, len(self._parts) + 1)],
+                    self._buffer,
+                    self._state_key("commit"),
+                )
+        finally:
+            self._release_slot()
         await self.cancel()
 
     async def cancel(self) -> None:
-        with contextlib.suppress(StorageError):
-            await self._settle()
-        self._buffer = bytearray()
+        try:
+            with contextlib.suppress(StorageError):
+                await self._settle()
+        finally:
+            self._release_slot()
         self._parts = []
         await self._driver.delete_writer_state(self._key)
 
@@ -226,7 +301,10 @@ class S3Driver(StorageDriver):
     def __init__(self, settings: S3Settings) -> None:
         if settings.part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        if settings.buffer_memory < 2 * settings.part_size:
+            raise ValueError("buffer_memory must hold at least two parts of part_size bytes")
         self.settings = settings
+        self.buffer_budget = BufferBudget(settings.buffer_memory // settings.part_size)
         self._prefix = settings.prefix.strip("/")
         self._executor = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="s3")
         self._client = self._make_client(settings)
@@ -271,8 +349,15 @@ class S3Driver(StorageDriver):
 
     async def _call(self, operation: str, function: Callable[..., T], **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
+        arguments = [kwargs]
+
+        def call() -> T:
+            # The thread lets go of the arguments (a part buffer) before the caller goes
+            # on; the pool's work item would keep them alive a while after the result.
+            return function(**arguments.pop())
+
         try:
-            return await loop.run_in_executor(self._executor, functools.partial(function, **kwargs))
+            return await loop.run_in_executor(self._executor, call)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             code = _error_code(error)
             if code in _NOT_FOUND:
@@ -391,12 +476,21 @@ class S3Driver(StorageDriver):
         return _WriterState(ordered, tail_key, tail_size, stale, modified)
 
     async def writer(self, key: str, append: bool = False) -> S3Writer:
+        """A writer holding a slot of the buffer budget: waits for one if none is free."""
         check_key(key)
-        if not append:
-            await self.delete_writer_state(key)
-        state = await self._writer_state(key)
-        tail = await self.get(state.tail_key) if state.tail_key else b""
-        return S3Writer(self, key, state, tail)
+        await self.buffer_budget.acquire()
+        try:
+            if not append:
+                await self.delete_writer_state(key)
+            state = await self._writer_state(key)
+            tail = bytearray()
+            if state.tail_key:
+                async for chunk in self.reader(state.tail_key):
+                    tail += chunk
+            return S3Writer(self, key, state, tail)
+        except BaseException:
+            self.buffer_budget.release()
+            raise
 
     async def stat(self, key: str) -> FileInfo:
         try:
@@ -514,7 +608,7 @@ class S3Driver(StorageDriver):
             )
 
     async def assemble(
-        self, destination: str, part_keys: list[str], tail: bytes, commit_key: str
+        self, destination: str, part_keys: list[str], tail: bytes | bytearray, commit_key: str
     ) -> None:
         """Complete a multipart upload at `destination` from stored parts plus `tail`."""
         bucket, target = self.settings.bucket, self.object_key(destination)

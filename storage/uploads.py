@@ -95,8 +95,10 @@ class UploadStore:
                 batch.append(chunk)
                 batched += len(chunk)
                 if batched >= FLUSH_SIZE:
-                    await self._flush(writer, hasher, b"".join(batch))
-                    batch, batched = [], 0
+                    # Drop the chunks before writing, and the joined copy after.
+                    data, batch, batched = b"".join(batch), [], 0
+                    await self._flush(writer, hasher, data)
+                    del data
             if batch:
                 await self._flush(writer, hasher, b"".join(batch))
         except BaseException:

@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from registry.app import create_app, s3_settings
 from registry.config import Config, S3Config, load_config
 from storage.driver import StorageUnavailableError
-from storage.s3 import S3Driver, S3Settings
+from storage.s3 import BufferBudget, S3Driver, S3Settings
 from tests.support.drivers import make_driver
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import free_port
@@ -239,3 +240,89 @@ async def test_a_blob_beyond_the_part_limit_is_refused_clearly(
     assert answer.json()["errors"][0]["code"] == "SIZE_INVALID"
     assert "at most 2 parts of storage.s3.part_size" in answer.json()["errors"][0]["message"]
     await small_parts.close()
+
+
+class RecordingBudget(BufferBudget):
+    """A buffer budget that remembers the most slots ever in use at once."""
+
+    peak = 0
+
+    async def acquire(self) -> None:
+        await super().acquire()
+        self.peak = max(self.peak, self.in_use)
+
+
+def tiny_budget_driver(s3: S3Driver) -> tuple[S3Driver, RecordingBudget]:
+    """A driver on `s3`'s storage with 5 MiB parts and room for two of them."""
+    settings = {**s3_settings_dict(s3), "part_size": 5 << 20, "buffer_memory": 10 << 20}
+    driver = S3Driver(S3Settings(**settings))
+    driver.buffer_budget = budget = RecordingBudget(2)
+    return driver, budget
+
+
+async def test_concurrent_writers_share_a_tiny_buffer_budget(s3: S3Driver) -> None:
+    driver, budget = tiny_budget_driver(s3)
+    part = driver.settings.part_size
+    contents = [os.urandom(2 * part + 1000 * n) for n in range(5)]
+
+    async def upload(number: int, data: bytes) -> None:
+        writer = await driver.writer(f"session-{number}/data")
+        for start in range(0, len(data), 1 << 20):
+            await writer.write(data[start : start + (1 << 20)])
+        await writer.commit(f"blobs/{number}")
+
+    tracemalloc.start()
+    try:
+        # The timeout only turns a deadlock into a failure; nothing here is timed.
+        uploads = (upload(n, data) for n, data in enumerate(contents))
+        await asyncio.wait_for(asyncio.gather(*uploads), timeout=300)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    for number, data in enumerate(contents):
+        assert await driver.get(f"blobs/{number}") == data
+    assert budget.peak == 2 and budget.in_use == 0
+    # Two parts of buffers, plus the 1 MiB pieces of input on their way into them.
+    assert peak < 2 * part + (4 << 20), f"{peak} bytes traced at the peak"
+    await driver.close()
+
+
+async def test_a_cancelled_upload_request_gives_its_buffers_back(
+    s3: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver, budget = tiny_budget_driver(s3)
+    part_sending, part_may_finish, never = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    put = driver.put
+
+    async def held_put(key: str, data: bytes | bytearray) -> None:
+        if "/part-" in key:
+            part_sending.set()
+            await part_may_finish.wait()
+        await put(key, data)
+
+    monkeypatch.setattr(driver, "put", held_put)
+
+    async def stalling_body() -> AsyncIterator[bytes]:
+        yield os.urandom(6 << 20)  # a part on its way to S3 and a partial part
+        await never.wait()
+
+    transport = httpx.ASGITransport(app=create_app(Config(), driver))
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
+        location = (await client.post("/v2/team/app/blobs/uploads/")).headers["Location"]
+        request = asyncio.create_task(client.patch(location, content=stalling_body()))
+        await part_sending.wait()
+        assert budget.in_use == 2
+        request.cancel()
+        part_may_finish.set()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        assert budget.in_use == 0
+        status = await client.get(location)
+    assert status.headers["Range"] == f"0-{(6 << 20) - 1}"  # what was received is kept
+    await driver.close()
+
+
+def test_buffer_memory_must_hold_two_parts() -> None:
+    with pytest.raises(ValueError, match=r"buffer_memory \(20971520\) must hold at least two"):
+        S3Config(bucket="b", part_size=16 << 20, buffer_memory=20 << 20)
+    assert S3Config(bucket="b", part_size=16 << 20, buffer_memory=32 << 20)
