@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,8 +31,10 @@ from storage.driver import (
 )
 from storage.filesystem import FilesystemDriver
 from storage.memory import MemoryDriver
-from storage.s3 import S3Driver, S3Settings
 from storage.store import Store
+
+if TYPE_CHECKING:
+    from storage.s3 import S3Settings
 
 log = logging.getLogger("dockyard")
 
@@ -121,11 +124,15 @@ def create_driver(config: Config) -> StorageDriver:
     if config.storage.driver == "memory":
         return MemoryDriver()
     if config.storage.driver == "s3":
+        from storage.s3 import S3Driver  # boto3 costs ~10 MB a worker: only when used
+
         return S3Driver(s3_settings(config.storage.s3))
     return FilesystemDriver(config.storage.filesystem.root)
 
 
 def s3_settings(config: S3Config) -> S3Settings:
+    from storage.s3 import S3Settings
+
     secret = config.secret_key.get_secret_value() if config.secret_key else None
     return S3Settings(**{**config.model_dump(exclude={"secret_key"}), "secret_key": secret})
 
