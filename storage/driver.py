@@ -113,6 +113,9 @@ class StorageDriver(abc.ABC):
         """Remove an object or everything below a prefix; missing keys are not an error."""
 
     async def exists(self, key: str) -> bool:
+        """Whether an object is stored at `key`. A writer's uncommitted bytes need not
+        count (`stat` and `reader` see them): the registry asks only about keys no
+        writer uses, such as links and markers."""
         try:
             await self.stat(key)
         except PathNotFoundError:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -115,12 +116,16 @@ class _RangeNotSatisfiableError(StorageError):
 
 
 def _parse_timestamp(value: str) -> datetime:
-    """ISO 8601 times (every key of a listing has one) without dateutil, which botocore
-    uses by default and which costs more than the rest of a 1,000-key listing."""
+    """ISO 8601 times (every key of a listing has one) and HTTP dates (Last-Modified of
+    HEAD and GET) without dateutil, which botocore uses by default and which costs more
+    than the rest of a 1,000-key listing, and 15 times what the stdlib takes for a date."""
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return botocore.utils.parse_timestamp(value)  # HTTP dates of HEAD and GET
+        if value[:1].isdigit():
+            parsed = datetime.fromisoformat(value)
+        else:
+            parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return botocore.utils.parse_timestamp(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -321,6 +326,10 @@ class S3Driver(StorageDriver):
             signature_version="s3v4",
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
+            # Per-call CPU: our parameters are built here, and a fixed User-Agent is not
+            # rebuilt from a dozen components twice per request.
+            parameter_validation=False,
+            user_agent=f"dockyard Boto3/{boto3.__version__}",
         )
         core = botocore.session.get_session()
         parsers = core.get_component("response_parser_factory")
@@ -383,12 +392,16 @@ class S3Driver(StorageDriver):
     # -- the driver interface ----------------------------------------------------
 
     async def get(self, key: str) -> bytes:
-        name = self.object_key(key)
         try:
-            response = await self._s3("get_object", Key=name)
-            return await self._call("GetObject", response["Body"].read)
+            return await self._call("GetObject", self._read_object, Key=self.object_key(key))
         except PathNotFoundError:
             raise PathNotFoundError(key) from None
+
+    def _read_object(self, **request: Any) -> bytes:
+        """GetObject and its whole body in one pool thread: small reads are on hot paths."""
+        body = self._client.get_object(Bucket=self.settings.bucket, **request)["Body"]
+        with contextlib.closing(body):
+            return body.read()
 
     async def put(self, key: str, data: bytes | bytearray) -> None:
         await self._s3("put_object", Key=self.object_key(key), Body=data, **self._encryption())
@@ -491,6 +504,15 @@ class S3Driver(StorageDriver):
         except BaseException:
             self.buffer_budget.release()
             raise
+
+    async def exists(self, key: str) -> bool:
+        # One HEAD: the writer-state LIST `stat` falls back to would double the cost of
+        # every miss (clients HEAD each blob before pushing it).
+        try:
+            await self._s3("head_object", Key=self.object_key(key))
+        except PathNotFoundError:
+            return False
+        return True
 
     async def stat(self, key: str) -> FileInfo:
         try:

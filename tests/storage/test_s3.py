@@ -10,6 +10,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ import pytest
 
 from registry.app import create_app, s3_settings
 from registry.config import Config, S3Config, load_config
-from storage.driver import StorageUnavailableError
-from storage.s3 import BufferBudget, S3Driver, S3Settings
+from storage.driver import PathNotFoundError, StorageUnavailableError
+from storage.s3 import BufferBudget, S3Driver, S3Settings, _parse_timestamp
 from tests.support.drivers import make_driver
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import free_port
@@ -99,6 +100,51 @@ async def test_deleting_a_session_aborts_the_commit_a_crashed_process_left(
     await s3.delete("dir/session")
     assert open_multipart_uploads(seaweedfs, s3) == []
     assert bucket_keys(seaweedfs, s3) == []
+
+
+def record_operations(driver: S3Driver) -> list[str]:
+    """Names of the S3 operations the driver calls from now on."""
+    operations: list[str] = []
+    driver._client.meta.events.register(
+        "before-call.s3", lambda model, **_: operations.append(model.name)
+    )
+    return operations
+
+
+async def test_exists_is_one_head_and_a_miss_lists_nothing(s3: S3Driver) -> None:
+    """Clients HEAD every blob before pushing it: a missing link costs one request."""
+    await s3.put("links/present", b"x")
+    operations = record_operations(s3)
+    assert await s3.exists("links/present")
+    assert not await s3.exists("links/missing")
+    assert operations == ["HeadObject", "HeadObject"]
+    # stat still finds a writer's bytes, which only a listing of its state shows.
+    writer = await s3.writer("links/writing")
+    await writer.write(b"abc")
+    await writer.close()
+    operations.clear()
+    assert (await s3.stat("links/writing")).size == 3
+    assert operations == ["HeadObject", "ListObjectsV2"]
+
+
+async def test_get_of_a_missing_key_names_the_key_not_the_object(s3: S3Driver) -> None:
+    await s3.put("links/tag", b"sha256:abc")
+    assert await s3.get("links/tag") == b"sha256:abc"
+    with pytest.raises(PathNotFoundError) as missing:
+        await s3.get("links/none")
+    assert missing.value.key == "links/none"  # without the driver's prefix
+
+
+def test_timestamps_of_listings_and_of_head_answers_are_parsed() -> None:
+    expected = datetime(2026, 11, 24, 4, 30, 5, tzinfo=UTC)
+    for value in (
+        "2026-11-24T04:30:05.000Z",  # ListObjectsV2
+        "2026-11-24T04:30:05",
+        "Tue, 24 Nov 2026 04:30:05 GMT",  # Last-Modified of HEAD and GET
+        "Tuesday, 24-Nov-26 04:30:05 GMT",  # neither: botocore's own parser
+    ):
+        parsed = _parse_timestamp(value)
+        assert parsed == expected and parsed.utcoffset() == timedelta(0), value
 
 
 async def test_redirect_url_is_a_working_presigned_url(s3: S3Driver) -> None:
