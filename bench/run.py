@@ -21,7 +21,13 @@ from bench.figures import (
     timed,
 )
 from bench.s3 import SharedS3
-from bench.servers import PeakMemory, ReferenceRegistry, Server, start_dockyard
+from bench.servers import (
+    PeakMemory,
+    ReferenceRegistry,
+    Server,
+    report_if_died,
+    start_dockyard,
+)
 from tests.support.dockerd import DockerDaemon, DockerUnavailableError
 
 WORKDIR = Path(__file__).resolve().parent / "work"
@@ -234,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if dockerd is not None:
             dockerd.stop()
-        for server in bench.servers.values():
+        for label, server in bench.servers.items():
+            report_if_died(label, server)
             server.stop()
         if shared_s3 is not None:
             shared_s3.stop()

@@ -20,8 +20,18 @@ class Server(Protocol):
     host: str
     url: str
     process: subprocess.Popen[bytes] | None
+    log_path: Path
 
     def stop(self) -> None: ...
+
+
+def report_if_died(label: str, server: Server, lines: int = 40) -> None:
+    """Print how a server that exited during the run ended: its log goes with the workdir."""
+    if server.process is None or server.process.poll() is None:
+        return
+    log = server.log_path.read_text(errors="replace").splitlines()[-lines:]
+    print(f"bench: {label} exited with code {server.process.returncode}; its last log lines:")
+    print("\n".join(log), flush=True)
 
 
 class ReferenceRegistry:
