@@ -20,6 +20,12 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+# Size of the pieces `reader()` streams. Small enough to stay in the CPU's cache
+# between the read and the socket send and to come from the heap rather than a fresh
+# mmap (registry/malloc.py fixes the mmap threshold at 1 MiB): 256 KiB pieces cost
+# a third to a half of the CPU per byte that 1 MiB pieces did.
+READ_CHUNK = 256 << 10
+
 _KEY = re.compile(r"[A-Za-z0-9._+=-]+(?:/[A-Za-z0-9._+=-]+)*")
 
 

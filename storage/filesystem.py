@@ -18,9 +18,15 @@ import aiofiles
 import aiofiles.os
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
-from storage.driver import FileInfo, PathNotFoundError, StorageDriver, Writer, check_key
+from storage.driver import (
+    READ_CHUNK,
+    FileInfo,
+    PathNotFoundError,
+    StorageDriver,
+    Writer,
+    check_key,
+)
 
-READ_CHUNK = 1 << 20
 # A listing is remembered only once its directory has not changed for this long, so
 # a change within the same timestamp tick as our read can never hide behind it.
 _SETTLED_NS = 1_000_000_000

@@ -50,6 +50,7 @@ import botocore.utils
 from botocore.config import Config as BotoConfig
 
 from storage.driver import (
+    READ_CHUNK,
     FileInfo,
     PathNotFoundError,
     StorageDriver,
@@ -64,7 +65,6 @@ log = logging.getLogger("dockyard.s3")
 
 MIN_PART_SIZE = 5 << 20
 MAX_PARTS = 10_000
-READ_CHUNK = 1 << 20
 PRESIGN_SECONDS = 20 * 60
 _WRITERS = "_writers"
 _DELETE_BATCH = 1000
