@@ -45,7 +45,9 @@ class S3Config(Section):
     addressing: Literal["auto", "path", "virtual"] = "auto"
     part_size: int = Field(10 << 20, ge=5 << 20, le=5 << 30)
     buffer_memory: int = Field(
-        40 << 20, description="bytes of part buffers per process, at least two parts"
+        40 << 20,
+        description="bytes of in-memory part buffers per process, at least two parts;"
+        " uploads beyond them buffer their part in a temporary file",
     )
     server_side_encryption: Literal["AES256", "aws:kms"] | None = None
     kms_key_id: str | None = None

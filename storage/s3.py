@@ -15,15 +15,16 @@ absorbed an older tail makes it stale, so a crash between the two writes never
 counts bytes twice. `reader()` and `stat()` on the writer's key see the parts
 and the tail, which lets another process recompute an upload's digest.
 
-Part buffers come from a per-process budget (`BufferBudget`, `buffer_memory`
-bytes in slots of `part_size`), so memory stays bounded however many uploads run.
-An open writer holds one slot for the part it fills, taken in `writer()` before
-a stored tail is loaded or any request body is read; that is the only place that
-waits, so a writer never waits while it holds memory, and every holder finishes
-without another slot (no deadlock). A full part goes to S3 on a second slot when
-one is free, while the next part fills; otherwise it is uploaded before the writer
-takes more bytes. The second slot returns when its upload ends; the first on
-`close()`, `commit()` or `cancel()`, also when they fail or are cancelled.
+A writer fills one part at a time in a `PartBuffer`: in memory when the per-process
+budget (`BufferBudget`, `buffer_memory` bytes in slots of `part_size`) has a free
+slot when `writer()` opens it, else in an unnamed temporary file in the system's
+temp directory. Nothing ever waits for a slot, so slow uploads holding memory never
+stall the others, and memory stays bounded however many uploads run. A full part
+in memory goes to S3 on a second slot when one is free, while the next part fills;
+otherwise (and always from a file, which boto3 reads in the pool) it is uploaded
+before the writer takes more bytes. File I/O runs in the driver's thread pool. A
+buffer is freed (slot returned, file closed and gone) on `close()`, `commit()` or
+`cancel()`, also when they fail or are cancelled.
 `commit()` assembles a multipart upload directly at the destination from the
 stored parts by server-side copy (UploadPartCopy) plus the tail as the last part,
 so the data never passes through the registry again; a failed commit aborts it,
@@ -35,13 +36,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import boto3
 import botocore.exceptions
@@ -156,45 +160,180 @@ class _WriterState:
 
 
 class BufferBudget:
-    """Slots of one part buffer each that the S3 writers of a process share."""
+    """Slots of one part buffer each that the S3 writers of a process share in memory."""
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
         self.in_use = 0
-        self._free = asyncio.Semaphore(slots)
 
-    async def acquire(self) -> None:
-        """Wait for a slot (first come, first served)."""
-        await self._free.acquire()
-        self.in_use += 1
-
-    async def try_acquire(self) -> bool:
-        """Take a slot if one is free now and nobody waits for one; never waits."""
-        if self._free.locked():
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free; never waits."""
+        if self.in_use >= self.slots:
             return False
-        await self.acquire()  # returns at once: a free slot is taken without suspending
+        self.in_use += 1
         return True
 
     def release(self) -> None:
         self.in_use -= 1
-        self._free.release()
+
+
+class PartBuffer(ABC):
+    """The bytes of one part (at most `part_size`) on their way to the bucket."""
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """How many bytes the buffer holds."""
+
+    @abstractmethod
+    async def append(self, data: bytes | memoryview) -> None:
+        """Add `data` at the end."""
+
+    @abstractmethod
+    async def send(self, call: Callable[[Any, int], Awaitable[T]]) -> T:
+        """`call(body, length)` with a body of the buffered bytes that boto3 accepts."""
+
+    @abstractmethod
+    async def clear(self) -> None:
+        """Drop the bytes, to fill the buffer again."""
+
+    @abstractmethod
+    def take(self, budget: BufferBudget) -> PartBuffer | None:
+        """The bytes in a buffer of their own on a new slot of `budget`, this one left
+        empty; None when there is no slot, or this buffer cannot hand its bytes over."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Free the buffer (once; later calls do nothing)."""
+
+
+class MemoryBuffer(PartBuffer):
+    """Bytes in memory, on a slot of the budget that the buffer gives back on close."""
+
+    def __init__(self, budget: BufferBudget, data: bytearray | None = None) -> None:
+        self._budget: BufferBudget | None = budget
+        self._data = bytearray() if data is None else data
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    async def append(self, data: bytes | memoryview) -> None:
+        self._data += data
+
+    async def send(self, call: Callable[[Any, int], Awaitable[T]]) -> T:
+        return await call(self._data, len(self._data))
+
+    async def clear(self) -> None:
+        self._data = bytearray()
+
+    def take(self, budget: BufferBudget) -> PartBuffer | None:
+        if not budget.try_acquire():
+            return None
+        taken, self._data = MemoryBuffer(budget, self._data), bytearray()
+        return taken
+
+    async def close(self) -> None:
+        self._data = bytearray()
+        if self._budget is not None:
+            self._budget.release()
+            self._budget = None
+
+
+class FileBuffer(PartBuffer):
+    """Bytes in an unnamed temporary file, for a writer that found no free slot.
+
+    Every file operation and the upload from the file run in the driver's pool, one
+    after another: a caller cancelled while one runs leaves it running to its end, and
+    the next (the close, at the latest) starts only then, so no two ever share the file.
+    """
+
+    def __init__(self, driver: S3Driver, file: BinaryIO) -> None:
+        self._driver = driver
+        self._file = file
+        self._last: asyncio.Future[Any] | None = None
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @classmethod
+    async def create(cls, driver: S3Driver) -> FileBuffer:
+        file = await cls._io(driver.in_pool(tempfile.TemporaryFile))
+        return cls(driver, file)
+
+    @staticmethod
+    async def _io(operation: Awaitable[T]) -> T:
+        try:
+            return await operation
+        except OSError as error:
+            raise StorageUnavailableError(f"part buffer file: {error}") from error
+
+    async def _in_turn(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run `operation` after the previous one ended, to its end even if cancelled."""
+        previous = self._last
+
+        async def in_turn() -> T:
+            if previous is not None:
+                await asyncio.wait([previous])
+            return await operation()
+
+        self._last = turn = asyncio.ensure_future(in_turn())
+        return await asyncio.shield(turn)
+
+    async def append(self, data: bytes | memoryview) -> None:
+        async def write() -> None:
+            await self._io(self._driver.in_pool(self._file.write, data))
+            self._size += len(data)
+
+        await self._in_turn(write)
+
+    async def send(self, call: Callable[[Any, int], Awaitable[T]]) -> T:
+        async def send() -> T:
+            # The file holds exactly `size` bytes (it only grows by appends and is
+            # truncated when cleared); boto3 reads it in its pool thread.
+            await self._io(self._driver.in_pool(self._file.seek, 0))
+            return await call(self._file, self._size)
+
+        return await self._in_turn(send)
+
+    async def clear(self) -> None:
+        def truncate() -> None:
+            self._file.seek(0)
+            self._file.truncate()
+
+        async def clear() -> None:
+            await self._io(self._driver.in_pool(truncate))
+            self._size = 0
+
+        await self._in_turn(clear)
+
+    def take(self, budget: BufferBudget) -> PartBuffer | None:
+        return None  # a spilled part is sent from its file before the writer goes on
+
+    async def close(self) -> None:
+        async def close() -> None:
+            with contextlib.suppress(OSError):
+                await self._driver.in_pool(self._file.close)
+
+        await self._in_turn(close)
 
 
 class S3Writer(Writer):
     """Appends to a writer state in the bucket; see the module docstring for the layout.
 
-    Created by `S3Driver.writer()` holding one slot of the driver's budget for `tail`
-    (the part being filled); gives it back on close, commit or cancel.
+    Created by `S3Driver.writer()` with the buffer of the part being filled (in memory
+    on a slot of the driver's budget, else in a file); frees it on close, commit or cancel.
     """
 
-    def __init__(self, driver: S3Driver, key: str, state: _WriterState, tail: bytearray) -> None:
+    def __init__(self, driver: S3Driver, key: str, state: _WriterState, tail: PartBuffer) -> None:
         self._driver = driver
         self._key = key
         self._parts = list(state.parts)
         self._saved_tail = (state.tail_key, state.tail_size)
         self._stale = list(state.stale)
         self._buffer = tail
-        self._holds_slot = True
         self._uploading: asyncio.Task[None] | None = None
         self.size = state.size
 
@@ -205,24 +344,23 @@ class S3Writer(Writer):
         part_size = self._driver.settings.part_size
         rest = memoryview(data)
         while rest:
-            piece = rest[: part_size - len(self._buffer)]
-            self._buffer += piece
+            piece = rest[: part_size - self._buffer.size]
+            await self._buffer.append(piece)
             self.size += len(piece)
             rest = rest[len(piece) :]
-            if len(self._buffer) == part_size:
+            if self._buffer.size == part_size:
                 await self._send_part()
 
     async def _send_part(self) -> None:
         """Store the full buffer as the next part: in the background on a second slot
         if one is free (the next part fills meanwhile), else before going on."""
         await self._settle()  # parts stay numbered in order
-        part, self._buffer = self._buffer, bytearray()
-        budget = self._driver.buffer_budget
-        if not await budget.try_acquire():
-            await self._put_part(part)
+        part = self._buffer.take(self._driver.buffer_budget)
+        if part is not None:
+            self._uploading = asyncio.create_task(self._put_taken_part(part))
             return
-        self._uploading = asyncio.create_task(self._put_part(part))
-        self._uploading.add_done_callback(lambda _: budget.release())
+        self._uploading = asyncio.create_task(self._put_part(self._buffer))
+        await self._settle()
 
     async def _settle(self) -> None:
         """Wait for the part in flight, if any; its failure is raised here.
@@ -239,21 +377,22 @@ class S3Writer(Writer):
             if uploading.done():
                 self._uploading = None
 
-    async def _put_part(self, data: bytearray) -> None:
+    async def _put_part(self, part: PartBuffer) -> None:
         number = len(self._parts) + 1
         if number >= MAX_PARTS:  # the tail still needs a part number of its own
             raise StorageLimitError(
                 f"a blob holds at most {MAX_PARTS - 1} parts of storage.s3.part_size bytes"
             )
-        await self._driver.put(self._state_key(f"part-{number:05d}"), data)
-        self._parts.append(len(data))
+        key = self._state_key(f"part-{number:05d}")
+        await part.send(functools.partial(self._driver.put_body, key))
+        self._parts.append(part.size)
+        await part.clear()
 
-    def _release_slot(self) -> None:
-        """Give the buffer's slot back (once); the writer takes no more bytes after."""
-        if self._holds_slot:
-            self._holds_slot = False
-            self._buffer = bytearray()
-            self._driver.buffer_budget.release()
+    async def _put_taken_part(self, part: PartBuffer) -> None:
+        try:
+            await self._put_part(part)
+        finally:
+            await part.close()
 
     def _tail_name(self) -> str:
         return f"tail-{sum(self._parts)}"
@@ -261,11 +400,12 @@ class S3Writer(Writer):
     async def close(self) -> None:
         try:
             await self._settle()
-            tail = (self._state_key(self._tail_name()), len(self._buffer)) if self._buffer else None
+            size = self._buffer.size
+            tail = (self._state_key(self._tail_name()), size) if size else None
             if tail is not None and tail != self._saved_tail:
-                await self._driver.put(tail[0], self._buffer)
+                await self._buffer.send(functools.partial(self._driver.put_body, tail[0]))
         finally:
-            self._release_slot()
+            await self._buffer.close()
         if self._saved_tail[0] is not None and (tail is None or self._saved_tail[0] != tail[0]):
             self._stale.append(self._saved_tail[0])
         self._saved_tail = tail or (None, 0)
@@ -278,7 +418,7 @@ class S3Writer(Writer):
             await self._settle()
             driver = self._driver
             if not self._parts:
-                await driver.put(destination, self._buffer)
+                await self._buffer.send(functools.partial(driver.put_body, destination))
             else:
                 await driver.assemble(
                     destination,
@@ -287,7 +427,7 @@ class S3Writer(Writer):
                     self._state_key("commit"),
                 )
         finally:
-            self._release_slot()
+            await self._buffer.close()
         await self.cancel()
 
     async def cancel(self) -> None:
@@ -295,7 +435,7 @@ class S3Writer(Writer):
             with contextlib.suppress(StorageError):
                 await self._settle()
         finally:
-            self._release_slot()
+            await self._buffer.close()
         self._parts = []
         await self._driver.delete_writer_state(self._key)
 
@@ -404,7 +544,7 @@ class S3Driver(StorageDriver):
             return body.read()
 
     async def put(self, key: str, data: bytes | bytearray) -> None:
-        await self._s3("put_object", Key=self.object_key(key), Body=data, **self._encryption())
+        await self.put_body(key, data, len(data))
 
     async def reader(
         self, key: str, offset: int = 0, length: int | None = None
@@ -489,20 +629,20 @@ class S3Driver(StorageDriver):
         return _WriterState(ordered, tail_key, tail_size, stale, modified)
 
     async def writer(self, key: str, append: bool = False) -> S3Writer:
-        """A writer holding a slot of the buffer budget: waits for one if none is free."""
+        """A writer whose part buffer is in memory when the budget has a free slot, else
+        in a temporary file: it never waits for another writer."""
         check_key(key)
-        await self.buffer_budget.acquire()
+        buffer = await self.part_buffer()
         try:
             if not append:
                 await self.delete_writer_state(key)
             state = await self._writer_state(key)
-            tail = bytearray()
             if state.tail_key:
                 async for chunk in self.reader(state.tail_key):
-                    tail += chunk
-            return S3Writer(self, key, state, tail)
+                    await buffer.append(chunk)
+            return S3Writer(self, key, state, buffer)
         except BaseException:
-            self.buffer_budget.release()
+            await buffer.close()
             raise
 
     async def exists(self, key: str) -> bool:
@@ -576,6 +716,26 @@ class S3Driver(StorageDriver):
 
     # -- helpers the writer uses -----------------------------------------------
 
+    async def part_buffer(self) -> PartBuffer:
+        """An empty part buffer: in memory on a free slot of the budget, else in a file."""
+        if self.buffer_budget.try_acquire():
+            return MemoryBuffer(self.buffer_budget)
+        return await FileBuffer.create(self)
+
+    def in_pool(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run a blocking `function` (file I/O) in the driver's thread pool."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def put_body(self, key: str, body: Any, length: int) -> None:
+        """Store `length` bytes of `body` (bytes or a file at their start) as `key`."""
+        await self._s3(
+            "put_object",
+            Key=self.object_key(key),
+            Body=body,
+            ContentLength=length,
+            **self._encryption(),
+        )
+
     async def _pages(self, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         token: dict[str, str] = {}
         while True:
@@ -630,7 +790,7 @@ class S3Driver(StorageDriver):
             )
 
     async def assemble(
-        self, destination: str, part_keys: list[str], tail: bytes | bytearray, commit_key: str
+        self, destination: str, part_keys: list[str], tail: PartBuffer, commit_key: str
     ) -> None:
         """Complete a multipart upload at `destination` from stored parts plus `tail`."""
         bucket, target = self.settings.bucket, self.object_key(destination)
@@ -657,13 +817,16 @@ class S3Driver(StorageDriver):
         try:
             copies = [copy(n, key) for n, key in enumerate(part_keys, start=1)]
             parts = list(await asyncio.gather(*copies))
-            if tail:
-                uploaded = await self._s3(
-                    "upload_part",
-                    Key=target,
-                    UploadId=upload_id,
-                    PartNumber=len(parts) + 1,
-                    Body=tail,
+            if tail.size:
+                uploaded = await tail.send(
+                    lambda body, length: self._s3(
+                        "upload_part",
+                        Key=target,
+                        UploadId=upload_id,
+                        PartNumber=len(parts) + 1,
+                        Body=body,
+                        ContentLength=length,
+                    )
                 )
                 parts.append({"PartNumber": len(parts) + 1, "ETag": uploaded["ETag"]})
             await self._s3(

@@ -4,8 +4,11 @@ presigned redirects, and how it fails when S3 is down or slow."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import socket
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -19,7 +22,7 @@ import pytest
 
 from registry.app import create_app, s3_settings
 from registry.config import Config, S3Config, load_config
-from storage.driver import PathNotFoundError, StorageUnavailableError
+from storage.driver import PathNotFoundError, StorageUnavailableError, Writer
 from storage.s3 import BufferBudget, S3Driver, S3Settings, _parse_timestamp
 from tests.support.drivers import make_driver
 from tests.support.seaweedfs import SeaweedFS
@@ -293,9 +296,10 @@ class RecordingBudget(BufferBudget):
 
     peak = 0
 
-    async def acquire(self) -> None:
-        await super().acquire()
+    def try_acquire(self) -> bool:
+        taken = super().try_acquire()
         self.peak = max(self.peak, self.in_use)
+        return taken
 
 
 def tiny_budget_driver(s3: S3Driver) -> tuple[S3Driver, RecordingBudget]:
@@ -306,15 +310,42 @@ def tiny_budget_driver(s3: S3Driver) -> tuple[S3Driver, RecordingBudget]:
     return driver, budget
 
 
-async def test_concurrent_writers_share_a_tiny_buffer_budget(s3: S3Driver) -> None:
+@pytest.fixture
+def spill_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The directory of the temporary files that part buffers spill to."""
+    directory = tmp_path / "spill"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    return directory
+
+
+def open_files_in(directory: Path) -> int:
+    """How many files of `directory` this process has open (unnamed ones included)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith(f"{directory}/")
+    return count
+
+
+async def writer_without_waiting(driver: S3Driver, key: str, append: bool = False) -> Writer:
+    """`driver.writer()`, failing rather than hanging if it waits for another writer."""
+    return await asyncio.wait_for(driver.writer(key, append=append), timeout=60)
+
+
+async def write_in_pieces(writer: Writer, data: bytes) -> None:
+    for start in range(0, len(data), 1 << 20):
+        await writer.write(data[start : start + (1 << 20)])
+
+
+async def test_concurrent_writers_share_a_tiny_buffer_budget(s3: S3Driver, spill_dir: Path) -> None:
     driver, budget = tiny_budget_driver(s3)
     part = driver.settings.part_size
     contents = [os.urandom(2 * part + 1000 * n) for n in range(5)]
 
     async def upload(number: int, data: bytes) -> None:
         writer = await driver.writer(f"session-{number}/data")
-        for start in range(0, len(data), 1 << 20):
-            await writer.write(data[start : start + (1 << 20)])
+        await write_in_pieces(writer, data)
         await writer.commit(f"blobs/{number}")
 
     tracemalloc.start()
@@ -328,25 +359,116 @@ async def test_concurrent_writers_share_a_tiny_buffer_budget(s3: S3Driver) -> No
     for number, data in enumerate(contents):
         assert await driver.get(f"blobs/{number}") == data
     assert budget.peak == 2 and budget.in_use == 0
-    # Two parts of buffers, plus the 1 MiB pieces of input on their way into them.
-    assert peak < 2 * part + (4 << 20), f"{peak} bytes traced at the peak"
+    assert open_files_in(spill_dir) == 0
+    # Two parts in memory, the others in files; per writer its 1 MiB piece of input and
+    # the 1 MiB that botocore reads at a time to sign a part it sends from a file.
+    assert peak < 2 * part + len(contents) * (2 << 20) + (2 << 20), f"{peak} bytes at the peak"
     await driver.close()
+
+
+async def test_writers_never_wait_for_idle_writers_holding_every_slot(
+    s3: S3Driver, spill_dir: Path
+) -> None:
+    """Slow clients holding all the memory must not stall the other uploads."""
+    driver, budget = tiny_budget_driver(s3)
+    idle = [await driver.writer(f"idle-{n}/data") for n in range(budget.slots)]
+    for writer in idle:
+        await writer.write(b"started")
+    part = driver.settings.part_size
+    contents = [os.urandom(2 * part + 100), os.urandom(1000)]
+
+    async def upload(number: int, data: bytes) -> None:
+        writer = await driver.writer(f"session-{number}/data")
+        await write_in_pieces(writer, data)
+        await writer.commit(f"blobs/{number}")
+
+    # The timeout only turns waiting for the idle writers into a failure.
+    uploads = (upload(n, data) for n, data in enumerate(contents))
+    await asyncio.wait_for(asyncio.gather(*uploads), timeout=120)
+    for number, data in enumerate(contents):
+        assert await driver.get(f"blobs/{number}") == data
+    assert open_files_in(spill_dir) == 0
+    assert budget.in_use == budget.slots
+    for writer in idle:
+        await writer.close()
+    assert budget.in_use == 0
+    await driver.close()
+
+
+async def test_spilled_parts_and_tails_carry_across_requests(s3: S3Driver, spill_dir: Path) -> None:
+    driver, budget = tiny_budget_driver(s3)
+    idle = [await driver.writer(f"idle-{n}/data") for n in range(budget.slots)]
+    part = driver.settings.part_size
+    data = os.urandom(3 * part + 777)
+    cuts = [0, part + 1000, part + 2000, 3 * part - 5, len(data)]  # tails across requests
+    for start, end in itertools.pairwise(cuts):
+        writer = await writer_without_waiting(driver, "session/data", append=True)
+        assert open_files_in(spill_dir) == 1  # its part buffer is a file
+        await write_in_pieces(writer, data[start:end])
+        await writer.close()
+        assert open_files_in(spill_dir) == 0
+        assert (await driver.stat("session/data")).size == end
+    assert b"".join([c async for c in driver.reader("session/data")]) == data
+    writer = await writer_without_waiting(driver, "session/data", append=True)
+    await writer.commit("blobs/content")
+    assert open_files_in(spill_dir) == 0
+    assert await driver.get("blobs/content") == data
+    for writer in idle:
+        await writer.close()
+    assert budget.peak == budget.slots and budget.in_use == 0
+    await driver.close()
+
+
+async def test_spill_files_are_deleted_on_cancel_and_failure(
+    s3: S3Driver, spill_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver, budget = tiny_budget_driver(s3)
+    idle = [await driver.writer(f"idle-{n}/data") for n in range(budget.slots)]
+    writer = await writer_without_waiting(driver, "cancelled/data")
+    await writer.write(os.urandom(1000))
+    assert open_files_in(spill_dir) == 1
+    await writer.cancel()
+    assert open_files_in(spill_dir) == 0
+    assert not await driver.exists("cancelled/data")
+
+    async def failing_put(key: str, body: Any, length: int) -> None:
+        raise StorageUnavailableError("S3 PutObject failed")
+
+    monkeypatch.setattr(driver, "put_body", failing_put)
+    writer = await writer_without_waiting(driver, "failed/data")
+    with pytest.raises(StorageUnavailableError):
+        await write_in_pieces(writer, os.urandom(driver.settings.part_size + 10))
+    with pytest.raises(StorageUnavailableError):
+        await writer.close()
+    assert open_files_in(spill_dir) == 0
+    for writer in idle:
+        await writer.close()
+    await driver.close()
+
+
+def hold_parts(
+    driver: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the driver's part uploads set the first event, then wait for the second."""
+    part_sending, part_may_finish = asyncio.Event(), asyncio.Event()
+    put_body = driver.put_body
+
+    async def held_put(key: str, body: Any, length: int) -> None:
+        if "/part-" in key:
+            part_sending.set()
+            await part_may_finish.wait()
+        await put_body(key, body, length)
+
+    monkeypatch.setattr(driver, "put_body", held_put)
+    return part_sending, part_may_finish
 
 
 async def test_a_cancelled_upload_request_gives_its_buffers_back(
     s3: S3Driver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     driver, budget = tiny_budget_driver(s3)
-    part_sending, part_may_finish, never = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    put = driver.put
-
-    async def held_put(key: str, data: bytes | bytearray) -> None:
-        if "/part-" in key:
-            part_sending.set()
-            await part_may_finish.wait()
-        await put(key, data)
-
-    monkeypatch.setattr(driver, "put", held_put)
+    part_sending, part_may_finish = hold_parts(driver, monkeypatch)
+    never = asyncio.Event()
 
     async def stalling_body() -> AsyncIterator[bytes]:
         yield os.urandom(6 << 20)  # a part on its way to S3 and a partial part
@@ -372,3 +494,36 @@ def test_buffer_memory_must_hold_two_parts() -> None:
     with pytest.raises(ValueError, match=r"buffer_memory \(20971520\) must hold at least two"):
         S3Config(bucket="b", part_size=16 << 20, buffer_memory=20 << 20)
     assert S3Config(bucket="b", part_size=16 << 20, buffer_memory=32 << 20)
+
+
+async def test_a_cancelled_spilled_upload_request_deletes_its_file(
+    s3: S3Driver, spill_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver, budget = tiny_budget_driver(s3)
+    idle = [await driver.writer(f"idle-{n}/data") for n in range(budget.slots)]
+    part_sending, part_may_finish = hold_parts(driver, monkeypatch)
+    never = asyncio.Event()
+
+    async def stalling_body() -> AsyncIterator[bytes]:
+        yield os.urandom(6 << 20)  # a part on its way to S3 from the file
+        await never.wait()
+
+    transport = httpx.ASGITransport(app=create_app(Config(), driver))
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
+        location = (await client.post("/v2/team/app/blobs/uploads/")).headers["Location"]
+        request = asyncio.create_task(client.patch(location, content=stalling_body()))
+        # The timeout only turns waiting for the idle writers into a failure.
+        await asyncio.wait_for(part_sending.wait(), timeout=60)
+        assert open_files_in(spill_dir) == 1
+        request.cancel()
+        part_may_finish.set()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        assert open_files_in(spill_dir) == 0
+        status = await client.get(location)
+    # The part finished after the cancellation; the rest of the chunk never reached a file.
+    assert status.headers["Range"] == f"0-{driver.settings.part_size - 1}"
+    for writer in idle:
+        await writer.close()
+    assert budget.in_use == 0
+    await driver.close()
