@@ -23,7 +23,8 @@ import pytest
 from registry.app import create_app, s3_settings
 from registry.config import Config, S3Config, load_config
 from storage.driver import PathNotFoundError, StorageUnavailableError, Writer
-from storage.s3 import BufferBudget, S3Driver, S3Settings, _parse_timestamp
+from storage.s3 import S3Driver, S3Settings, _parse_timestamp
+from storage.s3_buffers import BufferBudget
 from tests.support.drivers import make_driver
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import free_port
