@@ -140,7 +140,16 @@ def render(
     for figure in FIGURES:
         pair = medians(results, figure)
         if pair is None:
-            lines.append(f"| {figure.title} | {figure.unit} | - | - | - | not measured |")
+            cells = [
+                f"{statistics.median(found):,.1f}"
+                if (found := results.get(figure.key, {}).get(label))
+                else "-"
+                for label in ("dockyard", "reference")
+            ]
+            lines.append(
+                f"| {figure.title} | {figure.unit} | {cells[0]} | {cells[1]} | - | "
+                "no ratio: not measured on both (see notes) |"
+            )
             continue
         ours, theirs = pair
         ratio = ours / theirs
