@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.driver import PathNotFoundError
+from storage.driver import READ_CHUNK, PathNotFoundError
 from storage.filesystem import FilesystemDriver
 
 
@@ -77,3 +77,37 @@ async def test_delete_missing_is_not_an_error(tmp_path: Path) -> None:
     driver = FilesystemDriver(tmp_path)
     await driver.delete("nothing/here")
     assert await driver.list("nothing") == []
+
+
+async def read_all(
+    driver: FilesystemDriver, key: str, offset: int = 0, length: int | None = None
+) -> bytes:
+    return b"".join([chunk async for chunk in driver.reader(key, offset, length)])
+
+
+async def test_cached_reads_skip_the_thread_and_uncached_ones_take_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = FilesystemDriver(tmp_path)
+    data = os.urandom(READ_CHUNK * 3 + 5)
+    await driver.put("blob", data)  # just written: in the page cache
+    blocking_reads: list[int] = []
+    real_pread = os.pread
+
+    def counted_pread(fd: int, size: int, offset: int) -> bytes:
+        blocking_reads.append(offset)
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", counted_pread)
+    assert await read_all(driver, "blob") == data
+    assert await read_all(driver, "blob", 7, READ_CHUNK) == data[7 : 7 + READ_CHUNK]
+    # Only the end of the whole-blob read (0 bytes cached past it) needs the blocking read.
+    assert blocking_reads == [len(data)]
+
+    def nothing_cached(*args: object) -> int:
+        raise BlockingIOError
+
+    blocking_reads.clear()
+    monkeypatch.setattr(os, "preadv", nothing_cached)
+    assert await read_all(driver, "blob", 1) == data[1:]
+    assert len(blocking_reads) == 5  # 4 pieces and the end
