@@ -530,9 +530,9 @@ class S3Driver(StorageDriver):
         key removes it there only if it is empty, and is a no-op on S3 itself.
         """
         folders: set[str] = set()
+        depth = root.count("/") + 1
         for name in deleted:
             parts = name.split("/")
-            depth = root.count("/") + 1
             folders.update("/".join(parts[:end]) for end in range(depth, len(parts)))
         if folders:
             deepest_first = sorted(folders, key=lambda folder: (-folder.count("/"), folder))
