@@ -168,18 +168,25 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFoundError(key) from None
         end = None if length is None else offset + length
+        reading: asyncio.Future[bytes] | None = None
         try:
             while end is None or offset < end:
                 size = READ_CHUNK if end is None else min(READ_CHUNK, end - offset)
                 chunk = _read_cached(fd, size, offset)
                 if chunk is None:
-                    chunk = await asyncio.to_thread(os.pread, fd, size, offset)
+                    loop = asyncio.get_running_loop()
+                    reading = loop.run_in_executor(None, os.pread, fd, size, offset)
+                    chunk = await asyncio.shield(reading)  # a cancel leaves it running
                 if not chunk:
                     break
                 offset += len(chunk)
                 yield chunk
         finally:
-            os.close(fd)
+            if reading is not None and not reading.done():
+                # Cancelled mid-read: close once the thread is done with the descriptor.
+                reading.add_done_callback(lambda _: os.close(fd))
+            else:
+                os.close(fd)
 
     async def writer(self, key: str, append: bool = False) -> FilesystemWriter:
         path = self.path(key)

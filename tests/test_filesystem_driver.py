@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,41 @@ async def test_cached_reads_skip_the_thread_and_uncached_ones_take_it(
     monkeypatch.setattr(os, "preadv", nothing_cached)
     assert await read_all(driver, "blob", 1) == data[1:]
     assert len(blocking_reads) == 5  # 4 pieces and the end
+
+
+async def test_a_cancelled_read_closes_the_file_only_after_its_thread_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = FilesystemDriver(tmp_path)
+    await driver.put("blob", os.urandom(1000))
+    started, release = threading.Event(), threading.Event()
+    open_when_read: list[bool] = []
+    real_pread = os.pread
+
+    def slow_pread(fd: int, size: int, offset: int) -> bytes:
+        started.set()
+        release.wait(timeout=30)
+        open_when_read.append(os.fstat(fd) is not None)  # raises if closed under us
+        return real_pread(fd, size, offset)
+
+    def nothing_cached(*args: object) -> int:
+        raise BlockingIOError
+
+    monkeypatch.setattr(os, "preadv", nothing_cached)
+    monkeypatch.setattr(os, "pread", slow_pread)
+
+    async def consume() -> None:
+        async for _ in driver.reader("blob"):
+            pass
+
+    reading = asyncio.create_task(consume())
+    await asyncio.to_thread(started.wait, 30)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    release.set()
+    for _ in range(300):  # bounded wait for the released thread to record what it saw
+        if open_when_read:
+            break
+        await asyncio.sleep(0.01)
+    assert open_when_read == [True]
