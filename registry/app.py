@@ -16,11 +16,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from oci.errors import ErrorCode, RegistryError
 from registry.access_log import AccessLog, LogLines
 from registry.auth.middleware import AccessControl
 from registry.auth.setup import build_access
 from registry.config import Config, S3Config, load_config
-from registry.errors import ErrorCode, RegistryError, error_response
+from registry.error_response import error_response
 from registry.malloc import return_big_buffers_to_the_system
 from registry.routes import blobs, listings, manifests, uploads
 from storage.driver import (

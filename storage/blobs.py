@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from registry.references import Digest
+from oci.references import Digest
 from storage import paths
 from storage.catalog import Catalog
 from storage.driver import PathNotFoundError, StorageDriver, Writer

@@ -15,8 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from registry.manifests import Manifest
-from registry.references import Digest
+from oci.manifests import Manifest
+from oci.references import Digest
 from storage import paths
 from storage.blobs import BlobStore
 from storage.catalog import Catalog

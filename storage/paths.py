@@ -8,14 +8,14 @@
     repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>   descriptor of a referrer of a subject
     repositories/<name>/_uploads/<id>/{data,info}            upload session
 
-Callers pass names, tags and digests already validated by `registry.references`.
+Callers pass names, tags and digests already validated by `oci.references`.
 """
 
 from __future__ import annotations
 
 import re
 
-from registry.references import Digest
+from oci.references import Digest
 
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 

@@ -23,8 +23,8 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 
-from registry.errors import ErrorCode, RegistryError
-from registry.references import Digest, supported_algorithm
+from oci.errors import ErrorCode, RegistryError
+from oci.references import Digest, supported_algorithm
 from storage import paths
 from storage.blobs import BlobStore
 from storage.driver import PathNotFoundError, StorageDriver, Writer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from registry.errors import RegistryError
-from registry.references import Digest, parse_name, parse_tag
+from oci.errors import RegistryError
+from oci.references import Digest, parse_name, parse_tag
 from storage.driver import InvalidKeyError, check_key
 
 

@@ -20,13 +20,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from oci.errors import ErrorCode, RegistryError
 from registry.auth.credentials import NO_CREDENTIALS, parse_basic
 from registry.auth.guards import TOKEN_PATH, PasswordLogin, client_address
 from registry.auth.htpasswd import Users
 from registry.auth.rules import Rules
 from registry.auth.scopes import Scope, ScopeError, merge, parse_scopes
 from registry.auth.tokens import InvalidTokenError, TokenSigner, TokenVerifier, password_fingerprint
-from registry.errors import ErrorCode, RegistryError
 from registry.routes.common import read_limited
 
 log = logging.getLogger("dockyard.auth")

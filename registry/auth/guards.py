@@ -13,13 +13,13 @@ import re
 
 from starlette.types import Scope as AsgiScope
 
+from oci.errors import ErrorCode, RegistryError
 from registry.auth.caller import Caller
 from registry.auth.credentials import NO_CREDENTIALS, PasswordChecker, parse_basic
 from registry.auth.rules import Rules
 from registry.auth.scopes import Scope
 from registry.auth.throttle import Throttle
 from registry.auth.tokens import InvalidTokenError, TokenVerifier
-from registry.errors import ErrorCode, RegistryError
 
 log = logging.getLogger("dockyard.auth")
 

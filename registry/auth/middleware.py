@@ -21,11 +21,12 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from oci.errors import RegistryError
 from registry.auth.caller import CALLER_KEY, Caller
 from registry.auth.guards import TOKEN_PATH, Guard
 from registry.auth.requirements import PULL, PUSH, Requirement, RouteTable, route_path
 from registry.auth.scopes import Scope as ResourceScope
-from registry.errors import RegistryError, error_response
+from registry.error_response import error_response
 
 
 class AccessControl:

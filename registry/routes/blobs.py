@@ -7,7 +7,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from registry.errors import ErrorCode, RegistryError
+from oci.errors import ErrorCode, RegistryError
 from registry.routes.common import (
     digest_param,
     empty,

@@ -7,9 +7,9 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
+from oci.errors import ErrorCode, RegistryError
+from oci.references import Digest, parse_name
 from registry.config import Config
-from registry.errors import ErrorCode, RegistryError
-from registry.references import Digest, parse_name
 from storage.store import Store
 
 _MAX_PAGE = 10_000

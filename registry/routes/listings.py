@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from oci.errors import ErrorCode, RegistryError
+from oci.manifests import OCI_INDEX
 from registry.auth.caller import may_pull
-from registry.errors import ErrorCode, RegistryError
-from registry.manifests import OCI_INDEX
 from registry.routes.common import digest_param, empty, page, repository, store
 
 CATALOG_PAGE = 1000

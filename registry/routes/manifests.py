@@ -7,9 +7,9 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.errors import ErrorCode, RegistryError
-from registry.manifests import Manifest, parse_manifest
-from registry.references import Digest, is_digest, parse_tag
+from oci.errors import ErrorCode, RegistryError
+from oci.manifests import Manifest, parse_manifest
+from oci.references import Digest, is_digest, parse_tag
 from registry.routes.common import (
     config,
     empty,

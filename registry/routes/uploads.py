@@ -8,8 +8,8 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.errors import ErrorCode, RegistryError
-from registry.references import Digest, parse_name
+from oci.errors import ErrorCode, RegistryError
+from oci.references import Digest, parse_name
 from registry.routes.common import (
     blob_location,
     config,

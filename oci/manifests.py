@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from registry.errors import ErrorCode, RegistryError
-from registry.references import Digest
+from oci.errors import ErrorCode, RegistryError
+from oci.references import Digest
 
 OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"

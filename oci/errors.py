@@ -1,8 +1,9 @@
 """The one table of registry errors, and the exception that carries them.
 
 Every failure the API reports is a `RegistryError` built from an `ErrorCode` in
-this table; the exception handler in `registry.app` renders it as the spec's
-JSON error body (`{"errors": [{"code", "message", "detail"}]}`).
+this table; `registry.error_response` renders it as the spec's JSON error body
+(`{"errors": [{"code", "message", "detail"}]}`). Storage raises these too, so the
+table lives here, beside the other vocabulary both layers share.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import json
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
-
-from starlette.responses import Response
 
 
 @dataclass(frozen=True)
@@ -76,12 +75,3 @@ class RegistryError(Exception):
         if self.detail is not None:
             entry["detail"] = self.detail
         return json.dumps({"errors": [entry]}).encode()
-
-
-def error_response(error: RegistryError) -> Response:
-    return Response(
-        error.body(),
-        status_code=error.status,
-        headers=error.headers,
-        media_type="application/json",
-    )

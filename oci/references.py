@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from registry.errors import ErrorCode, RegistryError
+from oci.errors import ErrorCode, RegistryError
 
 NAME_MAX_LENGTH: Final = 255
 _NAME = re.compile(
