@@ -224,10 +224,22 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the offending key."""
 
 
+def _variable_for(loc: tuple[int | str, ...]) -> str | None:
+    """The environment variable that set the value at `loc` (or a section holding it)."""
+    variables = {name.upper(): name for name in os.environ}
+    for end in range(len(loc), 0, -1):
+        name = "DOCKYARD_" + "__".join(str(part) for part in loc[:end]).upper()
+        if name in variables:
+            return variables[name]
+    return None
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"])
+        if variable := _variable_for(problem["loc"]):
+            key = f"{key} (set by {variable})"
         lines.append(f"  {key}: {problem['msg']}")
     return "invalid configuration:\n" + "\n".join(lines)
 

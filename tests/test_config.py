@@ -98,3 +98,28 @@ def test_serve_refuses_bad_config_naming_the_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "storage.filesystem.rot" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("DOCKYARD_HTTP__PROT", "1", "http.prot"),
+        ("DOCKYARD_HTTP__WORKERS", "-3", "http.workers"),
+        ("DOCKYARD_AUTH__RULES", '[{"repositories": ["a"], "actions": ["fly"]}]', "auth.rules"),
+    ],
+)
+def test_bad_environment_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, key: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as raised:
+        load_config()
+    assert key in str(raised.value) and variable in str(raised.value)
+
+
+def test_bad_file_value_names_no_variable(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("http:\n  workers: -3\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert "http.workers" in str(raised.value) and "DOCKYARD_" not in str(raised.value)
