@@ -1,7 +1,7 @@
 """Token signing and verification keys.
 
-The built-in issuer signs with `auth.token.signing_key`, or with a P-256 key
-generated on first start and kept in the data directory. Creation is race-free:
+The built-in issuer signs with `auth.token.signing_key` (which must exist), or
+with a P-256 key generated on first start and kept in the data directory. Creation is race-free:
 the key is written aside and hard-linked into place, so when several workers
 (or restarts) race, exactly one key wins and every process reads that one.
 An external issuer is trusted through its PEM public key (or certificate) or
@@ -102,14 +102,18 @@ class SigningKey:
         return VerificationKey(self.kid, self.private.public_key(), (self.algorithm,))
 
 
-def load_or_create_signing_key(path: Path) -> SigningKey:
-    if not path.exists():
-        _create_exclusively(path)
+def load_signing_key(path: Path) -> SigningKey:
     try:
         pem = path.read_bytes()
     except OSError as error:
         raise KeyConfigError(f"cannot read signing key {path}: {error.strerror}") from None
     return SigningKey.from_pem(pem, str(path))
+
+
+def load_or_create_signing_key(path: Path) -> SigningKey:
+    if not path.exists():
+        _create_exclusively(path)
+    return load_signing_key(path)
 
 
 def _create_exclusively(path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,14 +10,18 @@ from starlette.routing import Route
 from registry.auth.credentials import PasswordChecker
 from registry.auth.endpoint import TokenEndpoint
 from registry.auth.guards import BasicGuard, Guard, PasswordLogin, TokenGuard
-from registry.auth.htpasswd import Users
-from registry.auth.keys import load_or_create_signing_key, load_public_keys
+from registry.auth.htpasswd import HtpasswdError, Users
+from registry.auth.keys import (
+    KeyConfigError,
+    SigningKey,
+    load_or_create_signing_key,
+    load_public_keys,
+    load_signing_key,
+)
 from registry.auth.rules import Rules
 from registry.auth.throttle import Throttle
 from registry.auth.tokens import TokenSigner, TokenVerifier
 from registry.config import Config
-
-log = logging.getLogger("dockyard.auth")
 
 SIGNING_KEY_NAME = "auth/token-signing-key.pem"
 
@@ -35,10 +38,27 @@ def signing_key_path(config: Config) -> Path:
     return configured or config.storage.filesystem.root / SIGNING_KEY_NAME
 
 
+def _signing_key(config: Config) -> SigningKey:
+    configured = config.auth.token.signing_key
+    if configured is None:
+        return load_or_create_signing_key(signing_key_path(config))
+    # Never generated: replicas sharing storage must all sign with this very key.
+    try:
+        return load_signing_key(configured)
+    except KeyConfigError as error:
+        raise KeyConfigError(
+            f"auth.token.signing_key: {error} (a configured key is never generated: create "
+            "it, or leave signing_key unset to have one generated in the data directory)"
+        ) from None
+
+
 def _password_login(config: Config, users: Users) -> PasswordLogin:
-    users.load()
     if not users.path.exists():
-        log.warning("users file %s does not exist: nobody can sign in", users.path)
+        raise HtpasswdError(
+            f"auth.mode is {config.auth.mode} but the users file {users.path} (auth.htpasswd) "
+            "does not exist; create it with `dockyard user add NAME` (given the same --config)"
+        )
+    users.load()
     checker = PasswordChecker(users, config.auth.cache_ttl)
     return PasswordLogin(checker, Throttle(config.auth.throttle))
 
@@ -56,7 +76,7 @@ def build_access(config: Config) -> AccessSetup:
         keys = load_public_keys(token.public_key, token.jwks)
         verifier = TokenVerifier(keys, token.issuer, token.service)
         return AccessSetup(TokenGuard(token.realm, token.service, verifier, None))
-    key = load_or_create_signing_key(signing_key_path(config))
+    key = _signing_key(config)
     verifier = TokenVerifier([key.verification_key()], token.issuer, token.service)
     signer = TokenSigner(
         key, token.issuer, token.service, token.expires_in, token.refresh_expires_in
