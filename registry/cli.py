@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
 
 from registry.auth import htpasswd
-from registry.config import CONFIG_ENV, Config, ConfigError, TlsConfig, load_config
+from registry.config import CONFIG_ENV, Config, ConfigError, HttpConfig, TlsConfig, load_config
+from registry.startup import check_tls, package_version, startup_line
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -58,20 +60,39 @@ def _prepare_access(config: Config) -> str | None:
     return None
 
 
+def _http(args: argparse.Namespace, config: Config) -> HttpConfig | None:
+    """`http` with the command-line flags applied, held to the same limits as the file."""
+    flags = {name: getattr(args, name, None) for name in ("host", "port", "workers")}
+    given = {name: value for name, value in flags.items() if value is not None}
+    try:
+        return HttpConfig.model_validate({**config.http.model_dump(), **given})
+    except ValidationError as error:
+        for problem in error.errors():
+            print(f"dockyard: --{problem['loc'][0]}: {problem['msg']}", file=sys.stderr)
+        return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = _load(args)  # fail here, once, rather than in every worker
-    if config is None:
+    http = _http(args, config) if config is not None else None
+    if config is None or http is None:
+        return 2
+    try:
+        check_tls(config.tls)
+    except ConfigError as error:
+        print(f"dockyard: {error}", file=sys.stderr)
         return 2
     if problem := _prepare_access(config):
         print(f"dockyard: {problem}", file=sys.stderr)
         return 2
-    workers = args.workers if args.workers is not None else config.http.workers
+    workers = http.workers or os.cpu_count() or 1
+    print(startup_line(config, http, workers), file=sys.stderr, flush=True)
     uvicorn.run(
         "registry.app:create_app",
         factory=True,
-        host=args.host or config.http.host,
-        port=args.port if args.port is not None else config.http.port,
-        workers=workers or os.cpu_count() or 1,
+        host=http.host,
+        port=http.port,
+        workers=workers,
         loop="uvloop",
         http="httptools",
         log_level=config.log.level,
@@ -87,9 +108,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _healthcheck(args: argparse.Namespace) -> int:
     """Exit 0 when the local registry answers `/v2/` (200, or 401 with auth on)."""
     config = _load(args)
-    if config is None:
+    http = _http(args, config) if config is not None else None
+    if config is None or http is None:
         return 2
-    port = args.port if args.port is not None else config.http.port
+    port = http.port
     if config.tls.client_ca is not None:  # we hold no client certificate: a connect must do
         try:
             socket.create_connection(("127.0.0.1", port), timeout=args.timeout).close()
@@ -132,6 +154,10 @@ def _user(args: argparse.Namespace) -> int:
     if path is None:
         return 2
     try:
+        if args.action != "add" and not path.exists():
+            raise htpasswd.HtpasswdError(
+                f"no users file {path}; create it with `dockyard user add NAME`"
+            )
         users = htpasswd.read(path)
         if args.action == "list":
             for name in sorted(users):
@@ -153,8 +179,20 @@ def _user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _users_file_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    # An action's options default to SUPPRESS so they never undo the same option given
+    # before the action (argparse copies everything a subparser sets).
+    parser.add_argument(
+        "--config", default=default, help=f"YAML configuration file (default: ${CONFIG_ENV})"
+    )
+    parser.add_argument(
+        "--htpasswd", default=default, help="users file (default: auth.htpasswd of the config)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dockyard", description="A private container registry.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the registry")
     serve.add_argument("--config", help=f"YAML configuration file (default: ${CONFIG_ENV})")
@@ -170,14 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_healthcheck)
 
     user = commands.add_parser("user", help="manage the users file (htpasswd, bcrypt)")
-    user.add_argument("--config", help=f"YAML configuration file (default: ${CONFIG_ENV})")
-    user.add_argument("--htpasswd", help="users file (default: auth.htpasswd of the config)")
+    _users_file_options(user)
     actions = user.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="add a user or set a password (prompt or stdin)")
     add.add_argument("name")
     remove = actions.add_parser("remove", help="remove a user")
     remove.add_argument("name")
-    actions.add_parser("list", help="list the users")
+    listing = actions.add_parser("list", help="list the users")
+    for action in (add, remove, listing):  # `user add bob --config c.yaml` too
+        _users_file_options(action, default=argparse.SUPPRESS)
     user.set_defaults(handler=_user)
     return parser
 

@@ -68,3 +68,23 @@ def test_serve_refuses_a_weak_users_file(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "non-bcrypt" in result.stderr and f"{users}:1" in result.stderr
+
+
+def test_options_after_the_action(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"auth: {{htpasswd: {tmp_path / 'users'}}}\n")
+    added = dockyard("add", "bob", "--config", str(config), input="pw\n")
+    assert added.returncode == 0, added.stderr
+    assert dockyard("list", "--htpasswd", str(tmp_path / "users")).stdout.split() == ["bob"]
+    # An option before the action is not undone by the action's own (absent) option.
+    assert dockyard("--htpasswd", str(tmp_path / "users"), "list").stdout.split() == ["bob"]
+
+
+def test_list_and_remove_say_there_is_no_users_file(tmp_path: Path) -> None:
+    missing = tmp_path / "htpasswd"
+    for action in (["list"], ["remove", "alice"]):
+        result = dockyard("--htpasswd", str(missing), *action)
+        assert result.returncode == 1
+        assert f"no users file {missing}" in result.stderr
+        assert "dockyard user add" in result.stderr
+    assert not missing.exists()
