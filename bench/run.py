@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench import auth, figures, images, report
+from bench.arguments import GROUPS
 from bench.auth import Credentials
 from bench.client import RegistryClient
 from bench.figures import (
@@ -34,7 +35,6 @@ WORKDIR = Path(__file__).resolve().parent / "work"
 UPLOADS = "bench/upload"
 
 Results = dict[str, dict[str, list[float]]]
-GROUPS = ("blobs", "rates", "docker")
 
 
 class Bench:
@@ -156,27 +156,7 @@ class Bench:
         images.remove_images(dockerd, sources)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, one round (development)")
-    parser.add_argument("--rounds", type=int, help="rounds of A/B measurements")
-    parser.add_argument(
-        "--only",
-        choices=GROUPS,
-        action="append",
-        help="measure only this group of figures (repeatable; default: all of them)",
-    )
-    parser.add_argument(
-        "--variant",
-        choices=["filesystem", "auth", "s3", "s3-redirect"],
-        default="filesystem",
-        help="auth: basic auth on both servers; s3: both on one SeaweedFS; s3-redirect: "
-        "the same, blob GETs redirected to S3 (results in RESULTS-VARIANT.md)",
-    )
-    parser.add_argument(
-        "--results", type=Path, help="where to write the table (default: none with --quick)"
-    )
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
     groups = set(args.only or GROUPS)
     sizes = figures.QUICK if args.quick else figures.FULL
     if args.rounds:

@@ -1,0 +1,36 @@
+"""The command line of `python -m bench`; imports nothing that may still need installing."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+GROUPS = ("blobs", "rates", "docker")
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse (answering --help and bad flags) before anything is installed."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Dockyard against the reference registry (CNCF distribution), side by "
+        "side; installs what a run needs (Debian packages, the project's .venv) when it starts.",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round (development)")
+    parser.add_argument("--rounds", type=int, help="rounds of A/B measurements")
+    parser.add_argument(
+        "--only",
+        choices=GROUPS,
+        action="append",
+        help="measure only this group of figures (repeatable; default: all of them)",
+    )
+    parser.add_argument(
+        "--variant",
+        choices=["filesystem", "auth", "s3", "s3-redirect"],
+        default="filesystem",
+        help="auth: basic auth on both servers; s3: both on one SeaweedFS; s3-redirect: "
+        "the same, blob GETs redirected to S3 (results in RESULTS-VARIANT.md)",
+    )
+    parser.add_argument(
+        "--results", type=Path, help="where to write the table (default: none with --quick)"
+    )
+    return parser.parse_args(argv)
