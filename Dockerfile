@@ -1,20 +1,27 @@
-# Dockyard container image: the registry on its embedded default (filesystem storage).
-#   docker build -t dockyard . && docker run -p 5000:5000 -v dockyard-data:/var/lib/dockyard dockyard
+# Dockyard container image (base image: python:3.11-slim, pulled from Docker Hub).
+#   docker build -t dockyard .
+#   docker run -d --name dockyard -p 5000:5000 -v dockyard-data:/var/lib/dockyard dockyard
+# The working directory is the volume, so every relative path of the configuration
+# (data ./data, users ./htpasswd, the generated token key) lands in it. The configuration
+# is /etc/dockyard/config.yaml (config.example.yaml: the defaults); mount your own there.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    DOCKYARD_STORAGE__FILESYSTEM__ROOT=/var/lib/dockyard
+    DOCKYARD_CONFIG=/etc/dockyard/config.yaml
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY oci ./oci
 COPY registry ./registry
 COPY storage ./storage
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /var/lib/dockyard --create-home dockyard
+COPY config.example.yaml /etc/dockyard/config.yaml
 
 USER dockyard
+WORKDIR /var/lib/dockyard
 VOLUME ["/var/lib/dockyard"]
 EXPOSE 5000
 

@@ -126,7 +126,9 @@ class TokenConfig(Section):
     issuer: str = "dockyard"
     expires_in: int = Field(300, ge=60, le=86400)
     refresh_expires_in: int = Field(30 * 86400, ge=60)
-    signing_key: Path | None = Field(None, description="PEM private key; default generated")
+    signing_key: Path | None = Field(
+        None, description="path of a PEM private key file, which must exist; default generated"
+    )
     public_key: Path | None = Field(None, description="PEM key of an external issuer to trust")
     jwks: Path | None = Field(None, description="JWKS file of an external issuer to trust")
 
