@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import getpass
 import os
+import shutil
 import socket
 import ssl
 import sys
+import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,8 @@ from pydantic import ValidationError
 from registry.auth import htpasswd
 from registry.config import CONFIG_ENV, Config, ConfigError, HttpConfig, TlsConfig, load_config
 from registry.startup import check_tls, package_version, startup_line
+
+THROTTLE_STATE_ENV = "DOCKYARD_AUTH__THROTTLE__STATE_DIR"
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -87,6 +93,27 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     workers = http.workers or os.cpu_count() or 1
     print(startup_line(config, http, workers), file=sys.stderr, flush=True)
+    with _throttle_state(config):
+        _run(config, http, workers)
+    return 0
+
+
+@contextlib.contextmanager
+def _throttle_state(config: Config) -> Iterator[None]:
+    """A directory where the workers share their failed-login counters, unless configured."""
+    if config.auth.mode == "none" or config.auth.throttle.state_dir is not None:
+        yield
+        return
+    state_dir = tempfile.mkdtemp(prefix="dockyard-")
+    os.environ[THROTTLE_STATE_ENV] = state_dir  # the workers read it with their config
+    try:
+        yield
+    finally:
+        del os.environ[THROTTLE_STATE_ENV]
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _run(config: Config, http: HttpConfig, workers: int) -> None:
     uvicorn.run(
         "registry.app:create_app",
         factory=True,
@@ -102,7 +129,6 @@ def _serve(args: argparse.Namespace) -> int:
         server_header=False,
         **_tls_options(config.tls),
     )
-    return 0
 
 
 def _healthcheck(args: argparse.Namespace) -> int:

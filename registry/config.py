@@ -113,9 +113,27 @@ class RuleConfig(Section):
 
 
 class ThrottleConfig(Section):
-    max_failures: int = Field(5, ge=1, description="failed logins allowed before delays start")
+    """Failed logins: counted per user and address, per address, and per user (README)."""
+
+    max_failures: int = Field(
+        5, ge=1, description="failed logins for one user from one address before delays start"
+    )
+    address_max_failures: int = Field(
+        20, ge=1, description="failed logins from one address, for any users, before delays"
+    )
+    user_max_failures: int = Field(
+        100,
+        ge=1,
+        description="failed logins for one user from anywhere before delays, except from"
+        " addresses that user signed in from",
+    )
     base_delay: float = Field(1.0, gt=0, description="first delay in seconds; doubles per failure")
     max_delay: float = Field(300.0, gt=0)
+    state_dir: Path | None = Field(
+        None,
+        description="directory of the counters shared by the workers of one server;"
+        " null: `dockyard serve` makes a private one and removes it at exit",
+    )
 
 
 class TokenConfig(Section):

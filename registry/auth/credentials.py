@@ -1,10 +1,17 @@
-"""Checking user names and passwords, with a short-lived cache of verified ones.
+"""Checking user names and passwords: a cache of verified ones, and a bounded bcrypt pool.
 
-bcrypt is slow on purpose (tens of milliseconds per check), far too slow to
-run on every blob request of a pull. A verified credential is remembered under
-a keyed BLAKE2 hash of it (never the password itself) for `ttl` seconds, and every
-entry is dropped as soon as the users file changes. Checks run in a thread,
-and concurrent checks of one credential share a single bcrypt run.
+bcrypt is slow on purpose (tens to hundreds of milliseconds per check), far too
+slow to run on every blob request of a pull. A verified credential is remembered
+under a keyed BLAKE2 hash of it (never the password itself) for `ttl` seconds,
+and every entry is dropped as soon as the users file changes; callers look there
+first, so requests whose credentials are already verified never wait for bcrypt.
+
+bcrypt itself runs in a pool of its own, one thread per CPU, which admits at
+most `LOGIN_QUEUE` checks waiting beyond the running ones: a flood of unverified
+passwords gets `LoginsBusy` (429) quickly instead of queueing without bound.
+
+A user that does not exist is checked against a dummy hash of the cost most
+common in the users file, so the time taken does not tell whether a name exists.
 """
 
 from __future__ import annotations
@@ -15,17 +22,21 @@ import binascii
 import hashlib
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
 
 from registry.auth.htpasswd import MAX_PASSWORD_BYTES, Users
 
-# Compared against when the user does not exist, so timing does not reveal that.
-_DUMMY_HASH = bcrypt.hashpw(b"dockyard", bcrypt.gensalt(12))
-_CACHE_LIMIT = 10_000
-
+_CACHE_LIMIT = 10_000  # entries of a fixed, small size (a 64-byte key, two numbers)
+LOGIN_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+LOGIN_QUEUE = 32  # checks waiting for a thread, per process
 
 NO_CREDENTIALS = ("", "")
+
+
+class LoginsBusy(Exception):
+    """Too many password checks are already waiting."""
 
 
 def parse_basic(header: str) -> tuple[str, str] | None:
@@ -47,46 +58,67 @@ def parse_basic(header: str) -> tuple[str, str] | None:
     return name, password
 
 
-def _check(password: str, hashed: str | None) -> bool:
+def dummy_hash(cost: int) -> bytes:
+    """A hash no password matches that costs as much to check as a real one of `cost`."""
+    return bcrypt.gensalt(cost) + b"." * 31
+
+
+def check_password(password: str, hashed: str | None, dummy_cost: int) -> bool:
+    """bcrypt's verdict; without a usable hash, the same work against a dummy, and False."""
     secret = password.encode()
     if hashed is None or len(secret) > MAX_PASSWORD_BYTES:  # never set: cannot be right
-        bcrypt.checkpw(secret[:MAX_PASSWORD_BYTES], _DUMMY_HASH)
+        bcrypt.checkpw(secret[:MAX_PASSWORD_BYTES], dummy_hash(dummy_cost))
         return False
     return bcrypt.checkpw(secret, hashed.encode())
 
 
+class BcryptPool:
+    """bcrypt checks in their own threads, with a bounded number waiting."""
+
+    def __init__(self, threads: int, queue: int) -> None:
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="dockyard-bcrypt")
+        self._limit = threads + queue
+        self._admitted = 0
+
+    async def check(self, password: str, hashed: str | None, dummy_cost: int) -> bool:
+        if self._admitted >= self._limit:
+            raise LoginsBusy
+        self._admitted += 1
+        work = asyncio.get_running_loop().run_in_executor(
+            self._executor, check_password, password, hashed, dummy_cost
+        )
+        work.add_done_callback(self._release)  # when the thread is done, not the caller
+        return await asyncio.shield(work)
+
+    def _release(self, _: asyncio.Future[bool]) -> None:
+        self._admitted -= 1
+
+
 class PasswordChecker:
-    def __init__(self, users: Users, ttl: float) -> None:
+    def __init__(self, users: Users, ttl: float, pool: BcryptPool) -> None:
         self.users = users
         self.ttl = ttl
+        self.pool = pool
         self._salt = os.urandom(16)
         self._verified: dict[bytes, tuple[float, int]] = {}
-        self._running: dict[bytes, asyncio.Future[bool]] = {}
 
-    def _key(self, name: str, password: str) -> bytes:
+    def key(self, name: str, password: str) -> bytes:
         return hashlib.blake2b(f"{name}\0{password}".encode(), key=self._salt).digest()
 
-    async def verify(self, name: str, password: str) -> bool:
-        hashed = await self.users.hash_of(name)
-        key = self._key(name, password)
-        generation = self.users.generation
+    def remembered(self, key: bytes) -> bool:
+        """Whether this credential was verified recently (call after `users.hash_of`)."""
         cached = self._verified.get(key)
-        if cached is not None and cached[1] == generation and cached[0] > time.monotonic():
-            return True
-        running = self._running.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._running[key] = future
-        try:
-            valid = await asyncio.to_thread(_check, password, hashed)
-            future.set_result(valid)
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved: waiters re-raise it, nobody else must log it
-            raise
-        finally:
-            del self._running[key]
+        return (
+            cached is not None
+            and cached[1] == self.users.generation
+            and cached[0] > time.monotonic()
+        )
+
+    async def check(self, key: bytes, name: str, password: str) -> bool:
+        """bcrypt in the pool (raises LoginsBusy when it is full); remembers a success."""
+        hashed = await self.users.hash_of(name)
+        generation = self.users.generation
+        valid = await self.pool.check(password, hashed, self.users.typical_cost)
         if valid and self.ttl > 0:
             self._remember(key, generation)
         return valid

@@ -8,7 +8,9 @@ password, `access_type=offline` for a refresh token) or
 with the same password.
 
 Tokens carry the intersection of what was asked and what the rules allow; a
-caller allowed less than asked is not an error.
+caller allowed less than asked is not an error. A request may ask for at most
+`MAX_SCOPES` scopes, and a token never exceeds `MAX_TOKEN_BYTES`: beyond either,
+400 with a message saying so (a docker client asks for one to three).
 """
 
 from __future__ import annotations
@@ -26,12 +28,20 @@ from registry.auth.guards import TOKEN_PATH, PasswordLogin, client_address
 from registry.auth.htpasswd import Users
 from registry.auth.rules import Rules
 from registry.auth.scopes import Scope, ScopeError, merge, parse_scopes
-from registry.auth.tokens import InvalidTokenError, TokenSigner, TokenVerifier, password_fingerprint
+from registry.auth.tokens import (
+    MAX_TOKEN_BYTES,
+    InvalidTokenError,
+    IssuedToken,
+    TokenSigner,
+    TokenVerifier,
+    password_fingerprint,
+)
 from registry.routes.common import read_limited
 
 log = logging.getLogger("dockyard.auth")
 
 FORM_LIMIT = 64 << 10
+MAX_SCOPES = 100
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -68,9 +78,23 @@ class TokenEndpoint:
 
     def _scopes(self, values: list[str]) -> list[Scope]:
         try:
-            return merge(parse_scopes(values))
+            scopes = parse_scopes(values)
         except ScopeError as error:
             raise _bad_request(str(error)) from None
+        if len(scopes) > MAX_SCOPES:
+            raise _bad_request(
+                f"too many scopes: {len(scopes)} asked for, at most {MAX_SCOPES} per token"
+            )
+        return merge(scopes)
+
+    def _access_token(self, user: str, granted: list[Scope]) -> IssuedToken:
+        issued = self.signer.access_token(user, granted)
+        if len(issued.token) > MAX_TOKEN_BYTES:
+            raise _bad_request(
+                f"the token would be {len(issued.token)} bytes, more than {MAX_TOKEN_BYTES}:"
+                " ask for fewer or shorter scopes"
+            )
+        return issued
 
     def _granted(self, user: str | None, scopes: list[Scope], client_id: str | None) -> list[Scope]:
         granted = [g for g in (self.rules.grant(user, scope) for scope in scopes) if g.actions]
@@ -106,7 +130,7 @@ class TokenEndpoint:
         if credentials != NO_CREDENTIALS:
             user = credentials[0]
             hashed = await self._password(request, *credentials)
-        issued = self.signer.access_token(
+        issued = self._access_token(
             user or "", self._granted(user, scopes, params.get("client_id"))
         )
         body = {
@@ -136,7 +160,7 @@ class TokenEndpoint:
         else:
             raise _bad_request(f"unsupported grant_type {str(grant_type)[:64]!r}")
         granted = self._granted(user, scopes, form.get("client_id"))
-        issued = self.signer.access_token(user, granted)
+        issued = self._access_token(user, granted)
         body = {
             "access_token": issued.token,
             "scope": " ".join(str(scope) for scope in granted),

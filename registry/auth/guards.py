@@ -8,6 +8,7 @@ carries. Both answer failures with the spec's error body and a challenge.
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 import re
 
@@ -15,7 +16,7 @@ from starlette.types import Scope as AsgiScope
 
 from oci.errors import ErrorCode, RegistryError
 from registry.auth.caller import Caller
-from registry.auth.credentials import NO_CREDENTIALS, PasswordChecker, parse_basic
+from registry.auth.credentials import NO_CREDENTIALS, LoginsBusy, PasswordChecker, parse_basic
 from registry.auth.rules import Rules
 from registry.auth.scopes import Scope
 from registry.auth.throttle import Throttle
@@ -48,28 +49,58 @@ def client_address(scope: AsgiScope) -> str:
     return client[0] if client else "unknown"
 
 
+def _throttled(wait: int, message: str) -> RegistryError:
+    return RegistryError(
+        ErrorCode.TOOMANYREQUESTS, message, headers={"Retry-After": str(max(wait, 1))}
+    )
+
+
 class PasswordLogin:
-    """Password checks guarded by the throttle: used by basic auth and the token endpoint."""
+    """Password checks guarded by the throttle: used by basic auth and the token endpoint.
+
+    A credential verified recently passes at once: no throttle, no bcrypt. Concurrent
+    checks of one credential share a single attempt (one count, one bcrypt run).
+    """
 
     def __init__(self, checker: PasswordChecker, throttle: Throttle) -> None:
         self.checker = checker
         self.throttle = throttle
+        self._running: dict[bytes, asyncio.Future[bool]] = {}
 
     async def login(self, name: str, password: str, address: str) -> bool:
-        """Whether the password is right; raises 429 while the address or user is throttled."""
-        keys = (f"address:{address}", f"user:{name[:64]}")
-        if wait := self.throttle.retry_after(*keys):
-            raise RegistryError(
-                ErrorCode.TOOMANYREQUESTS,
-                "too many failed logins; try again later",
-                headers={"Retry-After": str(wait)},
-            )
-        if not await self.checker.verify(name, password):
-            self.throttle.failed(*keys)
+        """Whether the password is right; raises 429 while throttled or too busy."""
+        await self.checker.users.hash_of(name)  # notices a changed users file
+        key = self.checker.key(name, password)
+        if self.checker.remembered(key):
+            return True
+        if (running := self._running.get(key)) is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            valid = await self._attempt(key, name, password, address)
+            future.set_result(valid)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must log it
+            raise
+        finally:
+            del self._running[key]
+        return valid
+
+    async def _attempt(self, key: bytes, name: str, password: str, address: str) -> bool:
+        if wait := await self.throttle.begin(name, address):
+            raise _throttled(wait, "too many failed logins; try again later")
+        try:
+            valid = await self.checker.check(key, name, password)
+        except LoginsBusy:
+            await self.throttle.cancel(name, address)
+            raise _throttled(1, "too many logins in progress; try again shortly") from None
+        if valid:
+            await self.throttle.succeeded(name, address)
+        else:
             log.warning("failed login for user %r from %s", name[:64], address)
-            return False
-        self.throttle.succeeded(*keys)
-        return True
+        return valid
 
 
 class Guard(abc.ABC):

@@ -12,12 +12,18 @@ import os
 import re
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import bcrypt
 
-USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-_BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+# A user name is a valid repository path component, so that `{user}/**` can be its own
+# namespace and no two names share one (a component is lower case: `ALICE` would own
+# `alice/**`).
+USERNAME = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+USERNAME_MAX_LENGTH = 64
+_BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+DEFAULT_COST = 12
 RECHECK_SECONDS = 1.0
 MAX_PASSWORD_BYTES = 72  # bcrypt looks at no more
 
@@ -29,15 +35,16 @@ class HtpasswdError(Exception):
 
 
 def check_username(name: str) -> str:
-    if not USERNAME.fullmatch(name):
+    if len(name) > USERNAME_MAX_LENGTH or not USERNAME.fullmatch(name):
         raise HtpasswdError(
-            f"invalid user name {name[:64]!r}: use letters, digits, '.', '_', '@', '-' "
-            "(at most 64, starting with a letter or digit)"
+            f"invalid user name {name[:64]!r}: a user name must be usable as its own"
+            " repository namespace ({user}/...): lower-case letters and digits, separated"
+            " by '.', '_', '__' or '-' (at most 64 characters)"
         )
     return name
 
 
-def hash_password(password: str, rounds: int = 12) -> str:
+def hash_password(password: str, rounds: int = DEFAULT_COST) -> str:
     if not password:
         raise HtpasswdError("the password must not be empty")
     if len(password.encode()) > MAX_PASSWORD_BYTES:
@@ -60,8 +67,25 @@ def parse(text: str, source: str = "htpasswd") -> dict[str, str]:
                 f"{source}:{number}: user {name!r} has a non-bcrypt password hash; only bcrypt "
                 "is accepted (set it again with `dockyard user add` or `htpasswd -B`)"
             )
-        users[check_username(name)] = hashed
+        try:
+            users[check_username(name)] = hashed
+        except HtpasswdError as error:
+            raise HtpasswdError(f"{source}:{number}: {error}") from None
     return users
+
+
+def cost_of(hashed: str) -> int:
+    """The bcrypt cost (log2 of the rounds) of a hash from a users file."""
+    match = _BCRYPT.fullmatch(hashed)
+    return int(match[1]) if match else DEFAULT_COST
+
+
+def typical_cost(users: dict[str, str]) -> int:
+    """The most common cost among the hashes (the higher on a tie; the default if none)."""
+    counts = Counter(cost_of(hashed) for hashed in users.values())
+    if not counts:
+        return DEFAULT_COST
+    return max(counts, key=lambda cost: (counts[cost], cost))
 
 
 def read(path: Path) -> dict[str, str]:
@@ -103,6 +127,7 @@ class Users:
         self.path = path
         self.generation = 0  # changes whenever the file did
         self._users: dict[str, str] = {}
+        self.typical_cost = DEFAULT_COST  # unknown users are checked at this cost
         self._signature: tuple[int, int, int] | None = None
         self._checked = -RECHECK_SECONDS
         self._lock = asyncio.Lock()
@@ -110,8 +135,12 @@ class Users:
     def load(self) -> None:
         """Read the file now (at start-up: a broken file stops the server)."""
         self._signature = _signature(self.path)
-        self._users = read(self.path)
+        self._set(read(self.path))
         self._checked = time.monotonic()
+
+    def _set(self, users: dict[str, str]) -> None:
+        self._users = users
+        self.typical_cost = typical_cost(users)
 
     async def hash_of(self, name: str) -> str | None:
         await self._refresh()
@@ -126,7 +155,7 @@ class Users:
             signature = await asyncio.to_thread(_signature, self.path)
             if signature != self._signature:
                 try:
-                    self._users = await asyncio.to_thread(read, self.path)
+                    self._set(await asyncio.to_thread(read, self.path))
                 except (HtpasswdError, OSError):
                     # Keep serving the last good users rather than locking everyone out.
                     log.exception("cannot reload %s", self.path)

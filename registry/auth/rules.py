@@ -24,7 +24,7 @@ def compile_glob(pattern: str, user: str | None) -> re.Pattern[str] | None:
     if "{user}" in pattern:
         if user is None:
             return None
-        pattern = pattern.replace("{user}", user.lower())
+        pattern = pattern.replace("{user}", user)  # case-exact: `ALICE` owns no `alice`
     parts = re.split(r"(\*\*|\*)", pattern)
     translated = {"**": ".*", "*": "[^/]*"}
     return re.compile("".join(translated.get(part) or re.escape(part) for part in parts))

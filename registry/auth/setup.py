@@ -7,7 +7,8 @@ from pathlib import Path
 
 from starlette.routing import Route
 
-from registry.auth.credentials import PasswordChecker
+from registry.auth import credentials
+from registry.auth.credentials import BcryptPool, PasswordChecker
 from registry.auth.endpoint import TokenEndpoint
 from registry.auth.guards import BasicGuard, Guard, PasswordLogin, TokenGuard
 from registry.auth.htpasswd import HtpasswdError, Users
@@ -59,7 +60,8 @@ def _password_login(config: Config, users: Users) -> PasswordLogin:
             "does not exist; create it with `dockyard user add NAME` (given the same --config)"
         )
     users.load()
-    checker = PasswordChecker(users, config.auth.cache_ttl)
+    pool = BcryptPool(credentials.LOGIN_THREADS, credentials.LOGIN_QUEUE)
+    checker = PasswordChecker(users, config.auth.cache_ttl, pool)
     return PasswordLogin(checker, Throttle(config.auth.throttle))
 
 

@@ -8,6 +8,7 @@ password hash: removing the user or changing the password revokes it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -16,12 +17,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jwt
+from cachetools import TLRUCache
 
 from registry.auth.keys import SigningKey, VerificationKey
 from registry.auth.scopes import Scope
 
 LEEWAY_SECONDS = 10
-_CACHE_LIMIT = 10_000
+MAX_TOKEN_BYTES = 64 << 10  # larger bearer tokens are refused unread (ours stay far below)
+CACHE_BYTES = 16 << 20  # verified tokens remembered per process, by their estimated size
+# Estimated memory of a cache entry beyond the token's text, measured with tracemalloc:
+# per entry, and per granted resource (plus its type and name).
+_ENTRY_OVERHEAD = 1200
+_GRANT_OVERHEAD = 450
 _REFRESH = "refresh"
 
 
@@ -48,6 +55,28 @@ class AccessToken:
 
 def password_fingerprint(hashed: str) -> str:
     return hashlib.sha256(hashed.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class _Verified:
+    access: AccessToken
+    not_before: float
+    expires: float
+    size: int  # estimated bytes it holds in the cache, its token included
+
+
+def _footprint(token: str, access: AccessToken) -> int:
+    """Estimated bytes a cache entry holds: its token and its grants."""
+    grants = sum(_GRANT_OVERHEAD + len(kind) + len(name) for kind, name in access.grants)
+    return _ENTRY_OVERHEAD + len(token) + grants
+
+
+def _expiry(token: str, verified: _Verified, now: float) -> float:
+    return verified.expires + LEEWAY_SECONDS
+
+
+def _size(verified: _Verified) -> int:
+    return verified.size
 
 
 class TokenSigner:
@@ -92,8 +121,11 @@ class TokenVerifier:
         self.issuer = issuer
         self.audience = audience
         # Signature checks cost far more than serving a small blob; a client reuses its
-        # token for many requests, so remember verified ones (until they expire).
-        self._verified: dict[str, tuple[AccessToken, float, float]] = {}
+        # token for many requests, so remember verified ones (until they expire), in a
+        # cache bounded in bytes: a few huge tokens must not grow the process without end.
+        self._verified: TLRUCache[str, _Verified] = TLRUCache(
+            CACHE_BYTES, _expiry, timer=time.time, getsizeof=_size
+        )
 
     def _decode(self, token: str, required: list[str]) -> dict[str, Any]:
         try:
@@ -129,19 +161,23 @@ class TokenVerifier:
             raise InvalidTokenError(f"invalid token: {type(error).__name__}") from None
 
     def verify_access(self, token: str) -> AccessToken:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidTokenError(f"token larger than {MAX_TOKEN_BYTES} bytes")
         now = time.time()
-        if (cached := self._verified.get(token)) is not None:
-            access, not_before, expires = cached
-            if not_before - LEEWAY_SECONDS <= now <= expires + LEEWAY_SECONDS:
-                return access
+        cached = self._verified.get(token)
+        if cached is not None and cached.not_before - LEEWAY_SECONDS <= now:
+            return cached.access
         claims = self._decode(token, ["access"])
         access = self._access(claims)
-        if len(self._verified) >= _CACHE_LIMIT:
-            self._verified = {k: v for k, v in self._verified.items() if v[2] > now}
-            if len(self._verified) >= _CACHE_LIMIT:
-                self._verified.clear()
-        self._verified[token] = (access, float(claims.get("nbf", 0)), float(claims["exp"]))
-        return access
+        verified = _Verified(
+            access,
+            float(claims.get("nbf", 0)),
+            float(claims["exp"]),
+            _footprint(token, access),
+        )
+        with contextlib.suppress(ValueError):  # larger than the whole cache: not kept
+            self._verified[token] = verified
+        return verified.access
 
     @staticmethod
     def _access(claims: dict[str, Any]) -> AccessToken:

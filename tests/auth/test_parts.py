@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from registry.auth import htpasswd
 from registry.auth.credentials import parse_basic
 from registry.auth.rules import Rules
 from registry.auth.scopes import Scope, ScopeError, merge, parse_scope, parse_scopes
-from registry.auth.throttle import Throttle
+from registry.auth.throttle import Throttle, network_of
 from registry.config import AuthConfig, Config, ConfigError, ThrottleConfig, load_config
 
 
@@ -117,24 +116,46 @@ def test_rules_combine_users_groups_admins_and_anonymous() -> None:
     assert r.grant("boss", parse_scope("other:thing:pull")).actions == frozenset()
 
 
-def test_throttle_delays_double_and_success_resets(monkeypatch) -> None:
-    now = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+def test_throttle_delays_double_and_success_resets() -> None:
     throttle = Throttle(ThrottleConfig(max_failures=2, base_delay=1, max_delay=5))
-    throttle.failed("a")
-    assert throttle.retry_after("a") == 0
-    throttle.failed("a")
-    assert throttle.retry_after("a") == 1
-    now[0] += 1.5
-    assert throttle.retry_after("a") == 0
-    throttle.failed("a")
-    assert throttle.retry_after("a", "b") == 2
+    now = 1000.0
+    for _ in range(2):
+        assert throttle.begin_now("u", "a", now) == 0  # counted until it succeeds
+    assert throttle.begin_now("u", "a", now) == 1
+    assert throttle.begin_now("v", "a", now) == 0  # another user at that address
+    now += 1.5
+    assert throttle.begin_now("u", "a", now) == 0
+    assert throttle.begin_now("u", "a", now) == 2
     for _ in range(10):
-        throttle.failed("a")
-    assert throttle.retry_after("a") == 5  # capped
-    assert throttle.retry_after("b") == 0
-    throttle.succeeded("a")
-    assert throttle.retry_after("a") == 0
+        now += 10
+        throttle.begin_now("u", "a", now)
+    assert throttle.begin_now("u", "a", now) == 5  # capped
+    assert throttle.begin_now("u", "b", now) == 0  # the same user elsewhere
+    throttle.succeeded_now("u", "a", now)
+    assert throttle.begin_now("u", "a", now) == 0
+
+
+def test_throttle_counters_are_shared_through_the_state_dir(tmp_path: Path) -> None:
+    config = ThrottleConfig(max_failures=2, base_delay=30, state_dir=tmp_path / "state")
+    first, second = Throttle(config), Throttle(config)  # as two workers
+    assert first.begin_now("u", "a") == 0
+    assert second.begin_now("u", "a") == 0
+    assert first.begin_now("u", "a") > 0
+    second.cancel_now("u", "a")  # an attempt that never ran gives its failure back
+    assert first.begin_now("u", "a") == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_ipv6_clients_are_counted_by_their_network(address: str, network: str) -> None:
+    assert network_of(address) == network
 
 
 def test_auth_and_tls_config_errors(tmp_path: Path) -> None:
