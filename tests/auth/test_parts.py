@@ -44,7 +44,9 @@ def test_users_file_round_trip(tmp_path: Path) -> None:
     assert htpasswd.read(tmp_path / "missing") == {}
 
 
-@pytest.mark.parametrize("name", ["", "a:b", "-x", "a b", "x" * 65, "é"])
+@pytest.mark.parametrize(
+    "name", ["", "a:b", "-x", "a b", "x" * 65, "é", "ALICE", "Bob", "a@b", "a..b", "a-", "a/b"]
+)
 def test_bad_user_names(name: str) -> None:
     with pytest.raises(htpasswd.HtpasswdError):
         htpasswd.check_username(name)
@@ -89,6 +91,12 @@ def test_globs() -> None:
     assert allowed == {"team/a", "lib/a/b/c", "exact"}
     assert r.actions("other", "team/a") == frozenset()
     assert r.actions(None, "team/a") == frozenset()
+
+
+def test_user_namespaces_match_the_name_exactly() -> None:
+    r = rules(user_namespaces=True, rules=[])
+    assert r.actions("alice", "alice/app") == {"pull", "push", "delete"}
+    assert r.actions("ALICE", "alice/app") == frozenset()
 
 
 def test_rules_combine_users_groups_admins_and_anonymous() -> None:

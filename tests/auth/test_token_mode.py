@@ -184,6 +184,34 @@ async def test_token_endpoint_is_throttled(make_config, open_client) -> None:
     assert (await client.post(TOKEN_URL, data=form)).status_code == 429
 
 
+async def test_token_requests_are_bounded(client) -> None:
+    scopes = [f"repository:public/app{n}:pull" for n in range(101)]
+    params = [("service", "dockyard"), *(("scope", scope) for scope in scopes)]
+    response = await client.get(TOKEN_URL, params=params)
+    assert response.status_code == 400
+    assert "too many scopes: 101 asked for, at most 100" in response.json()["errors"][0]["message"]
+    form = {"grant_type": "password", "username": "alice", "password": "alice-pw"}
+    response = await client.post(TOKEN_URL, data={**form, "scope": " ".join(scopes)})
+    assert response.status_code == 400 and "too many scopes" in response.text
+    # 100 scopes, but names so long that the token would be huge.
+    long_names = [("scope", f"repository:public/{n}{'x' * 500}:pull") for n in range(100)]
+    response = await client.get(TOKEN_URL, params=[("service", "dockyard"), *long_names])
+    assert response.status_code == 400
+    assert "ask for fewer or shorter scopes" in response.json()["errors"][0]["message"]
+    assert len((await get_token(client, None, *scopes[:100]))["token"]) < 16 << 10
+
+
+async def test_oversized_bearer_tokens_are_refused_unread(client, signing_key) -> None:
+    access = [
+        {"type": "repository", "name": f"team/{n}{'x' * 60}", "actions": ["pull"]}
+        for n in range(1000)
+    ]
+    huge = forge(signing_key, access=access)
+    assert len(huge) > 64 << 10
+    response = await client.get("/v2/team/app/tags/list", headers=bearer(huge))
+    assert response.status_code == 401 and "larger than" in response.text
+
+
 async def test_scope_with_registry_port_in_name(client) -> None:
     body = await get_token(client, "alice", "repository:localhost:5000/team/app:pull")
     assert claims_of(body["token"])["access"] == []

@@ -57,6 +57,20 @@ def test_refuses_weak_hashes_and_bad_input(tmp_path: Path) -> None:
     assert not empty.exists()
 
 
+def test_names_that_cannot_own_their_namespace_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "htpasswd"
+    assert dockyard("--htpasswd", str(path), "add", "alice", input="pw\n").returncode == 0
+    for name in ("ALICE", "Alice", "alice@corp"):
+        result = dockyard("--htpasswd", str(path), "add", name, input="pw\n")
+        assert result.returncode == 1, name
+        assert "invalid user name" in result.stderr and "namespace" in result.stderr
+    assert list(bcrypt_users(path)) == ["alice"]
+
+
+def bcrypt_users(path: Path) -> list[str]:
+    return [line.split(":")[0] for line in path.read_text().splitlines()]
+
+
 def test_serve_refuses_a_weak_users_file(tmp_path: Path) -> None:
     users = tmp_path / "htpasswd"
     users.write_text("old:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
