@@ -115,6 +115,24 @@ async def test_user_namespace_and_everyone_rule(client) -> None:
     await push_blob(client, "shared/x", b"anyone", BOB)
 
 
+async def test_no_reading_across_repositories(client) -> None:
+    digest = await push_blob(client, "alice/secret", b"alice's layer", ALICE)
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json"}
+    response = await client.put(
+        "/v2/alice/secret/manifests/v1",
+        json={**manifest, "manifests": []},
+        headers={**ALICE, "Content-Type": manifest["mediaType"]},
+    )
+    assert response.status_code == 201
+    for path in (f"/v2/alice/secret/blobs/{digest}", "/v2/alice/secret/manifests/v1"):
+        assert (await client.get(path, headers=BOB)).status_code == 403
+    # Through a repository bob may read: the blob is stored once, but not linked there.
+    response = await client.get(f"/v2/shared/x/blobs/{digest}", headers=BOB)
+    assert response.status_code == 404 and error_code(response) == "BLOB_UNKNOWN"
+    response = await client.get("/v2/shared/x/manifests/v1", headers=BOB)
+    assert response.status_code == 404
+
+
 async def test_catalog_lists_only_pullable_repositories(client) -> None:
     for name in ("team/app", "alice/private", "public/tool", "shared/x"):
         await push_blob(client, name, b"data", ROOT)
