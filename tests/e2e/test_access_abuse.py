@@ -50,7 +50,8 @@ def test_failures_from_one_address_do_not_lock_the_owner_out_of_another(
     tmp_path: Path, mode: str
 ) -> None:
     throttle = {"max_failures": 3, "base_delay": 60}
-    with start(tmp_path / "registry", mode, throttle=throttle) as registry:
+    # No cache of verified passwords: each sign-in below is checked and throttled.
+    with start(tmp_path / "registry", mode, throttle=throttle, cache_ttl=0) as registry:
         attacker = [sign_in(registry, mode, "alice", "guess", "127.0.0.1") for _ in range(4)]
         assert attacker == [401, 401, 401, 429]
         assert sign_in(registry, mode, "alice", PASSWORDS["alice"], "127.0.0.2") == 200
