@@ -105,8 +105,9 @@ class PasswordChecker:
     def key(self, name: str, password: str) -> bytes:
         return hashlib.blake2b(f"{name}\0{password}".encode(), key=self._salt).digest()
 
-    def remembered(self, key: bytes) -> bool:
-        """Whether this credential was verified recently (call after `users.hash_of`)."""
+    async def remembered(self, key: bytes) -> bool:
+        """Whether this credential was verified recently (and the users file is unchanged)."""
+        await self.users.refresh()
         cached = self._verified.get(key)
         return (
             cached is not None

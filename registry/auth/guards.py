@@ -69,9 +69,8 @@ class PasswordLogin:
 
     async def login(self, name: str, password: str, address: str) -> bool:
         """Whether the password is right; raises 429 while throttled or too busy."""
-        await self.checker.users.hash_of(name)  # notices a changed users file
         key = self.checker.key(name, password)
-        if self.checker.remembered(key):
+        if await self.checker.remembered(key):
             return True
         if (running := self._running.get(key)) is not None:
             return await asyncio.shield(running)

@@ -70,7 +70,7 @@ def parse(text: str, source: str = "htpasswd") -> dict[str, str]:
         try:
             users[check_username(name)] = hashed
         except HtpasswdError as error:
-            raise HtpasswdError(f"{source}:{number}: {error}") from None
+            raise HtpasswdError(f"{source}:{number}: {error}; edit or remove that line") from None
     return users
 
 
@@ -143,10 +143,11 @@ class Users:
         self.typical_cost = typical_cost(users)
 
     async def hash_of(self, name: str) -> str | None:
-        await self._refresh()
+        await self.refresh()
         return self._users.get(name)
 
-    async def _refresh(self) -> None:
+    async def refresh(self) -> None:
+        """Re-read the file if it changed (looked at once a second at most)."""
         if time.monotonic() - self._checked < RECHECK_SECONDS:
             return
         async with self._lock:

@@ -20,7 +20,7 @@ are counted by their /64 network: one host easily holds a whole /64.
 
 The counters live in a small SQLite database (WAL) in `state_dir`, which
 `dockyard serve` creates for its workers; without one (an app built in-process)
-they live in memory. Every call blocks briefly on SQLite: callers run it in a thread.
+they live in memory. The async methods run the (brief, blocking) SQLite work in a thread.
 """
 
 from __future__ import annotations
