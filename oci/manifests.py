@@ -28,7 +28,7 @@ IMAGE_TYPES: Final = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES: Final = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES: Final = IMAGE_TYPES | INDEX_TYPES
 
-# Layers that live outside the registry (Windows base layers): not checked for presence.
+# Layers that may live outside the registry (Windows base layers, found at their `urls`).
 FOREIGN_LAYER_TYPES: Final = frozenset(
     {
         "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
@@ -39,8 +39,59 @@ FOREIGN_LAYER_TYPES: Final = frozenset(
 )
 
 
+# Descriptor sizes are int64 in the image spec (and in Go clients).
+MAX_SIZE: Final = (1 << 63) - 1
+# Manifests are shallow (an index entry's annotations sit at depth 4); the limit keeps
+# every later parse of a stored manifest far from Python's recursion limit.
+MAX_DEPTH: Final = 64
+# Far beyond any number a manifest holds, far below what makes `int()` refuse or crawl.
+MAX_DIGITS: Final = 100
+
+
 def _invalid(message: str) -> RegistryError:
     return RegistryError(ErrorCode.MANIFEST_INVALID, message)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _integer(digits: str) -> int:
+    if len(digits) > MAX_DIGITS:
+        raise ValueError(f"an integer has more than {MAX_DIGITS} digits")
+    return int(digits)
+
+
+def _depth(document: Any) -> int:
+    """How deeply arrays and objects nest in a parsed document (iteratively)."""
+    deepest, pending = 0, [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _load_json(raw: bytes) -> dict[str, Any]:
+    """Parse strictly: UTF-8 JSON text (RFC 8259) with no NaN or Infinity, no lone
+    surrogates, integers of at most `MAX_DIGITS` digits, at most `MAX_DEPTH` levels."""
+    try:
+        document = json.loads(raw, parse_constant=_refuse_constant, parse_int=_integer)
+    except RecursionError:
+        raise _invalid(f"manifest nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, or from the hooks
+        raise _invalid(f"manifest is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise _invalid("manifest must be a JSON object")
+    if _depth(document) > MAX_DEPTH:
+        raise _invalid(f"manifest nests deeper than {MAX_DEPTH} levels")
+    try:
+        json.dumps(document, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise _invalid("manifest is not valid JSON: a \\u escape is a lone surrogate") from None
+    return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +99,8 @@ class Descriptor:
     media_type: str
     digest: Digest
     size: int
-    foreign: bool = False
+    nondistributable: bool = False  # a foreign layer: clients may fetch it elsewhere
+    has_urls: bool = False  # ... and these name where
 
     @classmethod
     def parse(cls, value: Any, where: str) -> Descriptor:
@@ -59,14 +111,14 @@ class Descriptor:
             raise _invalid(f"{where}.mediaType must be a non-empty string")
         if not isinstance(digest, str):
             raise _invalid(f"{where}.digest must be a string")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise _invalid(f"{where}.size must be a non-negative integer")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
+            raise _invalid(f"{where}.size must be an integer from 0 to {MAX_SIZE}")
         try:
             parsed = Digest.parse(digest)
         except RegistryError as error:
             raise _invalid(f"{where}.digest: {error.message}") from None
-        foreign = media_type in FOREIGN_LAYER_TYPES and bool(value.get("urls"))
-        return cls(media_type, parsed, size, foreign)
+        nondistributable = media_type in FOREIGN_LAYER_TYPES
+        return cls(media_type, parsed, size, nondistributable, bool(value.get("urls")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +128,9 @@ class Manifest:
     raw: bytes
     digest: Digest
     media_type: str
-    blobs: tuple[Descriptor, ...] = ()
-    children: tuple[Descriptor, ...] = ()
+    config: Descriptor | None = None  # images only, like `layers`
+    layers: tuple[Descriptor, ...] = ()
+    children: tuple[Descriptor, ...] = ()  # indexes only
     subject: Digest | None = None
     artifact_type: str | None = None
     annotations: dict[str, str] = field(default_factory=dict)
@@ -105,12 +158,13 @@ def _media_type(document: dict[str, Any], content_type: str | None) -> str:
             "Docker schema 1 manifests are deprecated and not accepted; "
             "push with a current client (schema 2 or OCI)"
         )
-    if document.get("schemaVersion") == 1:
+    version = document.get("schemaVersion")
+    if version == 1:
         raise _invalid(
             "schemaVersion 1 manifests are not accepted; push a schema 2 or OCI manifest"
         )
-    if document.get("schemaVersion") != 2:
-        raise _invalid("schemaVersion must be 2")
+    if version != 2 or type(version) is not int:  # 2.0 and true are not 2
+        raise _invalid("schemaVersion must be the integer 2")
     if declared and content_type and content_type in MANIFEST_TYPES and declared != content_type:
         raise _invalid(f"mediaType {declared!r} does not match Content-Type {content_type!r}")
     media_type = declared or content_type
@@ -148,12 +202,7 @@ def _annotations(document: dict[str, Any]) -> dict[str, str]:
 
 def parse_manifest(raw: bytes, content_type: str | None, digest: Digest) -> Manifest:
     """Validate a pushed manifest whose bytes hash to `digest`."""
-    try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise _invalid(f"manifest is not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise _invalid("manifest must be a JSON object")
+    document = _load_json(raw)
     if content_type:
         content_type = content_type.split(";", 1)[0].strip().lower() or None
     media_type = _media_type(document, content_type)
@@ -167,12 +216,12 @@ def parse_manifest(raw: bytes, content_type: str | None, digest: Digest) -> Mani
     if media_type in IMAGE_TYPES:
         config = Descriptor.parse(document.get("config"), "config")
         layers = _descriptors(document, "layers", required=media_type == DOCKER_MANIFEST)
-        blobs = (config, *(layer for layer in layers if not layer.foreign))
         return Manifest(
             raw=raw,
             digest=digest,
             media_type=media_type,
-            blobs=blobs,
+            config=config,
+            layers=layers,
             subject=subject_digest,
             artifact_type=artifact_type or config.media_type,
             annotations=_annotations(document),

@@ -98,6 +98,23 @@ class UploadsConfig(Section):
     manifest_max_bytes: int = Field(4 << 20, gt=0)
 
 
+class ManifestValidationConfig(Section):
+    """What a pushed manifest may reference that this repository does not hold."""
+
+    allow_missing_layers: Literal["none", "foreign", "all"] = Field(
+        "none",
+        description="none: only non-distributable layers that give urls;"
+        " foreign: any non-distributable layer; all: any layer (sparse images)",
+    )
+    allow_missing_manifests: bool = Field(
+        False, description="indexes may name absent manifests (a partial multi-platform mirror)"
+    )
+
+
+class ValidationConfig(Section):
+    manifests: ManifestValidationConfig = ManifestValidationConfig()
+
+
 Action = Literal["pull", "push", "delete"]
 
 
@@ -206,6 +223,7 @@ class Config(BaseSettings):
     http: HttpConfig = HttpConfig()
     storage: StorageConfig = StorageConfig()
     uploads: UploadsConfig = UploadsConfig()
+    validation: ValidationConfig = ValidationConfig()
     auth: AuthConfig = AuthConfig()
     tls: TlsConfig = TlsConfig()
     log: LogConfig = LogConfig()

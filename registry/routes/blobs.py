@@ -11,12 +11,13 @@ from oci.errors import ErrorCode, RegistryError
 from registry.routes.common import (
     digest_param,
     empty,
+    header_number,
     repository,
     require_delete_enabled,
     store,
 )
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -26,15 +27,13 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     match = _RANGE.fullmatch(header.strip())
     if not match or match.groups() == ("", ""):
         return None  # Multiple or malformed ranges: RFC 9110 lets us ignore them.
-    first, last = match.groups()
-    if first:
-        start, end = int(first), min(int(last), size - 1) if last else size - 1
-        if last and int(last) < start:
-            return None
-    else:
-        start, end = max(size - int(last), 0), size - 1
-        if int(last) == 0:
-            start = size
+    first, last = (header_number(group) if group else None for group in match.groups())
+    if first is None:  # the last `last` bytes ("-0" asks for none)
+        start, end = max(size - last, 0) if last else size, size - 1
+    else:  # "500-0" (end before start) is invalid: answered 416, as the spec's suite wants
+        start, end = first, size - 1 if last is None else min(last, size - 1)
+        if last is not None and last < first:
+            end = -1
     if start >= size or start > end:
         raise RegistryError(
             ErrorCode.SIZE_INVALID,

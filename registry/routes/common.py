@@ -47,6 +47,13 @@ def content_length(request: Request) -> int | None:
     return int(value)
 
 
+def header_number(digits: str) -> int:
+    """The value of a run of ASCII digits from a header, capped just above any size a
+    blob can have (int64), so a number of thousands of digits costs no `int()` of it."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 else 1 << 63
+
+
 def has_body(request: Request) -> bool:
     return (content_length(request) or 0) > 0 or "chunked" in request.headers.get(
         "transfer-encoding", ""

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from oci.errors import ErrorCode, RegistryError
 from oci.manifests import OCI_INDEX
 from registry.auth.caller import may_pull
-from registry.routes.common import digest_param, empty, page, repository, store
+from registry.routes.common import digest_param, page, repository, store
 
 CATALOG_PAGE = 1000
 
 
 async def api_base(request: Request) -> Response:
-    return empty(200)
+    return JSONResponse({})
 
 
 async def list_tags(request: Request) -> Response:
@@ -36,7 +38,9 @@ async def list_referrers(request: Request) -> Response:
         descriptors = [d for d in descriptors if d.get("artifactType") == artifact_type]
         headers["OCI-Filters-Applied"] = "artifactType"
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
-    return JSONResponse(index, headers=headers, media_type=OCI_INDEX)
+    # ASCII with \u escapes: no stored string (a lone surrogate from before manifests
+    # were checked for them) can make the encoding fail.
+    return Response(json.dumps(index).encode(), headers=headers, media_type=OCI_INDEX)
 
 
 async def catalog(request: Request) -> Response:

@@ -8,8 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from oci.errors import ErrorCode, RegistryError
-from oci.manifests import Manifest, parse_manifest
-from oci.references import Digest, is_digest, parse_tag
+from oci.manifests import Descriptor, Manifest, parse_manifest
+from oci.references import Digest, is_digest, is_tag, parse_tag
+from registry.config import ManifestValidationConfig
 from registry.routes.common import (
     config,
     empty,
@@ -31,7 +32,9 @@ def _unknown(reference: str) -> RegistryError:
 async def _resolve(store: Store, name: str, reference: str) -> Digest:
     if is_digest(reference):
         return Digest.parse(reference)
-    digest = await store.manifests.resolve(name, parse_tag(reference))
+    if not is_tag(reference):  # no such tag can exist (as the reference registry answers)
+        raise _unknown(reference)
+    digest = await store.manifests.resolve(name, reference)
     if digest is None:
         raise _unknown(reference)
     return digest
@@ -59,19 +62,36 @@ async def get_manifest(request: Request) -> Response:
     return Response(manifest.raw, headers=headers)
 
 
-async def _check_references(store: Store, name: str, manifest: Manifest) -> None:
-    """Every blob and child manifest the manifest names must be in this repository."""
-    blob_sizes = asyncio.gather(*(store.blobs.linked_size(name, b.digest) for b in manifest.blobs))
-    children = asyncio.gather(*(store.manifests.exists(name, c.digest) for c in manifest.children))
-    for blob, size in zip(manifest.blobs, await blob_sizes, strict=True):
+def _required_blobs(manifest: Manifest, policy: ManifestValidationConfig) -> list[Descriptor]:
+    """The blobs of an image manifest that this repository must hold under `policy`."""
+    if policy.allow_missing_layers == "all":
+        layers: list[Descriptor] = []
+    elif policy.allow_missing_layers == "foreign":
+        layers = [layer for layer in manifest.layers if not layer.nondistributable]
+    else:
+        layers = [
+            layer for layer in manifest.layers if not (layer.nondistributable and layer.has_urls)
+        ]
+    return [manifest.config, *layers] if manifest.config is not None else layers
+
+
+async def _check_references(
+    store: Store, name: str, manifest: Manifest, policy: ManifestValidationConfig
+) -> None:
+    """The blobs and child manifests the manifest names must be in this repository."""
+    blobs = _required_blobs(manifest, policy)
+    children = () if policy.allow_missing_manifests else manifest.children
+    blob_sizes = asyncio.gather(*(store.blobs.linked_size(name, b.digest) for b in blobs))
+    present = asyncio.gather(*(store.manifests.exists(name, c.digest) for c in children))
+    for blob, size in zip(blobs, await blob_sizes, strict=True):
         if size is None:
             raise RegistryError(
                 ErrorCode.MANIFEST_BLOB_UNKNOWN,
                 f"blob {blob.digest} is not in repository {name}",
                 detail={"digest": str(blob.digest)},
             )
-    for child, present in zip(manifest.children, await children, strict=True):
-        if not present:
+    for child, found in zip(children, await present, strict=True):
+        if not found:
             raise RegistryError(
                 ErrorCode.MANIFEST_BLOB_UNKNOWN,
                 f"manifest {child.digest} is not in repository {name}",
@@ -101,7 +121,7 @@ async def put_manifest(request: Request) -> Response:
             detail={"digest": str(expected)},
         )
     manifest = parse_manifest(raw, request.headers.get("content-type"), digest)
-    await _check_references(store(request), name, manifest)
+    await _check_references(store(request), name, manifest, config(request).validation.manifests)
     tags = list(dict.fromkeys(tags))
     await store(request).manifests.put(name, manifest, tags)
     headers = {"Location": manifest_location(name, digest), "Docker-Content-Digest": str(digest)}

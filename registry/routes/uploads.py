@@ -17,13 +17,14 @@ from registry.routes.common import (
     digest_param,
     empty,
     has_body,
+    header_number,
     repository,
     store,
     upload_location,
 )
 from storage.uploads import Upload
 
-_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)")
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)")
 
 
 def _progress_headers(upload: Upload) -> dict[str, str]:
@@ -48,7 +49,7 @@ def _check_range(request: Request, upload: Upload) -> int | None:
     match = _CONTENT_RANGE.fullmatch(header.strip())
     if not match:
         raise RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, f"invalid Content-Range {header[:64]!r}")
-    start, end = int(match[1]), int(match[2])
+    start, end = header_number(match[1]), header_number(match[2])
     if start != upload.offset or end < start:
         raise RegistryError(
             ErrorCode.BLOB_UPLOAD_INVALID,

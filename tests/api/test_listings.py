@@ -7,6 +7,9 @@ import json
 import httpx
 import pytest
 
+from oci.references import Digest
+from storage import paths
+from storage.driver import StorageDriver
 from tests.api.helpers import (
     OCI_EMPTY,
     OCI_INDEX,
@@ -14,6 +17,7 @@ from tests.api.helpers import (
     descriptor,
     digest_of,
     error_code,
+    image_manifest,
     push_blob,
     push_image,
     put_manifest,
@@ -25,6 +29,9 @@ async def test_api_base(client: httpx.AsyncClient) -> None:
         response = await client.request(method, "/v2/")
         assert response.status_code == 200
         assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+    response = await client.get("/v2/")
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {}
 
 
 async def test_every_response_carries_api_version(client: httpx.AsyncClient) -> None:
@@ -247,3 +254,34 @@ async def test_index_referrer_without_artifact_type(client: httpx.AsyncClient) -
     entry = (await client.get(f"/v2/team/app/referrers/{subject_digest}")).json()["manifests"][0]
     assert entry["mediaType"] == OCI_INDEX
     assert "artifactType" not in entry
+
+
+async def test_referrer_with_lone_surrogate_is_refused(client: httpx.AsyncClient) -> None:
+    subject_digest, subject = await push_image(client, "team/app", "v1")
+    sbom, _, _ = await push_referrer(client, "team/app", subject, "application/vnd.x", b"1")
+    for field in ('"artifactType": "application/\\ud800"', '"annotations": {"a": "\\ud800"}'):
+        document = json.loads(image_manifest(b"{}", [b"2"]))
+        document["subject"] = descriptor(OCI_MANIFEST, subject)
+        raw = json.dumps(document).encode().replace(b"{", b"{" + field.encode() + b", ", 1)
+        await push_blob(client, "team/app", b"2")
+        response = await put_manifest(client, "team/app", digest_of(raw), raw, OCI_MANIFEST)
+        assert response.status_code == 400
+        assert error_code(response) == "MANIFEST_INVALID"
+    response = await client.get(f"/v2/team/app/referrers/{subject_digest}")
+    assert response.status_code == 200
+    assert [entry["digest"] for entry in response.json()["manifests"]] == [sbom]
+
+
+async def test_one_stored_referrer_never_breaks_the_listing(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """An entry stored before manifests were checked for lone surrogates still lists."""
+    subject_digest, subject = await push_image(client, "team/app", "v1")
+    sbom, _, _ = await push_referrer(client, "team/app", subject, "application/vnd.x", b"1")
+    old = digest_of(b"stored by an older version")
+    entry = {"mediaType": OCI_MANIFEST, "digest": old, "size": 9, "artifactType": "a/\ud800"}
+    key = paths.referrer_entry("team/app", Digest.parse(subject_digest), Digest.parse(old))
+    await driver.put(key, json.dumps(entry).encode())
+    response = await client.get(f"/v2/team/app/referrers/{subject_digest}")
+    assert response.status_code == 200
+    assert sorted(entry["digest"] for entry in response.json()["manifests"]) == sorted([sbom, old])

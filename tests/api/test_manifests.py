@@ -285,7 +285,25 @@ INVALID_MANIFESTS = {
         OCI_INDEX,
         "annotations",
     ),
-}
+    "version-float": (VALID_IMAGE.replace(b'"schemaVersion": 2', b'"schemaVersion": 2.0'),
+                      OCI_MANIFEST, "schemaVersion"),
+    "nan": (VALID_IMAGE.replace(b"{", b'{"x": NaN, ', 1), OCI_MANIFEST, "NaN"),
+    "infinity": (VALID_IMAGE.replace(b"{", b'{"x": -Infinity, ', 1), OCI_MANIFEST, "Infinity"),
+    "long-integer": (VALID_IMAGE.replace(b"{", b'{"x": ' + b"9" * 4301 + b", ", 1),
+                     OCI_MANIFEST, "digits"),
+    "long-size": (VALID_IMAGE.replace(b'"size": 2', b'"size": ' + b"9" * 4301),
+                  OCI_MANIFEST, "digits"),
+    "huge-size": (VALID_IMAGE.replace(b'"size": 2', b'"size": 9223372036854775808'),
+                  OCI_MANIFEST, "size"),
+    "deep": (VALID_IMAGE.replace(b"{", b'{"x": ' + b"[" * 1000 + b"]" * 1000 + b", ", 1),
+             OCI_MANIFEST, "nests deeper"),
+    "very-deep": (VALID_IMAGE.replace(b"{", b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b", ", 1),
+                  OCI_MANIFEST, "nests deeper"),
+    "surrogate-annotation": (_doc(mediaType=OCI_INDEX, manifests=[]).replace(
+        b"{", b'{"annotations": {"a": "\\ud800"}, ', 1), OCI_INDEX, "surrogate"),
+    "surrogate-artifact-type": (VALID_IMAGE.replace(b"{", b'{"artifactType": "a/\\udfff", ', 1),
+                                OCI_MANIFEST, "surrogate"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -373,6 +391,20 @@ async def test_retag_moves_tag(client: httpx.AsyncClient) -> None:
     response = await client.head("/v2/team/app/manifests/latest")
     assert response.headers["docker-content-digest"] == second
     assert (await client.get(f"/v2/team/app/manifests/{first}")).status_code == 200
+
+
+@pytest.mark.parametrize("reference", [".INVALID_MANIFEST_NAME", "-lead", "a" * 129, "ünï"])
+async def test_invalid_tag_is_an_unknown_manifest(
+    client: httpx.AsyncClient, reference: str
+) -> None:
+    """As the reference registry answers, and the spec's v1.1.1 suite wants."""
+    await push_image(client, "team/app", "v1")
+    for method in ("GET", "HEAD"):
+        response = await client.request(method, f"/v2/team/app/manifests/{reference}")
+        assert response.status_code == 404
+    assert error_code(await client.get(f"/v2/team/app/manifests/{reference}")) == (
+        "MANIFEST_UNKNOWN"
+    )
 
 
 async def test_unknown_manifest(client: httpx.AsyncClient) -> None:

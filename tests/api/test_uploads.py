@@ -113,6 +113,24 @@ async def test_out_of_order_final_chunk_is_416(client: httpx.AsyncClient) -> Non
     assert response.status_code == 416
 
 
+@pytest.mark.parametrize(
+    ("content_range", "status", "code"),
+    [("9" * 5000 + "-" + "9" * 5001, 416, "BLOB_UPLOAD_INVALID"),
+     ("0-" + "9" * 5000, 400, "SIZE_INVALID")],
+    ids=["start", "end"],
+)  # fmt: skip
+async def test_content_range_with_huge_numbers(
+    client: httpx.AsyncClient, content_range: str, status: int, code: str
+) -> None:
+    location = await start(client)
+    response = await client.patch(
+        location, content=b"abc", headers={"Content-Range": content_range}
+    )
+    assert response.status_code == status
+    assert error_code(response) == code
+    assert (await client.get(location)).headers["range"] == "0-0"
+
+
 async def test_malformed_content_range(client: httpx.AsyncClient) -> None:
     location = await start(client)
     response = await client.patch(location, content=b"abc", headers={"Content-Range": "zero-2"})
