@@ -23,10 +23,12 @@ from registry.auth.setup import build_access
 from registry.config import Config, S3Config, load_config
 from registry.error_response import error_response
 from registry.malloc import return_big_buffers_to_the_system
+from registry.request_drain import DrainBeforeClose
 from registry.routes import blobs, listings, manifests, uploads
 from storage.driver import (
     InvalidKeyError,
     StorageDriver,
+    StorageFullError,
     StorageLimitError,
     StorageUnavailableError,
 )
@@ -83,6 +85,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _storage_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("storage unavailable: %s", exc)
     return error_response(RegistryError(ErrorCode.UNAVAILABLE, headers={"Retry-After": "1"}))
+
+
+async def _storage_full(request: Request, exc: Exception) -> Response:
+    # The spec has no code for this. 507 Insufficient Storage says exactly what happened
+    # and is a 5xx, so clients retry later; UNAVAILABLE is the code (docker's, beside the
+    # spec's) that says "the registry cannot do this now", which is true and temporary.
+    log.warning("storage full: %s %s failed: %s", request.method, request.url.path, exc)
+    return error_response(
+        RegistryError(
+            ErrorCode.UNAVAILABLE,
+            "the registry's storage is full; retry once space is freed",
+            status=507,
+        )
+    )
 
 
 async def _storage_limit(request: Request, exc: Exception) -> Response:
@@ -176,6 +192,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
             RegistryError: _registry_error,
             HTTPException: _http_error,
             StorageUnavailableError: _storage_unavailable,
+            StorageFullError: _storage_full,
             StorageLimitError: _storage_limit,
             ClientDisconnect: _client_disconnect,
             InvalidKeyError: _invalid_key,
@@ -190,4 +207,5 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     app.add_middleware(ApiVersionHeader)
     if config.http.access_log and config.log.level in ("debug", "info"):  # lines are info
         app.add_middleware(AccessLog, lines=access_lines)
+    app.add_middleware(DrainBeforeClose)  # outermost: it must see every response
     return app

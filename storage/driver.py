@@ -43,6 +43,11 @@ class StorageUnavailableError(StorageError):
     """The backend did not answer, or answered with a server-side failure."""
 
 
+class StorageFullError(StorageError):
+    """The backend has no space left (a full disk, an exhausted quota); what was being
+    written is not stored, and writes work again once space is freed."""
+
+
 class StorageLimitError(StorageError):
     """The backend cannot hold an object this large (the message says its limit)."""
 

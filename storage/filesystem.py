@@ -7,12 +7,15 @@ then `os.replace`; dot-files are never listed. All disk work runs in threads.
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import aiofiles
 import aiofiles.os
@@ -23,6 +26,7 @@ from storage.driver import (
     FileInfo,
     PathNotFoundError,
     StorageDriver,
+    StorageFullError,
     Writer,
     check_key,
 )
@@ -32,6 +36,27 @@ _NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)  # Linux only
 # a change within the same timestamp tick as our read can never hide behind it.
 _SETTLED_NS = 1_000_000_000
 _REMEMBERED_LISTINGS = 10_000
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _reports_full_disk(method: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    """Raise a full disk or quota (ENOSPC, EDQUOT) of a writing method as
+    `StorageFullError`, which the API answers with a clear error, not a traceback."""
+
+    @functools.wraps(method)
+    async def writing(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(*args, **kwargs)
+        except OSError as error:
+            if error.errno not in _NO_SPACE:
+                raise
+            where = f": {error.filename}" if error.filename else ""
+            raise StorageFullError(f"{error.strerror}{where}") from None
+
+    return writing
 
 
 def _read_cached(fd: int, size: int, offset: int) -> bytes | None:
@@ -120,20 +145,24 @@ class FilesystemWriter(Writer):
         self._file = file
         self.size = size
 
+    @_reports_full_disk
     async def write(self, data: bytes) -> None:
         await self._file.write(data)
         self.size += len(data)
 
+    @_reports_full_disk
     async def close(self) -> None:
         if not self._file.closed:
             await self._file.close()
 
+    @_reports_full_disk
     async def commit(self, destination: str) -> None:
         await self._file.flush()
         await asyncio.to_thread(os.fsync, self._file.fileno())
         await self.close()
         await asyncio.to_thread(_replace_durably, self._path, self._driver.path(destination))
 
+    @_reports_full_disk
     async def cancel(self) -> None:
         await self.close()
         await asyncio.to_thread(self._path.unlink, missing_ok=True)
@@ -157,6 +186,7 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFoundError(key) from None
 
+    @_reports_full_disk
     async def put(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(_write_atomically, self.path(key), data)
 
@@ -188,6 +218,7 @@ class FilesystemDriver(StorageDriver):
             else:
                 os.close(fd)
 
+    @_reports_full_disk
     async def writer(self, key: str, append: bool = False) -> FilesystemWriter:
         path = self.path(key)
         await aiofiles.os.makedirs(path.parent, exist_ok=True)

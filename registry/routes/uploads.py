@@ -85,7 +85,11 @@ async def start_upload(request: Request) -> Response:
     if "digest" in query:
         digest = digest_param(query["digest"])
         upload = await uploads.start(name, digest.algorithm)
-        await uploads.finish(upload, digest, request.stream(), content_length(request))
+        try:
+            await uploads.finish(upload, digest, request.stream(), content_length(request))
+        except Exception:
+            await uploads.cancel(upload)  # its client never learnt of it: free what it holds
+            raise
         return _created(name, digest)
     upload = await uploads.start(name, query.get("digest-algorithm", "sha256"))
     headers = _progress_headers(upload)
