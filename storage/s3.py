@@ -57,6 +57,7 @@ from storage.driver import (
     PathNotFoundError,
     StorageDriver,
     StorageError,
+    StorageFullError,
     StorageLimitError,
     StorageUnavailableError,
     Writer,
@@ -100,10 +101,15 @@ class S3Settings:
     max_attempts: int = 3
 
 
+def _status(error: Exception) -> int:
+    if isinstance(error, botocore.exceptions.ClientError):
+        return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return 0
+
+
 def _unavailable(operation: str, error: Exception) -> StorageError:
     if isinstance(error, botocore.exceptions.ClientError):
-        code = _error_code(error)
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code, status = _error_code(error), _status(error)
         return StorageUnavailableError(f"S3 {operation} failed: {code} (HTTP {status})")
     return StorageUnavailableError(f"S3 {operation} failed: {type(error).__name__}: {error}")
 
@@ -351,6 +357,8 @@ class S3Driver(StorageDriver):
                 raise PathNotFoundError(kwargs.get("Key", "")) from None
             if code == "InvalidRange":
                 raise _RangeNotSatisfiableError(operation) from None
+            if code == "XMinioStorageFull" or _status(error) == 507:  # Insufficient Storage
+                raise StorageFullError(f"S3 {operation} failed: {code} (HTTP 507)") from None
             raise _unavailable(operation, error) from error
 
     async def _s3(self, method: str, **kwargs: Any) -> Any:

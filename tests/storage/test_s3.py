@@ -19,10 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
+from botocore.stub import Stubber
 
 from registry.app import create_app, s3_settings
 from registry.config import Config, S3Config, load_config
-from storage.driver import PathNotFoundError, StorageUnavailableError, Writer
+from storage.driver import PathNotFoundError, StorageFullError, StorageUnavailableError, Writer
 from storage.s3 import S3Driver, S3Settings, _parse_timestamp
 from storage.s3_buffers import BufferBudget
 from tests.support.drivers import make_driver
@@ -222,6 +223,16 @@ async def test_down_or_slow_s3_is_unavailable_not_a_hang(
         with pytest.raises(StorageUnavailableError, match="S3"):
             await asyncio.wait_for(call, timeout=30)
     assert time.monotonic() - started < 30
+    await driver.close()
+
+
+async def test_s3_out_of_space_is_storage_full() -> None:
+    """MinIO's answer when its drives are full (`XMinioStorageFull`, HTTP 507)."""
+    driver = unreachable_driver(free_port())
+    with Stubber(driver._client) as stub:
+        stub.add_client_error("put_object", "XMinioStorageFull", "drives full", 507)
+        with pytest.raises(StorageFullError, match="XMinioStorageFull"):
+            await driver.put("a", b"x")
     await driver.close()
 
 
