@@ -20,8 +20,8 @@ from tests.support.server import RegistryProcess
 pytestmark = pytest.mark.e2e
 
 DISK = 16 << 20
-BLOB = 3 << 20  # larger than the socket buffers: the server fails while the client sends
-LEFT = 1 << 20  # free space the filler leaves
+BLOB = 3 << 20
+LEFT = 1 << 20  # free space the filler leaves: a blob fails part way
 LARGE = 32 << 20  # more than the socket buffers hold
 NAME = "team/app"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -64,11 +64,8 @@ def _assert_full(response: httpx.Response) -> None:
     assert "storage is full" in error["message"]
 
 
-def _push_monolithic(
-    client: httpx.Client, data: bytes, headers: dict[str, str] | None = None
-) -> httpx.Response:
-    url = f"/v2/{NAME}/blobs/uploads/?digest={_digest(data)}"
-    return client.post(url, content=data, headers=headers)
+def _push_monolithic(client: httpx.Client, data: bytes) -> httpx.Response:
+    return client.post(f"/v2/{NAME}/blobs/uploads/?digest={_digest(data)}", content=data)
 
 
 def _half_written(root: Path) -> list[Path]:
