@@ -8,11 +8,20 @@ a default. `config.example.yaml` documents every option with its default.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "DOCKYARD_CONFIG"
@@ -88,6 +97,24 @@ class StorageConfig(Section):
         if self.driver == "s3" and not self.s3.bucket:
             raise ValueError("storage.s3.bucket is required when storage.driver is s3")
         return self
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in a duration written `90s`, `10m`, `1h` or `7d` (a bare number is seconds)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.fullmatch(str(value).strip())
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration such as 90s, 10m, 1h or 7d")
+    return float(match[1]) * _SECONDS[match[2]]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+"""Seconds, written in config and flags as `90s`, `10m`, `1h` or `7d`."""
 
 
 class UploadsConfig(Section):
@@ -212,6 +239,38 @@ class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class GcConfig(Section):
+    """`gc`: the online garbage collector (one at a time across every process sharing storage)."""
+
+    enabled: bool = Field(True, description="run the collector in the background")
+    interval: Duration = Field(3600.0, gt=0, description="time between two runs")
+    grace: Duration = Field(3600.0, description="nothing younger is ever deleted")
+
+
+class RetentionRule(Section):
+    """What to keep in the repositories a rule names; a tag any keep condition matches stays."""
+
+    repositories: list[str] = Field(min_length=1, description="globs, as in the access rules")
+    keep_last: int | None = Field(None, ge=0, description="the N most recently pushed tags")
+    keep_tags: list[str] = Field(default_factory=list, description="tag globs always kept")
+    keep_newer_than: Duration | None = None
+    keep_pulled_within: Duration | None = None
+    untagged_after: Duration | None = Field(
+        None, description="delete manifests with no tag, index or subject after this; off if unset"
+    )
+
+
+class RetentionConfig(Section):
+    policies: list[RetentionRule] = Field(default_factory=list)
+
+
+class ImmutableTagRule(Section):
+    """Tags that, once pushed, never move and are never deleted."""
+
+    repositories: list[str] = Field(min_length=1, description="globs, as in the access rules")
+    tags: list[str] = Field(min_length=1, description="tag globs, e.g. v*")
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DOCKYARD_",
@@ -227,6 +286,9 @@ class Config(BaseSettings):
     auth: AuthConfig = AuthConfig()
     tls: TlsConfig = TlsConfig()
     log: LogConfig = LogConfig()
+    gc: GcConfig = GcConfig()
+    retention: RetentionConfig = RetentionConfig()
+    immutable_tags: list[ImmutableTagRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _shared_storage_needs_a_shared_key(self) -> Config:

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from registry.config import ConfigError, load_config
+from registry.config import Config, ConfigError, load_config
 from tests.support.server import ROOT
 
 
@@ -123,3 +124,16 @@ def test_bad_file_value_names_no_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     assert "http.workers" in str(raised.value) and "DOCKYARD_" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"), [("90s", 90), ("10m", 600), ("1h", 3600), ("7d", 604800), (30, 30)]
+)
+def test_durations_are_written_with_a_unit(written: object, seconds: float) -> None:
+    assert Config(gc={"grace": written}).gc.grace == seconds
+
+
+@pytest.mark.parametrize("written", ["1w", "h", "-1h", "1 hour", ""])
+def test_a_malformed_duration_is_refused_naming_the_key(written: str) -> None:
+    with pytest.raises(ValidationError, match=r"grace\n.*not a duration"):
+        Config(gc={"grace": written})
