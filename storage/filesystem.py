@@ -2,11 +2,18 @@
 
 Atomicity comes from writing aside (a dot-file in the target directory), fsync,
 then `os.replace`; dot-files are never listed. All disk work runs in threads.
+
+A writer's state is its file. Ownership is `flock(LOCK_EX | LOCK_NB)` on it, which
+the kernel drops when the owner closes it or dies; the owner then checks the key
+still names the locked file (a commit or cancel may have moved it meanwhile). Commit
+fsyncs and renames that locked file, so it stores exactly the bytes `chunks()` read
+from the same descriptor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import time
@@ -23,7 +30,9 @@ from storage.driver import (
     FileInfo,
     PathNotFoundError,
     StorageDriver,
+    StorageError,
     Writer,
+    WriterBusyError,
     check_key,
 )
 
@@ -113,30 +122,85 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _open_owned(path: Path, key: str, create: bool) -> int:
+    """A descriptor of the writer file at `path`, locked by us; see the module docstring."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+    for attempt in range(3):
+        try:
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o644)
+        except (FileNotFoundError, NotADirectoryError):
+            if create and attempt < 2:
+                continue  # a concurrent delete removed the directory just made
+            raise PathNotFoundError(key) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise WriterBusyError(key) from None
+        try:
+            named = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            named = False
+        if named:
+            if create:
+                os.ftruncate(fd, 0)
+            return fd
+        os.close(fd)  # committed or cancelled between our open and our lock
+        if not create:
+            raise PathNotFoundError(key)
+    raise PathNotFoundError(key)
+
+
 class FilesystemWriter(Writer):
-    def __init__(self, driver: FilesystemDriver, path: Path, file: AsyncBufferedIOBase, size: int):
+    """Owns its file through the lock on `fd` until close, commit or cancel."""
+
+    def __init__(self, driver: FilesystemDriver, path: Path, fd: int, file: AsyncBufferedIOBase):
         self._driver = driver
         self._path = path
+        self._fd = fd
         self._file = file
-        self.size = size
+        info = os.fstat(fd)
+        self._inode = info.st_ino
+        self.size = info.st_size
+
+    @property
+    def version(self) -> str:
+        return f"{self._inode}:{self.size}"
 
     async def write(self, data: bytes) -> None:
         await self._file.write(data)
         self.size += len(data)
 
+    async def chunks(self) -> AsyncIterator[bytes]:
+        await self._file.flush()
+        offset = 0
+        while offset < self.size:
+            size = min(READ_CHUNK, self.size - offset)
+            chunk = await asyncio.to_thread(os.pread, self._fd, size, offset)
+            if not chunk:
+                raise StorageError(f"{self._path.name} is shorter than what was written")
+            offset += len(chunk)
+            yield chunk
+
     async def close(self) -> None:
         if not self._file.closed:
-            await self._file.close()
+            await self._file.close()  # flushes; closing the descriptor drops the lock
 
     async def commit(self, destination: str) -> None:
         await self._file.flush()
-        await asyncio.to_thread(os.fsync, self._file.fileno())
-        await self.close()
-        await asyncio.to_thread(_replace_durably, self._path, self._driver.path(destination))
+        await asyncio.to_thread(os.fsync, self._fd)
+        try:  # renamed while still locked: nobody appended since `chunks()` read it
+            await asyncio.to_thread(_replace_durably, self._path, self._driver.path(destination))
+        finally:
+            await self.close()
 
     async def cancel(self) -> None:
-        await self.close()
-        await asyncio.to_thread(self._path.unlink, missing_ok=True)
+        try:
+            await asyncio.to_thread(self._path.unlink, missing_ok=True)
+        finally:
+            await self.close()
 
 
 class FilesystemDriver(StorageDriver):
@@ -190,9 +254,13 @@ class FilesystemDriver(StorageDriver):
 
     async def writer(self, key: str, append: bool = False) -> FilesystemWriter:
         path = self.path(key)
-        await aiofiles.os.makedirs(path.parent, exist_ok=True)
-        file = await aiofiles.open(path, "ab" if append else "wb")
-        return FilesystemWriter(self, path, file, await file.tell())
+        fd = await asyncio.to_thread(_open_owned, path, key, not append)
+        try:
+            file = await aiofiles.open(fd, "ab")
+        except BaseException:
+            os.close(fd)
+            raise
+        return FilesystemWriter(self, path, fd, file)
 
     async def stat(self, key: str) -> FileInfo:
         try:

@@ -55,18 +55,20 @@ def open_multipart_uploads(seaweedfs: SeaweedFS, driver: S3Driver) -> list[str]:
 async def test_small_appends_live_in_the_bucket_as_a_tail(
     s3: S3Driver, seaweedfs: SeaweedFS
 ) -> None:
+    await (await s3.writer("session/data")).close()
     for _ in range(3):
         writer = await S3Driver(s3.settings).writer("session/data", append=True)
         await writer.write(b"x" * 1000)
         await writer.close()
-    prefix = s3.settings.prefix
-    assert bucket_keys(seaweedfs, s3) == [f"{prefix}/_writers/session/data/tail-0"]
+    state = f"{s3.settings.prefix}/_writers/session/data"
+    assert bucket_keys(seaweedfs, s3) == [f"{state}/lease", f"{state}/tail-0"]
     assert (await s3.stat("session/data")).size == 3000
 
 
 async def test_a_tail_absorbed_by_a_part_is_never_counted_twice(s3: S3Driver) -> None:
     """A crash between storing a full part and rewriting the tail leaves a stale tail."""
     part = os.urandom(s3.settings.part_size)
+    await (await s3.writer("session/data")).close()
     await s3.put(s3.writer_key("session/data", "tail-0"), part[:100])
     await s3.put(s3.writer_key("session/data", "part-00001"), part)
     assert (await s3.stat("session/data")).size == len(part)
@@ -402,6 +404,7 @@ async def test_spilled_parts_and_tails_carry_across_requests(s3: S3Driver, spill
     part = driver.settings.part_size
     data = os.urandom(3 * part + 777)
     cuts = [0, part + 1000, part + 2000, 3 * part - 5, len(data)]  # tails across requests
+    await (await writer_without_waiting(driver, "session/data")).close()
     for start, end in itertools.pairwise(cuts):
         writer = await writer_without_waiting(driver, "session/data", append=True)
         assert open_files_in(spill_dir) == 1  # its part buffer is a file
