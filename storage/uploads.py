@@ -244,11 +244,15 @@ class UploadStore:
         return removed
 
     async def _last_activity(self, upload_id: str) -> float | None:
-        """Newest time of the session's info, data and folder; None if it is gone."""
+        """Newest time of the session's info and data (of its folder, on drivers that
+        have folders, when neither is there yet); None if the session is gone."""
         times = []
-        for key in (paths.upload_info, paths.upload_data, paths.upload_dir):
+        for key in (paths.upload_info, paths.upload_data):
             with contextlib.suppress(PathNotFoundError):
                 times.append((await self._driver.stat(key(upload_id))).modified)
+        if not times:
+            with contextlib.suppress(PathNotFoundError):
+                times.append((await self._driver.stat(paths.upload_dir(upload_id))).modified)
         return max(times, default=None)
 
     async def _purge_idle(self, upload_id: str, older_than: float) -> bool:

@@ -22,7 +22,7 @@ import pytest
 
 from registry.app import create_app, s3_settings
 from registry.config import Config, S3Config, load_config
-from storage.driver import PathNotFoundError, StorageUnavailableError, Writer
+from storage.driver import PathNotFoundError, StorageUnavailableError, Writer, WriterBusyError
 from storage.s3 import S3Driver, S3Settings, _parse_timestamp
 from storage.s3_buffers import BufferBudget
 from tests.support.drivers import make_driver
@@ -531,3 +531,61 @@ async def test_a_cancelled_spilled_upload_request_deletes_its_file(
         await writer.close()
     assert budget.in_use == 0
     await driver.close()
+
+
+async def test_a_piece_changed_under_a_writer_is_never_committed(s3: S3Driver) -> None:
+    """Commits pin every stored piece by ETag: bytes that were not hashed never land."""
+    data = os.urandom(s3.settings.part_size + 10)
+    writer = await s3.writer("session/data")
+    await writer.write(data)
+    await writer.close()
+    writer = await s3.writer("session/data", append=True)
+    hashed = b"".join([chunk async for chunk in writer.chunks()])
+    assert hashed == data
+    # What a stalled writer whose lease expired could still do: rewrite a part.
+    await s3.put(s3.writer_key("session/data", "part-00001"), os.urandom(s3.settings.part_size))
+    with pytest.raises(WriterBusyError):
+        await writer.commit("blobs/content")
+    assert not await s3.exists("blobs/content")
+
+
+async def test_an_expired_lease_is_taken_over_and_its_holder_stops(
+    s3: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stalled = await s3.writer("session/data")
+    await stalled.write(b"stalled")
+    with pytest.raises(WriterBusyError):
+        await S3Driver(s3.settings).writer("session/data", append=True)
+    monkeypatch.setattr("storage.s3.LEASE_SECONDS", 0.0)  # as if it stalled for its length
+    taker = await S3Driver(s3.settings).writer("session/data", append=True)
+    with pytest.raises(WriterBusyError):
+        await stalled.commit("blobs/content")
+    assert not await s3.exists("blobs/content")
+    await taker.write(b"taken")
+    await taker.commit("blobs/content")
+    assert await s3.get("blobs/content") == b"taken"
+
+
+async def test_a_server_ignoring_conditional_writes_is_detected(
+    s3: S3Driver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Probed once per driver: such a server gets best-effort leases and a warning."""
+    assert await s3._honours_conditional_writes()  # SeaweedFS honours them
+    ignoring = S3Driver(s3.settings)
+
+    def drop_conditions(params: dict[str, Any], **_: Any) -> None:
+        params.pop("IfNoneMatch", None)
+        params.pop("IfMatch", None)
+
+    ignoring._client.meta.events.register("before-parameter-build.s3.PutObject", drop_conditions)
+    writer = await ignoring.writer("session/data")
+    assert ignoring._conditional is False
+    assert "ignores conditional writes" in caplog.text
+    with pytest.raises(WriterBusyError):  # a held lease still keeps a later writer out
+        await ignoring.writer("session/data", append=True)
+    await writer.write(b"abc")
+    await writer.close()
+    writer = await ignoring.writer("session/data", append=True)
+    await writer.commit("blobs/content")
+    assert await s3.get("blobs/content") == b"abc"
+    await ignoring.close()
