@@ -6,14 +6,27 @@ what still fails becomes `StorageUnavailableError` (the API answers 503).
 
 A writer keeps its state in the bucket, so any process can resume it:
 
+    _writers/<key>/lease           owner id of the writer owning it (empty: free)
     _writers/<key>/part-00001 ...  full parts, `part_size` bytes each (>= 5 MiB)
     _writers/<key>/tail-<offset>   bytes after the last full part (< part_size)
     _writers/<key>/commit          id of the multipart upload a commit has open
 
 A tail is valid only when its offset equals the size of all parts: a part that
 absorbed an older tail makes it stale, so a crash between the two writes never
-counts bytes twice. `reader()` and `stat()` on the writer's key see the parts
-and the tail, which lets another process recompute an upload's digest.
+counts bytes twice.
+
+One writer per key across processes and replicas: `writer()` takes the lease with a
+conditional PutObject (If-None-Match: * to create it, If-Match: <ETag> to take over a
+free one, or one whose holder has not renewed it for `LEASE_SECONDS` by the server's
+clock) or raises WriterBusyError; the holder renews it as it writes and empties it on
+close; commit and cancel delete it with the state, so a late writer finds no lease
+and gives up (PathNotFoundError). Servers ignoring conditional writes are detected
+once per driver and get best-effort leases. Independently of the lease, a writer
+knows the ETag of every stored piece it builds on; `chunks()` reads them with
+If-Match and `commit()` copies them with x-amz-copy-source-if-match, and sends the
+tail from the very buffer `chunks()` streamed: a piece changed meanwhile fails the
+commit, so the bytes stored are always the bytes hashed. `reader()` and `stat()` on
+the writer's key see the parts and the tail.
 
 A writer fills one part at a time in a `PartBuffer`: in memory when the per-process
 budget (`BufferBudget`, `buffer_memory` bytes in slots of `part_size`) has a free
