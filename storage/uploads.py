@@ -42,7 +42,13 @@ from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest, supported_algorithm
 from storage import paths
 from storage.blobs import BlobStore
-from storage.driver import PathNotFoundError, StorageDriver, Writer, WriterBusyError
+from storage.driver import (
+    PathNotFoundError,
+    StorageDriver,
+    StorageError,
+    Writer,
+    WriterBusyError,
+)
 
 # Heap-sized (below the 1 MiB mmap threshold of registry/malloc.py): 256 KiB batches took
 # 15% less CPU than 2 MiB ones, and hold less memory per upload.
@@ -75,7 +81,12 @@ class UploadStore:
         upload = Upload(name, uuid.uuid4().hex, algorithm, 0, time.time())
         info = {"name": name, "algorithm": algorithm, "started": upload.started}
         await self._driver.put(paths.upload_info(upload.id), json.dumps(info).encode())
-        writer = await self._driver.writer(paths.upload_data(upload.id))
+        try:
+            writer = await self._driver.writer(paths.upload_data(upload.id))
+        except BaseException:
+            with contextlib.suppress(StorageError):  # else the purge removes it later
+                await self._driver.delete(paths.upload_dir(upload.id))
+            raise
         await writer.close()
         return upload
 
