@@ -20,9 +20,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 import aiofiles
 import aiofiles.os
+import aiofiles.threadpool
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from storage.driver import (
@@ -122,8 +124,9 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _open_owned(path: Path, key: str, create: bool) -> int:
-    """A descriptor of the writer file at `path`, locked by us; see the module docstring."""
+def _open_owned(path: Path, key: str, create: bool) -> BinaryIO:
+    """The writer file at `path`, opened to append and locked by us (see the module
+    docstring)."""
     flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
     for attempt in range(3):
         try:
@@ -146,22 +149,27 @@ def _open_owned(path: Path, key: str, create: bool) -> int:
         if named:
             if create:
                 os.ftruncate(fd, 0)
-            return fd
+            return open(fd, "ab")  # the writer closes it
         os.close(fd)  # committed or cancelled between our open and our lock
         if not create:
             raise PathNotFoundError(key)
     raise PathNotFoundError(key)
 
 
+def _close_opened(opening: asyncio.Future[BinaryIO]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
 class FilesystemWriter(Writer):
     """Owns its file through the lock on `fd` until close, commit or cancel."""
 
-    def __init__(self, driver: FilesystemDriver, path: Path, fd: int, file: AsyncBufferedIOBase):
+    def __init__(self, driver: FilesystemDriver, path: Path, file: AsyncBufferedIOBase):
         self._driver = driver
         self._path = path
-        self._fd = fd
+        self._fd = file.fileno()
         self._file = file
-        info = os.fstat(fd)
+        info = os.fstat(self._fd)
         self._inode = info.st_ino
         self.size = info.st_size
 
@@ -254,13 +262,13 @@ class FilesystemDriver(StorageDriver):
 
     async def writer(self, key: str, append: bool = False) -> FilesystemWriter:
         path = self.path(key)
-        fd = await asyncio.to_thread(_open_owned, path, key, not append)
+        opening = asyncio.ensure_future(asyncio.to_thread(_open_owned, path, key, not append))
         try:
-            file = await aiofiles.open(fd, "ab")
-        except BaseException:
-            os.close(fd)
+            file = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened)  # never leave the lock held
             raise
-        return FilesystemWriter(self, path, fd, file)
+        return FilesystemWriter(self, path, aiofiles.threadpool.wrap(file))
 
     async def stat(self, key: str) -> FileInfo:
         try:
