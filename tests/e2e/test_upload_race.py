@@ -120,3 +120,33 @@ def assert_served_bytes_hash_to(client: httpx.Client, name: str, digest: str) ->
     assert served.status_code in (200, 404)
     if served.status_code == 200:
         assert sha256(served.content) == digest
+
+
+def test_a_killed_writer_frees_its_upload(tmp_path: Path) -> None:
+    """kill -9 of the server writing to an upload frees it at once on the filesystem (the
+    kernel drops the flock); S3 leases free themselves after `LEASE_SECONDS`."""
+    root = tmp_path / "shared"
+    storage = {"driver": "filesystem", "filesystem": {"root": str(root)}}
+    content = os.urandom(50_000)
+    with (
+        RegistryProcess(tmp_path / "a", {"storage": storage}) as first,
+        RegistryProcess(tmp_path / "b", {"storage": storage}) as second,
+        httpx.Client(base_url=first.url, timeout=60) as on_first,
+        httpx.Client(base_url=second.url, timeout=60) as on_second,
+    ):
+        location = on_first.post("/v2/e2e/killed/blobs/uploads/").headers["Location"]
+        upload = location.rsplit("/", 1)[1]
+        assert on_first.patch(location, content=content).status_code == 202
+        held = send_held_patch(first, location, b"never finished")
+        for _ in range(200):
+            if writer_is_owned(storage, root, None, upload):
+                break
+            time.sleep(0.05)
+        assert on_second.put(location, params={"digest": sha256(content)}).status_code == 416
+        assert first.process is not None
+        first.process.kill()
+        first.process.wait(timeout=10)
+        held.close()
+        finished = on_second.put(location, params={"digest": sha256(content)})
+        assert finished.status_code == 201, finished.text
+        assert on_second.get(f"/v2/e2e/killed/blobs/{sha256(content)}").content == content
