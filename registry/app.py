@@ -155,12 +155,11 @@ def s3_settings(config: S3Config) -> S3Settings:
 
 
 async def _purge_expired_uploads(store: Store, config: Config) -> None:
-    """Remove abandoned upload sessions now and then (any process may do it)."""
+    """Remove abandoned upload sessions now and then (every process does; see purge)."""
     max_age = config.uploads.expire_after_hours * 3600
     while True:
         try:
-            names = await store.catalog.names()
-            removed = await store.uploads.purge(names, time.time() - max_age)
+            removed = await store.uploads.purge(time.time() - max_age)
             if removed:
                 log.info("removed %d expired upload sessions", removed)
         except Exception:

@@ -2,6 +2,13 @@
 
 A repository serves only the blobs it was given (pushed, mounted, or referenced by
 a manifest pushed to it); the bytes are stored once for the whole registry.
+
+Blob data is only ever written whole and verified: `commit` stores the bytes an
+upload hashed (`Writer.commit`, atomic), `put` a manifest under the digest computed
+from its bytes (atomic). So a stored blob holds its digest's bytes, and a second
+upload of the same digest keeps it after one size check: that check (not the cached
+size) replaces a blob whose size is wrong, as older versions could store (an
+upload's bytes plus what a racing request appended).
 """
 
 from __future__ import annotations
@@ -52,16 +59,17 @@ class BlobStore:
         return True
 
     async def commit(self, writer: Writer, digest: Digest) -> None:
-        """Store what `writer` holds as the content of `digest` (already verified)."""
+        """Store what `writer` holds as the content of `digest` (verified by the caller);
+        the caller closes the writer if this fails."""
         try:
-            stored = await self.size(digest) is not None
-        except BaseException:
-            await writer.close()  # keep the upload for a retry; free what the writer holds
-            raise
-        if stored:
-            await writer.cancel()  # Already stored: keep the one copy.
-        else:
-            await writer.commit(paths.blob_data(digest))
+            stored = (await self._driver.stat(paths.blob_data(digest))).size
+        except PathNotFoundError:
+            stored = None
+        if stored == writer.size:
+            await writer.cancel()  # already stored: keep the one copy
+            return
+        await writer.commit(paths.blob_data(digest))  # absent, or wrong: replace atomically
+        self._sizes[digest] = writer.size
 
     async def put(self, data: bytes, digest: Digest) -> None:
         """Store small content (a manifest) under its digest, once."""

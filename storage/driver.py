@@ -9,7 +9,14 @@ Contract every driver keeps:
   never a part.
 - A `Writer` opened with `append=True` resumes what an earlier writer (possibly in
   another process) left after `close()`; its bytes so far are readable with
-  `reader()` on the writer's key until it is committed or cancelled.
+  `reader()` on the writer's key until it is committed or cancelled. It raises
+  `PathNotFoundError` when no writer was created on the key (`append=False`) or the
+  last one committed or cancelled: a late request never revives a finished writer.
+- One writer per key at a time, across processes and replicas: `writer()` owns the
+  key's writer state until close, commit or cancel (or until its process dies), and
+  raises `WriterBusyError` at once, never waiting, while another writer owns it.
+- `Writer.commit` stores exactly the bytes `Writer.chunks()` streamed, even if the
+  ownership was lost meanwhile (a stalled process whose lease expired).
 - Blocking work (disk, network, SDK calls) runs off the event loop.
 """
 
@@ -48,6 +55,14 @@ class StorageFullError(StorageError):
     written is not stored, and writes work again once space is freed."""
 
 
+class WriterBusyError(StorageError):
+    """Another writer (in this process or another) owns the key's writer state."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"another writer owns {key}")
+        self.key = key
+
+
 class StorageLimitError(StorageError):
     """The backend cannot hold an object this large (the message says its limit)."""
 
@@ -75,16 +90,28 @@ class Writer(abc.ABC):
 
     size: int
 
+    @property
+    @abc.abstractmethod
+    def version(self) -> str:
+        """Names the bytes written so far: a later writer on the key with the same
+        version holds the same bytes (lets a process trust a hash it kept)."""
+
     @abc.abstractmethod
     async def write(self, data: bytes) -> None: ...
 
     @abc.abstractmethod
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Stream the bytes written so far: exactly what `commit()` would store now."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
-        """Persist what was written so a later `writer(key, append=True)` can go on."""
+        """Persist what was written so a later `writer(key, append=True)` can go on, and
+        give up the ownership. Does nothing after commit or cancel."""
 
     @abc.abstractmethod
     async def commit(self, destination: str) -> None:
-        """Make everything written appear atomically at `destination` (replacing it)."""
+        """Make the bytes `chunks()` streams appear atomically at `destination`
+        (replacing it); raises (storing nothing) if they cannot be those bytes."""
 
     @abc.abstractmethod
     async def cancel(self) -> None:

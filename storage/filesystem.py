@@ -2,12 +2,19 @@
 
 Atomicity comes from writing aside (a dot-file in the target directory), fsync,
 then `os.replace`; dot-files are never listed. All disk work runs in threads.
+
+A writer's state is its file. Ownership is `flock(LOCK_EX | LOCK_NB)` on it, which
+the kernel drops when the owner closes it or dies; the owner then checks the key
+still names the locked file (a commit or cancel may have moved it meanwhile). Commit
+fsyncs and renames that locked file, so it stores exactly the bytes `chunks()` read
+from the same descriptor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import functools
 import os
 import shutil
@@ -15,10 +22,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import BinaryIO, ParamSpec, TypeVar
 
 import aiofiles
 import aiofiles.os
+import aiofiles.threadpool
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from storage.driver import (
@@ -26,8 +34,10 @@ from storage.driver import (
     FileInfo,
     PathNotFoundError,
     StorageDriver,
+    StorageError,
     StorageFullError,
     Writer,
+    WriterBusyError,
     check_key,
 )
 
@@ -138,34 +148,95 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _open_owned(path: Path, key: str, create: bool) -> BinaryIO:
+    """The writer file at `path`, opened to append and locked by us (see the module
+    docstring)."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+    for attempt in range(3):
+        try:
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o644)
+        except (FileNotFoundError, NotADirectoryError):
+            if create and attempt < 2:
+                continue  # a concurrent delete removed the directory just made
+            raise PathNotFoundError(key) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise WriterBusyError(key) from None
+        try:
+            named = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            named = False
+        if named:
+            if create:
+                os.ftruncate(fd, 0)
+            return open(fd, "ab")  # the writer closes it
+        os.close(fd)  # committed or cancelled between our open and our lock
+        if not create:
+            raise PathNotFoundError(key)
+    raise PathNotFoundError(key)
+
+
+def _close_opened(opening: asyncio.Future[BinaryIO]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
 class FilesystemWriter(Writer):
-    def __init__(self, driver: FilesystemDriver, path: Path, file: AsyncBufferedIOBase, size: int):
+    """Owns its file through the lock on `fd` until close, commit or cancel."""
+
+    def __init__(self, driver: FilesystemDriver, path: Path, file: AsyncBufferedIOBase):
         self._driver = driver
         self._path = path
+        self._fd = file.fileno()
         self._file = file
-        self.size = size
+        info = os.fstat(self._fd)
+        self._inode = info.st_ino
+        self.size = info.st_size
+
+    @property
+    def version(self) -> str:
+        return f"{self._inode}:{self.size}"
 
     @_reports_full_disk
     async def write(self, data: bytes) -> None:
         await self._file.write(data)
         self.size += len(data)
 
+    async def chunks(self) -> AsyncIterator[bytes]:
+        await self._file.flush()
+        offset = 0
+        while offset < self.size:
+            size = min(READ_CHUNK, self.size - offset)
+            chunk = await asyncio.to_thread(os.pread, self._fd, size, offset)
+            if not chunk:
+                raise StorageError(f"{self._path.name} is shorter than what was written")
+            offset += len(chunk)
+            yield chunk
+
     @_reports_full_disk
     async def close(self) -> None:
         if not self._file.closed:
-            await self._file.close()
+            await self._file.close()  # flushes; closing the descriptor drops the lock
 
     @_reports_full_disk
     async def commit(self, destination: str) -> None:
         await self._file.flush()
-        await asyncio.to_thread(os.fsync, self._file.fileno())
-        await self.close()
-        await asyncio.to_thread(_replace_durably, self._path, self._driver.path(destination))
+        await asyncio.to_thread(os.fsync, self._fd)
+        try:  # renamed while still locked: nobody appended since `chunks()` read it
+            await asyncio.to_thread(_replace_durably, self._path, self._driver.path(destination))
+        finally:
+            await self.close()
 
     @_reports_full_disk
     async def cancel(self) -> None:
-        await self.close()
-        await asyncio.to_thread(self._path.unlink, missing_ok=True)
+        try:
+            await asyncio.to_thread(self._path.unlink, missing_ok=True)
+        finally:
+            await self.close()
 
 
 class FilesystemDriver(StorageDriver):
@@ -221,9 +292,13 @@ class FilesystemDriver(StorageDriver):
     @_reports_full_disk
     async def writer(self, key: str, append: bool = False) -> FilesystemWriter:
         path = self.path(key)
-        await aiofiles.os.makedirs(path.parent, exist_ok=True)
-        file = await aiofiles.open(path, "ab" if append else "wb")
-        return FilesystemWriter(self, path, file, await file.tell())
+        opening = asyncio.ensure_future(asyncio.to_thread(_open_owned, path, key, not append))
+        try:
+            file = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened)  # never leave the lock held
+            raise
+        return FilesystemWriter(self, path, aiofiles.threadpool.wrap(file))
 
     async def stat(self, key: str) -> FileInfo:
         try:

@@ -1,32 +1,50 @@
-"""In-memory driver for fast tests: same contract as the others, nothing on disk."""
+"""In-memory driver for fast tests: same contract as the others, nothing on disk.
+
+One process only, so a set of the keys with an open writer is the ownership."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
 
-from storage.driver import FileInfo, PathNotFoundError, StorageDriver, Writer, check_key
+from storage.driver import (
+    FileInfo,
+    PathNotFoundError,
+    StorageDriver,
+    Writer,
+    WriterBusyError,
+    check_key,
+)
 
 
 class MemoryWriter(Writer):
     def __init__(self, driver: MemoryDriver, key: str) -> None:
         self._driver = driver
         self._key = key
-        self.size = len(driver.objects.get(key, b""))
+        self.size = len(driver.objects[key])
+
+    @property
+    def version(self) -> str:
+        return str(self.size)  # append-only while owned
 
     async def write(self, data: bytes) -> None:
-        self._driver.objects[self._key] = self._driver.objects.get(self._key, b"") + data
+        self._driver.objects[self._key] = self._driver.objects[self._key] + data
         self._driver.modified[self._key] = time.time()
         self.size += len(data)
 
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self._driver.objects[self._key]
+
     async def close(self) -> None:
-        pass
+        self._driver.writing.discard(self._key)
 
     async def commit(self, destination: str) -> None:
-        await self._driver.put(destination, self._driver.objects.pop(self._key, b""))
+        await self._driver.put(destination, self._driver.objects.pop(self._key))
+        await self.close()
 
     async def cancel(self) -> None:
         await self._driver.delete(self._key)
+        await self.close()
 
 
 class MemoryDriver(StorageDriver):
@@ -35,6 +53,7 @@ class MemoryDriver(StorageDriver):
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
         self.modified: dict[str, float] = {}
+        self.writing: set[str] = set()
 
     async def get(self, key: str) -> bytes:
         try:
@@ -55,9 +74,13 @@ class MemoryDriver(StorageDriver):
 
     async def writer(self, key: str, append: bool = False) -> MemoryWriter:
         check_key(key)
+        if key in self.writing:
+            raise WriterBusyError(key)
+        if append and key not in self.objects:
+            raise PathNotFoundError(key)
         if not append:
-            self.objects[key] = b""
-        self.objects.setdefault(key, b"")
+            await self.put(key, b"")
+        self.writing.add(key)
         return MemoryWriter(self, key)
 
     async def stat(self, key: str) -> FileInfo:

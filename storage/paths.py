@@ -6,7 +6,7 @@
     repositories/<name>/_manifests/revisions/<alg>/<hex>/link  manifest in this repository (JSON)
     repositories/<name>/_manifests/tags/<tag>/current/link   tag -> manifest digest
     repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>   descriptor of a referrer of a subject
-    repositories/<name>/_uploads/<id>/{data,info}            upload session
+    uploads/<id>/{data,info}                                 upload session (info: its repository)
 
 Callers pass names, tags and digests already validated by `oci.references`.
 """
@@ -75,17 +75,17 @@ def referrer_entry(name: str, subject: Digest, referrer: Digest) -> str:
     return f"{referrers_dir(name, subject)}/{referrer.algorithm}-{referrer.encoded}"
 
 
-def uploads_dir(name: str) -> str:
-    return f"repositories/{name}/_uploads"
+def uploads_dir() -> str:
+    return "uploads"
 
 
-def upload_dir(name: str, upload_id: str) -> str:
-    return f"repositories/{name}/_uploads/{upload_id}"
+def upload_dir(upload_id: str) -> str:
+    return f"uploads/{upload_id}"
 
 
-def upload_data(name: str, upload_id: str) -> str:
-    return f"repositories/{name}/_uploads/{upload_id}/data"
+def upload_data(upload_id: str) -> str:
+    return f"uploads/{upload_id}/data"
 
 
-def upload_info(name: str, upload_id: str) -> str:
-    return f"repositories/{name}/_uploads/{upload_id}/info"
+def upload_info(upload_id: str) -> str:
+    return f"uploads/{upload_id}/info"

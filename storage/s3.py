@@ -6,14 +6,27 @@ what still fails becomes `StorageUnavailableError` (the API answers 503).
 
 A writer keeps its state in the bucket, so any process can resume it:
 
+    _writers/<key>/lease           owner id of the writer owning it (empty: free)
     _writers/<key>/part-00001 ...  full parts, `part_size` bytes each (>= 5 MiB)
     _writers/<key>/tail-<offset>   bytes after the last full part (< part_size)
     _writers/<key>/commit          id of the multipart upload a commit has open
 
 A tail is valid only when its offset equals the size of all parts: a part that
 absorbed an older tail makes it stale, so a crash between the two writes never
-counts bytes twice. `reader()` and `stat()` on the writer's key see the parts
-and the tail, which lets another process recompute an upload's digest.
+counts bytes twice.
+
+One writer per key across processes and replicas: `writer()` takes the lease with a
+conditional PutObject (If-None-Match: * to create it, If-Match: <ETag> to take over a
+free one, or one whose holder has not renewed it for `LEASE_SECONDS` by the server's
+clock) or raises WriterBusyError; the holder renews it as it writes and empties it on
+close; commit and cancel delete it with the state, so a late writer finds no lease
+and gives up (PathNotFoundError). Servers ignoring conditional writes are detected
+once per driver and get best-effort leases. Independently of the lease, a writer
+knows the ETag of every stored piece it builds on; `chunks()` reads them with
+If-Match and `commit()` copies them with x-amz-copy-source-if-match, and sends the
+tail from the very buffer `chunks()` streamed: a piece changed meanwhile fails the
+commit, so the bytes stored are always the bytes hashed. `reader()` and `stat()` on
+the writer's key see the parts and the tail.
 
 A writer fills one part at a time in a `PartBuffer`: in memory when the per-process
 budget (`BufferBudget`, `buffer_memory` bytes in slots of `part_size`) has a free
@@ -39,6 +52,8 @@ import email.utils
 import functools
 import logging
 import re
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,6 +76,7 @@ from storage.driver import (
     StorageLimitError,
     StorageUnavailableError,
     Writer,
+    WriterBusyError,
     check_key,
 )
 from storage.s3_buffers import BufferBudget, FileBuffer, MemoryBuffer, PartBuffer
@@ -75,6 +91,9 @@ _DELETE_BATCH = 1000
 _PART = re.compile(r"part-(\d{5})")
 _TAIL = re.compile(r"tail-(\d+)")
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+_PRECONDITION_FAILED = {"412", "PreconditionFailed"}
+LEASE_SECONDS = 60.0
+_RENEW_AFTER = LEASE_SECONDS / 3
 
 T = TypeVar("T")
 
@@ -124,6 +143,10 @@ class _RangeNotSatisfiableError(StorageError):
     """A ranged read started at or past the end of an object."""
 
 
+class _PreconditionFailedError(StorageError):
+    """A conditional request found the object changed (or present, or absent)."""
+
+
 def _parse_timestamp(value: str) -> datetime:
     """ISO 8601 times (every key of a listing has one) and HTTP dates (Last-Modified of
     HEAD and GET) without dateutil, which botocore uses by default and which costs more
@@ -145,46 +168,65 @@ def _without_expect_continue(request: Any, **_: Any) -> None:
     request.headers.pop("Expect", None)
 
 
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """A stored object of a writer state, pinned by its ETag."""
+
+    key: str
+    size: int
+    etag: str
+
+
 @dataclass(slots=True)
 class _WriterState:
-    """What a writer left in the bucket: part sizes in order and the valid tail."""
+    """What a writer left in the bucket: its parts in order and the valid tail."""
 
-    parts: list[int]
-    tail_key: str | None
-    tail_size: int
+    parts: list[_Piece]
+    tail: _Piece | None
     stale: list[str]
     modified: float
 
     @property
     def size(self) -> int:
-        return sum(self.parts) + self.tail_size
+        return sum(part.size for part in self.parts) + (self.tail.size if self.tail else 0)
 
     @property
     def exists(self) -> bool:
-        return bool(self.parts) or self.tail_key is not None
+        return bool(self.parts) or self.tail is not None
 
 
 class S3Writer(Writer):
     """Appends to a writer state in the bucket; see the module docstring for the layout.
 
-    Created by `S3Driver.writer()` with the buffer of the part being filled (in memory
-    on a slot of the driver's budget, else in a file); frees it on close, commit or cancel.
+    Created by `S3Driver.writer()` holding the lease `lease_etag` names, with the
+    buffer of the part being filled (in memory on a slot of the driver's budget, else
+    in a file); frees it on close, commit or cancel.
     """
 
-    def __init__(self, driver: S3Driver, key: str, state: _WriterState, tail: PartBuffer) -> None:
+    def __init__(
+        self, driver: S3Driver, key: str, state: _WriterState, tail: PartBuffer, lease: _Lease
+    ) -> None:
         self._driver = driver
         self._key = key
         self._parts = list(state.parts)
-        self._saved_tail = (state.tail_key, state.tail_size)
+        self._saved_tail = state.tail
         self._stale = list(state.stale)
         self._buffer = tail
+        self._lease = lease
         self._uploading: asyncio.Task[None] | None = None
+        self._finished = False
         self.size = state.size
+
+    @property
+    def version(self) -> str:
+        tail = self._saved_tail.etag if self._saved_tail else ""
+        return ",".join([*(part.etag for part in self._parts), tail, str(self.size)])
 
     def _state_key(self, name: str) -> str:
         return self._driver.writer_key(self._key, name)
 
     async def write(self, data: bytes) -> None:
+        await self._lease.keep(self._driver)
         part_size = self._driver.settings.part_size
         rest = memoryview(data)
         while rest:
@@ -194,6 +236,14 @@ class S3Writer(Writer):
             rest = rest[len(piece) :]
             if self._buffer.size == part_size:
                 await self._send_part()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        await self._settle()
+        for part in self._parts:
+            async for chunk in self._driver.read_pinned(part):
+                yield chunk
+        async for chunk in self._buffer.chunks(READ_CHUNK):
+            yield chunk
 
     async def _send_part(self) -> None:
         """Store the full buffer as the next part: in the background on a second slot
@@ -228,8 +278,8 @@ class S3Writer(Writer):
                 f"a blob holds at most {MAX_PARTS - 1} parts of storage.s3.part_size bytes"
             )
         key = self._state_key(f"part-{number:05d}")
-        await part.send(functools.partial(self._driver.put_body, key))
-        self._parts.append(part.size)
+        etag = await part.send(functools.partial(self._driver.put_body, key))
+        self._parts.append(_Piece(key, part.size, etag))
         await part.clear()
 
     async def _put_taken_part(self, part: PartBuffer) -> None:
@@ -238,50 +288,102 @@ class S3Writer(Writer):
         finally:
             await part.close()
 
-    def _tail_name(self) -> str:
-        return f"tail-{sum(self._parts)}"
+    def _tail_key(self) -> str:
+        return self._state_key(f"tail-{sum(part.size for part in self._parts)}")
 
     async def close(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            await self._save_tail()
+            if self._stale:
+                await self._driver.delete_objects(self._stale)
+                self._stale = []
+        finally:
+            await self._lease.release(self._driver)
+
+    async def _save_tail(self) -> None:
+        saved = self._saved_tail
         try:
             await self._settle()
-            size = self._buffer.size
-            tail = (self._state_key(self._tail_name()), size) if size else None
-            if tail is not None and tail != self._saved_tail:
-                await self._buffer.send(functools.partial(self._driver.put_body, tail[0]))
+            size, key = self._buffer.size, self._tail_key()
+            tail = saved if saved and (saved.key, saved.size) == (key, size) else None
+            if size and tail is None:
+                etag = await self._buffer.send(functools.partial(self._driver.put_body, key))
+                tail = _Piece(key, size, etag)
         finally:
             await self._buffer.close()
-        if self._saved_tail[0] is not None and (tail is None or self._saved_tail[0] != tail[0]):
-            self._stale.append(self._saved_tail[0])
-        self._saved_tail = tail or (None, 0)
-        if self._stale:
-            await self._driver.delete_objects(self._stale)
-            self._stale = []
+        if saved is not None and (tail is None or saved.key != tail.key):
+            self._stale.append(saved.key)
+        self._saved_tail = tail
 
     async def commit(self, destination: str) -> None:
+        self._finished = True
         try:
-            await self._settle()
-            driver = self._driver
-            if not self._parts:
-                await self._buffer.send(functools.partial(driver.put_body, destination))
-            else:
-                await driver.assemble(
-                    destination,
-                    [self._state_key(f"part-{n:05d}") for n in range(1, len(self._parts) + 1)],
-                    self._buffer,
-                    self._state_key("commit"),
-                )
-        finally:
-            await self._buffer.close()
-        await self.cancel()
+            try:
+                await self._settle()
+                await self._lease.keep(self._driver, now=True)
+                if not self._parts:
+                    await self._buffer.send(functools.partial(self._driver.put_body, destination))
+                else:
+                    await self._driver.assemble(
+                        destination, self._parts, self._buffer, self._state_key("commit")
+                    )
+            finally:
+                await self._buffer.close()
+        except BaseException:
+            await self._lease.release(self._driver)  # what was stored stays for a retry
+            raise
+        await self._discard()
 
     async def cancel(self) -> None:
+        self._finished = True
         try:
             with contextlib.suppress(StorageError):
                 await self._settle()
         finally:
             await self._buffer.close()
+        await self._discard()
+
+    async def _discard(self) -> None:
         self._parts = []
+        self._lease.released = True  # the lease goes with the state
         await self._driver.delete_writer_state(self._key)
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Ownership of a writer state: the `lease` object of it holds our owner id.
+
+    Taken and renewed by conditional writes (If-None-Match / If-Match on its ETag), so
+    of many processes and replicas one wins; free when empty, or when the server's
+    clock says it was last written `LEASE_SECONDS` ago (its holder stalled or died).
+    """
+
+    key: str
+    owner: str
+    etag: str
+    renewed: float = field(default_factory=time.monotonic)
+    released: bool = False
+
+    async def keep(self, driver: S3Driver, now: bool = False) -> None:
+        """Renew the lease if a third of it passed (or `now`); raises WriterBusyError
+        if another writer took it over."""
+        if self.released or (not now and time.monotonic() - self.renewed < _RENEW_AFTER):
+            return
+        try:
+            self.etag = await driver.put_lease(self.key, self.owner, if_match=self.etag)
+        except _PreconditionFailedError:
+            raise WriterBusyError(self.key) from None
+        self.renewed = time.monotonic()
+
+    async def release(self, driver: S3Driver) -> None:
+        if self.released:
+            return
+        self.released = True
+        with contextlib.suppress(_PreconditionFailedError, PathNotFoundError):
+            await driver.put_lease(self.key, "", if_match=self.etag)
 
 
 class S3Driver(StorageDriver):
@@ -297,6 +399,7 @@ class S3Driver(StorageDriver):
         self._prefix = settings.prefix.strip("/")
         self._executor = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="s3")
         self._client = self._make_client(settings)
+        self._conditional: bool | None = None
 
     @staticmethod
     def _make_client(settings: S3Settings) -> Any:
@@ -359,6 +462,8 @@ class S3Driver(StorageDriver):
                 raise _RangeNotSatisfiableError(operation) from None
             if code == "XMinioStorageFull" or _status(error) == 507:  # Insufficient Storage
                 raise StorageFullError(f"S3 {operation} failed: {code} (HTTP 507)") from None
+            if code in _PRECONDITION_FAILED:
+                raise _PreconditionFailedError(operation) from None
             raise _unavailable(operation, error) from error
 
     async def _s3(self, method: str, **kwargs: Any) -> Any:
@@ -442,54 +547,135 @@ class S3Driver(StorageDriver):
         state = await self._writer_state(key)
         if not state.exists:
             raise PathNotFoundError(key)
-        sizes = [*state.parts, state.tail_size]
-        names = [self.writer_key(key, f"part-{n:05d}") for n in range(1, len(state.parts) + 1)]
-        names.append(state.tail_key or "")
         end = state.size if length is None else min(state.size, offset + length)
         pieces, start = [], 0
-        for name, size in zip(names, sizes, strict=True):
-            low, high = max(offset, start), min(end, start + size)
+        for piece in [*state.parts, *([state.tail] if state.tail else [])]:
+            low, high = max(offset, start), min(end, start + piece.size)
             if low < high:
-                pieces.append((name, low - start, high - low))
-            start += size
+                pieces.append((piece.key, low - start, high - low))
+            start += piece.size
         return pieces
 
     async def _writer_state(self, key: str) -> _WriterState:
-        parts: dict[int, int] = {}
-        tails: dict[int, tuple[str, int]] = {}
-        stale: list[str] = []
+        parts: dict[int, _Piece] = {}
+        tails: dict[int, _Piece] = {}
         modified = 0.0
-        for name, size, when in await self._list_objects(self.writer_key(key)):
+        for name, size, when, etag in await self._list_objects(self.writer_key(key)):
             base = name.rsplit("/", 1)[-1]
             modified = max(modified, when)
             if match := _PART.fullmatch(base):
-                parts[int(match[1])] = size
+                parts[int(match[1])] = _Piece(name, size, etag)
             elif match := _TAIL.fullmatch(base):
-                tails[int(match[1])] = (name, size)
-        ordered = []
+                tails[int(match[1])] = _Piece(name, size, etag)
+        ordered: list[_Piece] = []
         while len(ordered) + 1 in parts:
             ordered.append(parts[len(ordered) + 1])
-        offset = sum(ordered)
-        tail_key, tail_size = tails.pop(offset, (None, 0))
-        stale = [name for name, _ in tails.values()]
-        return _WriterState(ordered, tail_key, tail_size, stale, modified)
+        tail = tails.pop(sum(part.size for part in ordered), None)
+        stale = [piece.key for piece in tails.values()]
+        return _WriterState(ordered, tail, stale, modified)
 
     async def writer(self, key: str, append: bool = False) -> S3Writer:
-        """A writer whose part buffer is in memory when the budget has a free slot, else
-        in a temporary file: it never waits for another writer."""
+        """A writer owning the key's lease, whose part buffer is in memory when the budget
+        has a free slot, else in a temporary file: it never waits for another writer."""
         check_key(key)
-        buffer = await self.part_buffer()
+        lease = await self._take_lease(key, create=not append)
         try:
-            if not append:
-                await self.delete_writer_state(key)
+            buffer = await self.part_buffer()
+        except BaseException:
+            await lease.release(self)
+            raise
+        try:
             state = await self._writer_state(key)
-            if state.tail_key:
-                async for chunk in self.reader(state.tail_key):
+            if not append and state.exists:  # start over
+                await self.delete_objects([p.key for p in state.parts] + state.stale)
+                await self.delete_objects([state.tail.key] if state.tail else [])
+                state = _WriterState([], None, [], state.modified)
+            if state.tail:
+                async for chunk in self.read_pinned(state.tail):
                     await buffer.append(chunk)
-            return S3Writer(self, key, state, buffer)
+            return S3Writer(self, key, state, buffer, lease)
         except BaseException:
             await buffer.close()
+            await lease.release(self)
             raise
+
+    async def _take_lease(self, key: str, create: bool) -> _Lease:
+        """Own the writer state of `key` (see `_Lease`), or raise WriterBusyError; without
+        `create`, a state that has no lease (none, or committed) is PathNotFoundError."""
+        lease_key, owner = self.writer_key(key, "lease"), uuid.uuid4().hex
+        conditional = await self._honours_conditional_writes()
+        if create:
+            try:
+                etag = await self.put_lease(lease_key, owner, if_none_match=conditional)
+                return _Lease(lease_key, owner, etag)
+            except _PreconditionFailedError:
+                pass  # a lease exists: take it over if it is free
+        try:
+            response = await self._s3("get_object", Key=self.object_key(lease_key))
+            with contextlib.closing(response["Body"]) as body:
+                holder = await self._call("GetObject", body.read)
+        except PathNotFoundError:
+            raise PathNotFoundError(key) from None
+        server_now = _parse_timestamp(response["ResponseMetadata"]["HTTPHeaders"]["date"])
+        age = (server_now - response["LastModified"]).total_seconds()
+        if holder and age < LEASE_SECONDS:
+            raise WriterBusyError(key)
+        try:
+            etag = await self.put_lease(
+                lease_key, owner, if_match=response["ETag"] if conditional else None
+            )
+        except (_PreconditionFailedError, PathNotFoundError):
+            raise WriterBusyError(key) from None
+        if not conditional and await self.get(lease_key) != owner.encode():
+            raise WriterBusyError(key)  # best effort: the last of two racing writes won
+        return _Lease(lease_key, owner, etag)
+
+    async def put_lease(
+        self, key: str, owner: str, if_match: str | None = None, if_none_match: bool = False
+    ) -> str:
+        """Write a lease (empty `owner`: free) under a condition; returns its ETag."""
+        condition = {"IfMatch": if_match} if if_match else {}
+        if if_none_match:
+            condition["IfNoneMatch"] = "*"
+        response = await self._s3(
+            "put_object",
+            Key=self.object_key(key),
+            Body=owner.encode(),
+            **condition,
+            **self._encryption(),
+        )
+        return str(response["ETag"])
+
+    async def _honours_conditional_writes(self) -> bool:
+        """Whether the server refuses a PutObject with If-None-Match: * on an existing
+        key. Probed once; when it does not, leases are best effort (logged), while
+        commits stay exact since they pin every piece by ETag."""
+        if self._conditional is None:
+            probe = self.writer_key(f"probe-{uuid.uuid4().hex}")
+            await self.put_lease(probe, "probe", if_none_match=True)
+            try:
+                await self.put_lease(probe, "probe", if_none_match=True)
+                self._conditional = False
+                log.warning(
+                    "the S3 server ignores conditional writes: one writer per upload is"
+                    " best effort (a digest is still never stored over other bytes)"
+                )
+            except _PreconditionFailedError:
+                self._conditional = True
+            finally:
+                await self.delete_objects([probe])
+        return self._conditional
+
+    async def read_pinned(self, piece: _Piece) -> AsyncIterator[bytes]:
+        """Stream a writer piece, failing (WriterBusyError) if it is not the one pinned."""
+        try:
+            response = await self._s3(
+                "get_object", Key=self.object_key(piece.key), IfMatch=piece.etag
+            )
+        except (_PreconditionFailedError, PathNotFoundError):
+            raise WriterBusyError(piece.key) from None
+        async for chunk in self._stream(response["Body"]):
+            yield chunk
 
     async def exists(self, key: str) -> bool:
         # One HEAD: the writer-state LIST `stat` falls back to would double the cost of
@@ -526,7 +712,7 @@ class S3Driver(StorageDriver):
 
     async def delete(self, key: str) -> None:
         await self.delete_writer_state(key)
-        below = [name for name, _, _ in await self._list_objects(key)]
+        below = [name for name, *_ in await self._list_objects(key)]
         await self.delete_objects([key, *below])
         await self._delete_folders(key, below)
 
@@ -572,15 +758,17 @@ class S3Driver(StorageDriver):
         """Run a blocking `function` (file I/O) in the driver's thread pool."""
         return asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    async def put_body(self, key: str, body: Any, length: int) -> None:
-        """Store `length` bytes of `body` (bytes or a file at their start) as `key`."""
-        await self._s3(
+    async def put_body(self, key: str, body: Any, length: int) -> str:
+        """Store `length` bytes of `body` (bytes or a file at their start) as `key`;
+        returns the ETag of what was stored."""
+        response = await self._s3(
             "put_object",
             Key=self.object_key(key),
             Body=body,
             ContentLength=length,
             **self._encryption(),
         )
+        return str(response["ETag"])
 
     async def _pages(self, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         token: dict[str, str] = {}
@@ -591,14 +779,15 @@ class S3Driver(StorageDriver):
                 return
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
-    async def _list_objects(self, prefix: str) -> list[tuple[str, int, float]]:
-        """(key, size, modified) of every object below the directory `prefix`."""
+    async def _list_objects(self, prefix: str) -> list[tuple[str, int, float, str]]:
+        """(key, size, modified, ETag) of every object below the directory `prefix`."""
         start = self.object_key(prefix) + "/"
         cut = len(start) - len(prefix) - 1
         found = []
         async for page in self._pages(Prefix=start):
             for item in page.get("Contents", []):
-                found.append((item["Key"][cut:], item["Size"], item["LastModified"].timestamp()))
+                modified = item["LastModified"].timestamp()
+                found.append((item["Key"][cut:], item["Size"], modified, item.get("ETag", "")))
         return found
 
     async def delete_objects(self, keys: list[str], folders: bool = False) -> None:
@@ -615,7 +804,7 @@ class S3Driver(StorageDriver):
     async def delete_writer_state(self, key: str) -> None:
         """Remove the writer state of `key` and of every key below it, aborting open commits."""
         root = self.writer_key(key)
-        state = [name for name, _, _ in await self._list_objects(root)]
+        state = [name for name, *_ in await self._list_objects(root)]
         for name in state:
             if name.endswith("/commit"):
                 await self._abort_recorded(name)
@@ -636,9 +825,10 @@ class S3Driver(StorageDriver):
             )
 
     async def assemble(
-        self, destination: str, part_keys: list[str], tail: PartBuffer, commit_key: str
+        self, destination: str, pieces: list[_Piece], tail: PartBuffer, commit_key: str
     ) -> None:
-        """Complete a multipart upload at `destination` from stored parts plus `tail`."""
+        """Complete a multipart upload at `destination` from stored parts plus `tail`;
+        a part whose ETag changed fails it (WriterBusyError) before anything is stored."""
         bucket, target = self.settings.bucket, self.object_key(destination)
         created = await self._s3(
             "create_multipart_upload",
@@ -649,19 +839,23 @@ class S3Driver(StorageDriver):
         await self.put(commit_key, f"{destination}\n{upload_id}".encode())
         limit = asyncio.Semaphore(max(1, self.settings.max_concurrency // 2))
 
-        async def copy(number: int, source: str) -> dict[str, Any]:
+        async def copy(number: int, source: _Piece) -> dict[str, Any]:
             async with limit:
-                result = await self._s3(
-                    "upload_part_copy",
-                    Key=target,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource={"Bucket": bucket, "Key": self.object_key(source)},
-                )
+                try:
+                    result = await self._s3(
+                        "upload_part_copy",
+                        Key=target,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource={"Bucket": bucket, "Key": self.object_key(source.key)},
+                        CopySourceIfMatch=source.etag,
+                    )
+                except (_PreconditionFailedError, PathNotFoundError):
+                    raise WriterBusyError(source.key) from None
             return {"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]}
 
         try:
-            copies = [copy(n, key) for n, key in enumerate(part_keys, start=1)]
+            copies = [copy(n, piece) for n, piece in enumerate(pieces, start=1)]
             parts = list(await asyncio.gather(*copies))
             if tail.size:
                 uploaded = await tail.send(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, BinaryIO, TypeVar
 
 from storage.driver import StorageUnavailableError
@@ -52,6 +54,10 @@ class PartBuffer(ABC):
         """`call(body, length)` with a body of the buffered bytes that boto3 accepts."""
 
     @abstractmethod
+    def chunks(self, size: int) -> AsyncIterator[bytes]:
+        """The buffered bytes, in pieces of at most `size`."""
+
+    @abstractmethod
     async def clear(self) -> None:
         """Drop the bytes, to fill the buffer again."""
 
@@ -81,6 +87,10 @@ class MemoryBuffer(PartBuffer):
 
     async def send(self, call: Callable[[Any, int], Awaitable[T]]) -> T:
         return await call(self._data, len(self._data))
+
+    async def chunks(self, size: int) -> AsyncIterator[bytes]:
+        for start in range(0, len(self._data), size):
+            yield bytes(self._data[start : start + size])
 
     async def clear(self) -> None:
         self._data = bytearray()
@@ -155,6 +165,17 @@ class FileBuffer(PartBuffer):
             return await call(self._file, self._size)
 
         return await self._in_turn(send)
+
+    async def chunks(self, size: int) -> AsyncIterator[bytes]:
+        def read(offset: int) -> bytes:
+            self._file.flush()
+            return os.pread(self._file.fileno(), min(size, self._size - offset), offset)
+
+        async def read_in_pool(offset: int) -> bytes:
+            return await self._io(self._in_pool(read, offset))
+
+        for offset in range(0, self._size, size):
+            yield await self._in_turn(functools.partial(read_in_pool, offset))
 
     async def clear(self) -> None:
         def truncate() -> None:

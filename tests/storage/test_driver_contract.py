@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from storage.driver import InvalidKeyError, PathNotFoundError, StorageDriver
+from storage.driver import InvalidKeyError, PathNotFoundError, StorageDriver, WriterBusyError
 from tests.support.drivers import twin
 
 
@@ -83,6 +83,7 @@ async def test_writer_resumes_in_another_process_and_commits(driver: StorageDriv
     data = os.urandom(23 << 20)
     cuts = [0, 1, 3 << 20, (3 << 20) + 7, 11 << 20, 12 << 20, 21 << 20, len(data)]
     key = "uploads/u1/data"
+    await (await driver.writer(key)).close()
     for number, (start, end) in enumerate(itertools.pairwise(cuts)):
         current = driver if number % 2 else twin(driver)
         writer = await current.writer(key, append=True)
@@ -138,4 +139,46 @@ async def test_cancel_and_delete_discard_writer(driver: StorageDriver) -> None:
         assert not await driver.exists(key)
         with pytest.raises(PathNotFoundError):
             await read(driver, key)
-        assert (await driver.writer(key, append=True)).size == 0
+        with pytest.raises(PathNotFoundError):  # a finished writer is never revived
+            await driver.writer(key, append=True)
+
+
+async def test_one_writer_per_key_across_processes(driver: StorageDriver) -> None:
+    owner = await driver.writer("w/owned")
+    await owner.write(b"abc")
+    for other in (driver, twin(driver)):
+        for append in (True, False):
+            with pytest.raises(WriterBusyError):
+                await other.writer("w/owned", append=append)
+    await owner.close()
+    second = await twin(driver).writer("w/owned", append=True)
+    assert second.size == 3
+    with pytest.raises(WriterBusyError):
+        await driver.writer("w/owned", append=True)
+    await second.commit("done")
+    with pytest.raises(PathNotFoundError):  # a committed writer is never revived
+        await driver.writer("w/owned", append=True)
+    assert await driver.get("done") == b"abc"
+
+
+async def test_commit_stores_exactly_what_chunks_streamed(driver: StorageDriver) -> None:
+    data = os.urandom((11 << 20) + 3)
+    writer = await driver.writer("w/exact")
+    await writer.write(data[:100])
+    await writer.close()
+    writer = await twin(driver).writer("w/exact", append=True)
+    await writer.write(data[100:])
+    assert b"".join([chunk async for chunk in writer.chunks()]) == data
+    await writer.commit("exact")
+    assert await read(driver, "exact") == data
+
+
+async def test_version_names_the_bytes_a_later_writer_finds(driver: StorageDriver) -> None:
+    writer = await driver.writer("w/version")
+    await writer.write(b"abc")
+    await writer.close()
+    again = await twin(driver).writer("w/version", append=True)
+    assert again.version == writer.version
+    await again.write(b"d")
+    assert again.version != writer.version
+    await again.close()

@@ -23,7 +23,13 @@ from botocore.stub import Stubber
 
 from registry.app import create_app, s3_settings
 from registry.config import Config, S3Config, load_config
-from storage.driver import PathNotFoundError, StorageFullError, StorageUnavailableError, Writer
+from storage.driver import (
+    PathNotFoundError,
+    StorageFullError,
+    StorageUnavailableError,
+    Writer,
+    WriterBusyError,
+)
 from storage.s3 import S3Driver, S3Settings, _parse_timestamp
 from storage.s3_buffers import BufferBudget
 from tests.support.drivers import make_driver
@@ -56,18 +62,20 @@ def open_multipart_uploads(seaweedfs: SeaweedFS, driver: S3Driver) -> list[str]:
 async def test_small_appends_live_in_the_bucket_as_a_tail(
     s3: S3Driver, seaweedfs: SeaweedFS
 ) -> None:
+    await (await s3.writer("session/data")).close()
     for _ in range(3):
         writer = await S3Driver(s3.settings).writer("session/data", append=True)
         await writer.write(b"x" * 1000)
         await writer.close()
-    prefix = s3.settings.prefix
-    assert bucket_keys(seaweedfs, s3) == [f"{prefix}/_writers/session/data/tail-0"]
+    state = f"{s3.settings.prefix}/_writers/session/data"
+    assert bucket_keys(seaweedfs, s3) == [f"{state}/lease", f"{state}/tail-0"]
     assert (await s3.stat("session/data")).size == 3000
 
 
 async def test_a_tail_absorbed_by_a_part_is_never_counted_twice(s3: S3Driver) -> None:
     """A crash between storing a full part and rewriting the tail leaves a stale tail."""
     part = os.urandom(s3.settings.part_size)
+    await (await s3.writer("session/data")).close()
     await s3.put(s3.writer_key("session/data", "tail-0"), part[:100])
     await s3.put(s3.writer_key("session/data", "part-00001"), part)
     assert (await s3.stat("session/data")).size == len(part)
@@ -413,6 +421,7 @@ async def test_spilled_parts_and_tails_carry_across_requests(s3: S3Driver, spill
     part = driver.settings.part_size
     data = os.urandom(3 * part + 777)
     cuts = [0, part + 1000, part + 2000, 3 * part - 5, len(data)]  # tails across requests
+    await (await writer_without_waiting(driver, "session/data")).close()
     for start, end in itertools.pairwise(cuts):
         writer = await writer_without_waiting(driver, "session/data", append=True)
         assert open_files_in(spill_dir) == 1  # its part buffer is a file
@@ -539,3 +548,61 @@ async def test_a_cancelled_spilled_upload_request_deletes_its_file(
         await writer.close()
     assert budget.in_use == 0
     await driver.close()
+
+
+async def test_a_piece_changed_under_a_writer_is_never_committed(s3: S3Driver) -> None:
+    """Commits pin every stored piece by ETag: bytes that were not hashed never land."""
+    data = os.urandom(s3.settings.part_size + 10)
+    writer = await s3.writer("session/data")
+    await writer.write(data)
+    await writer.close()
+    writer = await s3.writer("session/data", append=True)
+    hashed = b"".join([chunk async for chunk in writer.chunks()])
+    assert hashed == data
+    # What a stalled writer whose lease expired could still do: rewrite a part.
+    await s3.put(s3.writer_key("session/data", "part-00001"), os.urandom(s3.settings.part_size))
+    with pytest.raises(WriterBusyError):
+        await writer.commit("blobs/content")
+    assert not await s3.exists("blobs/content")
+
+
+async def test_an_expired_lease_is_taken_over_and_its_holder_stops(
+    s3: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stalled = await s3.writer("session/data")
+    await stalled.write(b"stalled")
+    with pytest.raises(WriterBusyError):
+        await S3Driver(s3.settings).writer("session/data", append=True)
+    monkeypatch.setattr("storage.s3.LEASE_SECONDS", 0.0)  # as if it stalled for its length
+    taker = await S3Driver(s3.settings).writer("session/data", append=True)
+    with pytest.raises(WriterBusyError):
+        await stalled.commit("blobs/content")
+    assert not await s3.exists("blobs/content")
+    await taker.write(b"taken")
+    await taker.commit("blobs/content")
+    assert await s3.get("blobs/content") == b"taken"
+
+
+async def test_a_server_ignoring_conditional_writes_is_detected(
+    s3: S3Driver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Probed once per driver: such a server gets best-effort leases and a warning."""
+    assert await s3._honours_conditional_writes()  # SeaweedFS honours them
+    ignoring = S3Driver(s3.settings)
+
+    def drop_conditions(params: dict[str, Any], **_: Any) -> None:
+        params.pop("IfNoneMatch", None)
+        params.pop("IfMatch", None)
+
+    ignoring._client.meta.events.register("before-parameter-build.s3.PutObject", drop_conditions)
+    writer = await ignoring.writer("session/data")
+    assert ignoring._conditional is False
+    assert "ignores conditional writes" in caplog.text
+    with pytest.raises(WriterBusyError):  # a held lease still keeps a later writer out
+        await ignoring.writer("session/data", append=True)
+    await writer.write(b"abc")
+    await writer.close()
+    writer = await ignoring.writer("session/data", append=True)
+    await writer.commit("blobs/content")
+    assert await s3.get("blobs/content") == b"abc"
+    await ignoring.close()
