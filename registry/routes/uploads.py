@@ -3,6 +3,7 @@ PUT (end-6), status (end-13) and cancel (end-14)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from starlette.requests import Request
@@ -22,6 +23,7 @@ from registry.routes.common import (
     store,
     upload_location,
 )
+from storage.driver import StorageError
 from storage.uploads import Upload
 
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)")
@@ -88,7 +90,10 @@ async def start_upload(request: Request) -> Response:
         try:
             await uploads.finish(upload, digest, request.stream(), content_length(request))
         except Exception:
-            await uploads.cancel(upload)  # its client never learnt of it: free what it holds
+            # Its client never learnt of the session: free what it holds, if anything is
+            # left (a failed digest check has already removed it), and report the failure.
+            with contextlib.suppress(RegistryError, StorageError):
+                await uploads.cancel(upload)
             raise
         return _created(name, digest)
     upload = await uploads.start(name, query.get("digest-algorithm", "sha256"))
