@@ -18,7 +18,7 @@ import httpx
 import psutil
 import yaml
 
-from tests.support.processes import stop_process
+from tests.support.processes import kill_process_group, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,7 +89,12 @@ class RegistryProcess:
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                command,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                process_group=0,  # a process group of its own, for `kill`
             )
         try:
             wait_until_serving(self.process, self.url, timeout, self.log, self.client_tls or False)
@@ -114,6 +119,11 @@ class RegistryProcess:
 
     def stop(self) -> None:
         stop_process(self.process, timeout=15)
+
+    def kill(self) -> None:
+        """kill -9 the server and all its workers at once (a crash); `start` restarts it."""
+        if self.process is not None:
+            kill_process_group(self.process)
 
     def __enter__(self) -> RegistryProcess:
         # `with RegistryProcess(...).start()` must not start a second, unstopped server.
