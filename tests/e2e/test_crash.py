@@ -56,8 +56,8 @@ EMPTY_OBJECTS = (
 )
 
 
-def known_bugs(*bugs: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason="; ".join(bugs))
+def known_bugs(*bugs: str, strict: bool = True) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=strict, reason="; ".join(bugs))
 
 
 @pytest.mark.parametrize(
@@ -67,8 +67,13 @@ def known_bugs(*bugs: str) -> pytest.MarkDecorator:
             "filesystem",
             marks=known_bugs(RACING_WRITERS, REFERRERS_NOT_CRASH_CONSISTENT, TAG_DIRECTORIES),
         ),
+        # Not strict: on S3 each of these bugs shows in some runs only (fewer pushes fit
+        # between kills), and about one run in four finds none of them.
         pytest.param(
-            "s3", marks=known_bugs(RACING_WRITERS, REFERRERS_NOT_CRASH_CONSISTENT, EMPTY_OBJECTS)
+            "s3",
+            marks=known_bugs(
+                RACING_WRITERS, REFERRERS_NOT_CRASH_CONSISTENT, EMPTY_OBJECTS, strict=False
+            ),
         ),
     ],
     indirect=True,
@@ -104,8 +109,6 @@ async def test_kill_9_during_pushes_loses_nothing_acknowledged(
         f"{ledger.acknowledged} pushes acknowledged, {ledger.retried} retried, "
         f"{ledger.dangling_tags_deleted} dangling tags deleted, in {ROUNDS} kill -9 rounds"
     )
-    history = tmp_path / "history.log"
-    history.write_text("\n".join(ledger.history))
     history = tmp_path / "history.log"
     history.write_text("\n".join(ledger.history))
     failures = "\n".join(ledger.failures[:40])

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,9 @@ ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX])
 EMPTY_CONFIG = b"{}"
 REPOSITORIES = ("crash/alpha", "crash/beta", "crash/gamma")
 KiB = 1 << 10
+RACES = 4  # upload sessions raced at once
+RACE_STREAM = 0.06  # seconds a racing PATCH takes to send its body
+RACE_PIECES = 8
 
 
 def digest_of(data: bytes) -> str:
@@ -191,7 +194,7 @@ class Pusher:
 
     async def race_upload(self, repository: str, first: bytes, second: bytes, lag: float) -> None:
         """Finish a session with the digest of `first` while `second` is PATCHed to it,
-        the PUT `lag` seconds after the PATCH starts.
+        slowly (over `RACE_STREAM` seconds), the PUT `lag` seconds after the PATCH starts.
 
         A client error, but the registry must neither corrupt the blob nor answer 5xx:
         whatever it acknowledges under `digest_of(first)` must hash to it.
@@ -217,7 +220,7 @@ class Pusher:
             return await self.request("PUT", location, any_answer, params={"digest": digest})
 
         _, finished = await asyncio.gather(
-            self.request("PATCH", location, any_answer, content=second), finish()
+            self.request("PATCH", location, any_answer, content=_slowly(second)), finish()
         )
         if finished.status_code == 201:
             self._acknowledge_blob(repository, digest)
@@ -322,7 +325,7 @@ class ClientTask:
             (self.delete_tag, 1),
             (self.delete_manifest, 1),
             (self.mount_blob, 1),
-            (self.race_upload, 2),
+            (self.race_upload, 1),
         ]
         functions, weights = zip(*operations, strict=True)
         try:
@@ -448,8 +451,31 @@ class ClientTask:
         await pusher.mount_blob(target, source, digest)
 
     async def race_upload(self, pusher: Pusher) -> None:
-        first, second = self.unique(64 * KiB), self.unique(self.rng.randrange(256, 1024) * KiB)
-        await pusher.race_upload(self.repository(), first, second, self.rng.uniform(0, 0.1))
+        """Several racing sessions at once, their PUTs spread from the start of the
+        PATCHes to a little after their end."""
+        repository = self.repository()
+        window = RACE_STREAM * 1.25
+        lags = [(n + self.rng.random()) * window / RACES for n in range(RACES)]
+        races = [
+            pusher.race_upload(
+                repository,
+                self.unique(64 * KiB),
+                self.unique(self.rng.randrange(256, 1024) * KiB),
+                lag,
+            )
+            for lag in lags
+        ]
+        for outcome in await asyncio.gather(*races, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+
+async def _slowly(data: bytes) -> AsyncIterator[bytes]:
+    """`data` in `RACE_PIECES` pieces over `RACE_STREAM` seconds."""
+    size = -(-len(data) // RACE_PIECES)
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+        await asyncio.sleep(RACE_STREAM / RACE_PIECES)
 
 
 async def run_workload(ledger: Ledger, client: httpx.AsyncClient, tasks: list[ClientTask]) -> None:
