@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oci.errors import ErrorCode, RegistryError
@@ -137,6 +137,32 @@ class ApiVersionHeader:
         await self.app(scope, receive, send_with_header)
 
 
+class RelativeSlashRedirect:
+    """Starlette's `redirect_slashes` with a relative `Location`.
+
+    Starlette builds an absolute URL from the request's `Host` header, which the client
+    chooses: `GET /v2` with a forged `Host` was redirected to that host.
+    """
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if scope["type"] == "http" and path != "/":
+            other = {**scope, "path": path.rstrip("/") if path.endswith("/") else path + "/"}
+            if any(route.matches(other)[0] is not Match.NONE for route in self.router.routes):
+                raw: bytes = scope.get("raw_path") or path.encode()
+                target = raw.rstrip(b"/") if raw.endswith(b"/") else raw + b"/"
+                location = target.decode("latin-1")
+                if query := scope.get("query_string", b""):
+                    location += "?" + query.decode("latin-1")
+                if not location.startswith("//"):  # that would name a host after all
+                    await RedirectResponse(location)(scope, receive, send)
+                    return
+        await self.router.not_found(scope, receive, send)
+
+
 def create_driver(config: Config) -> StorageDriver:
     if config.storage.driver == "memory":
         return MemoryDriver()
@@ -199,6 +225,8 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
         },
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False
+    app.router.default = RelativeSlashRedirect(app.router)
     app.state.config = config
     app.state.store = store
     if access.guard is not None:

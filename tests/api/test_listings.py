@@ -285,3 +285,20 @@ async def test_one_stored_referrer_never_breaks_the_listing(
     response = await client.get(f"/v2/team/app/referrers/{subject_digest}")
     assert response.status_code == 200
     assert sorted(entry["digest"] for entry in response.json()["manifests"]) == sorted([sbom, old])
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/v2", "/v2/"),
+        ("/v2/_catalog/?n=1", "/v2/_catalog?n=1"),
+        ("/v2/team/app/tags/list/", "/v2/team/app/tags/list"),
+    ],
+)
+async def test_slash_redirect_is_relative(
+    client: httpx.AsyncClient, path: str, location: str
+) -> None:
+    """The Host header is the client's to forge: a redirect never names it."""
+    response = await client.get(path, headers={"Host": "evil.example"})
+    assert response.status_code == 307
+    assert response.headers["location"] == location
