@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import getpass
 import os
+import resource
 import shutil
 import socket
 import ssl
@@ -23,6 +25,7 @@ from pydantic import ValidationError
 
 from registry.auth import htpasswd
 from registry.config import CONFIG_ENV, Config, ConfigError, HttpConfig, TlsConfig, load_config
+from registry.connections import ConnectionLimits, LimitedHttpToolsProtocol
 from registry.startup import check_tls, package_version, startup_line
 
 THROTTLE_STATE_ENV = "DOCKYARD_AUTH__THROTTLE__STATE_DIR"
@@ -52,6 +55,34 @@ def _tls_options(tls: TlsConfig) -> dict[str, Any]:
     if tls.client_ca is not None:
         options.update(ssl_ca_certs=str(tls.client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
     return options
+
+
+def _connection_options(http: HttpConfig) -> dict[str, Any]:
+    limits = ConnectionLimits(http.header_timeout, http.body_timeout, http.max_connections)
+    return {
+        "http": functools.partial(LimitedHttpToolsProtocol, limits=limits),
+        "timeout_keep_alive": http.keepalive_timeout,
+        "ws": "none",  # no websocket endpoints: no upgrades
+    }
+
+
+# Descriptors a worker needs beside its connections: storage files, S3 pools, logs.
+_SPARE_FILES = 256
+
+
+def raise_open_files_limit(max_connections: int) -> str | None:
+    """Raise the soft open-file limit to the hard one; a warning if it is still too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft != resource.RLIM_INFINITY and soft < max_connections + _SPARE_FILES:
+        return (
+            f"the open-file limit ({soft}) leaves little room beside http.max_connections"
+            f" ({max_connections}): raise it (ulimit -n) or lower http.max_connections"
+        )
+    return None
 
 
 def _prepare_access(config: Config) -> str | None:
@@ -91,6 +122,8 @@ def _serve(args: argparse.Namespace) -> int:
     if problem := _prepare_access(config):
         print(f"dockyard: {problem}", file=sys.stderr)
         return 2
+    if warning := raise_open_files_limit(http.max_connections):  # workers inherit it
+        print(f"dockyard: warning: {warning}", file=sys.stderr)
     workers = http.workers or os.cpu_count() or 1
     print(startup_line(config, http, workers), file=sys.stderr, flush=True)
     with _throttle_state(config):
@@ -121,7 +154,7 @@ def _run(config: Config, http: HttpConfig, workers: int) -> None:
         port=http.port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        **_connection_options(http),
         log_level=config.log.level,
         log_config=_log_config(config.log.level),
         access_log=False,  # the app writes its own, cheaper one: registry.access_log

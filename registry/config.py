@@ -36,6 +36,18 @@ class HttpConfig(Section):
     port: int = Field(5000, ge=0, le=65535)
     workers: int = Field(0, ge=0, description="0 means one per CPU")
     access_log: bool = True
+    header_timeout: float = Field(
+        60.0, gt=0, description="seconds for a request's headers, from connect or first byte"
+    )
+    body_timeout: float = Field(
+        120.0, gt=0, description="seconds without a body byte while reading a request body"
+    )
+    keepalive_timeout: float = Field(
+        75.0, gt=0, description="seconds an idle connection stays open between requests"
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="open connections per worker; new ones beyond are closed"
+    )
 
 
 class FilesystemConfig(Section):

@@ -1,0 +1,145 @@
+"""The limits uvicorn's httptools protocol lacks: header and body deadlines, a connection cap.
+
+uvicorn closes a connection idle between requests (`timeout_keep_alive`) and nothing
+else: a connection that never sends a request, sends half its headers or declares a body
+it never sends stays open for ever. This protocol adds:
+
+- a header deadline: a request's head must be complete within `header_timeout` seconds of
+  the connection opening, or of the request's first byte on a reused connection;
+- a body inactivity deadline: while a request body is read, `body_timeout` seconds without
+  a byte close the connection. Only the client's silence counts: while uvicorn has paused
+  reading (the application has not taken what arrived) or the client waits for
+  `100 Continue`, the deadline starts again, so a slow but live upload never trips it;
+- a cap: a worker holding `max_connections` connections closes new ones at once, while
+  the ones it holds keep working (with several workers, the others may still have room).
+
+A closed connection ends its request as a client disconnect would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from asyncio import TimerHandle
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.config import Config as UvicornConfig
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+log = logging.getLogger("dockyard")
+
+_WARN_EVERY = 60.0  # seconds between "connection limit reached" warnings of one worker
+_last_full_warning = -_WARN_EVERY
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with `ConnectionLimits` (pass them with functools.partial)."""
+
+    def __init__(
+        self,
+        config: UvicornConfig,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: ConnectionLimits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self._refused = False
+        self._header_timer: TimerHandle | None = None
+        self._body_timer: TimerHandle | None = None
+        self._last_data = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections:
+            self._refused = True
+            _warn_full(self.limits.max_connections)
+            transport.close()
+            return
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
+        self._cancel_header_timer()
+        self._cancel_body_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_data = self.loop.time()
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:  # a new connection's timer runs from the connect
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        super().on_headers_complete()
+        self._cancel_body_timer()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_deadline)
+
+    def on_message_complete(self) -> None:
+        self._cancel_body_timer()
+        super().on_message_complete()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.limits.header_timeout, self._header_deadline)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _header_deadline(self) -> None:
+        self._header_timer = None
+        if self.flow.read_paused:  # a pipelined request waits for the one before it
+            self._arm_header_timer()
+            return
+        self._close("request headers incomplete after %.0f s", self.limits.header_timeout)
+
+    def _body_deadline(self) -> None:
+        self._body_timer = None
+        timeout = self.limits.body_timeout
+        cycle = self.cycle
+        if self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
+            delay = timeout  # the client waits for us: its silence does not count
+        else:
+            delay = self._last_data + timeout - self.loop.time()
+            if delay <= 0:
+                self._close("no request body bytes for %.0f s", timeout)
+                return
+        self._body_timer = self.loop.call_later(delay, self._body_deadline)
+
+    def _close(self, reason: str, seconds: float) -> None:
+        if not self.transport.is_closing():
+            log.debug("%s: closing the connection: " + reason, self.client, seconds)
+            self.transport.close()
+
+
+def _warn_full(limit: int) -> None:
+    global _last_full_warning
+    now = time.monotonic()
+    if now - _last_full_warning >= _WARN_EVERY:
+        _last_full_warning = now
+        log.warning(
+            "%d connections open in this worker (http.max_connections): closing new ones", limit
+        )
