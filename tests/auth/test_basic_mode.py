@@ -54,10 +54,10 @@ async def test_wrong_password_and_unknown_user_are_refused(client) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["Basic !!!", "Basic " + "YWxpY2U=", "Bearer abc", "Basic", "Digest x"]
+    "value", ["Basic !!!", "Basic " + "YWxpY2U=", "Bearer abc", "Basic", "Digest x", "Basic é"]
 )
 async def test_malformed_credentials_are_refused(client, value: str) -> None:
-    assert_unauthorized(await client.get("/v2/", headers={"Authorization": value}))
+    assert_unauthorized(await client.get("/v2/", headers={"Authorization": value.encode()}))
 
 
 async def test_anonymous_pull_only_where_allowed(client) -> None:

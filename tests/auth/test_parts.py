@@ -56,7 +56,7 @@ def test_parse_basic() -> None:
     assert parse_basic("Basic YWxpY2U6cDpx") == ("alice", "p:q")
     assert parse_basic("basic YWxpY2U6") == ("alice", "")
     assert parse_basic("Basic Og==") == ("", "")
-    for bad in ("Basic", "Basic ***", "Basic YWxpY2U=", "Bearer YWxpY2U6cA=="):
+    for bad in ("Basic", "Basic ***", "Basic YWxpY2U=", "Bearer YWxpY2U6cA==", "Basic é"):
         assert parse_basic(bad) is None
 
 
