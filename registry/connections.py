@@ -5,7 +5,8 @@ else: a connection that never sends a request, sends half its headers or declare
 it never sends stays open for ever. This protocol adds:
 
 - a header deadline: a request's head must be complete within `header_timeout` seconds of
-  the connection opening, or of the request's first byte on a reused connection;
+  the connection opening, or on a reused connection of the first byte after the previous
+  answer (uvicorn stops its keep-alive timer at any byte, even one that starts no request);
 - a body inactivity deadline: while a request body is read, `body_timeout` seconds without
   a byte close the connection. Only the client's silence counts: while uvicorn has paused
   reading (the application has not taken what arrived) or the client waits for
@@ -79,7 +80,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_data = self.loop.time()
-        super().data_received(data)
+        super().data_received(data)  # (cancels uvicorn's keep-alive timer)
+        # Bytes between requests that start none (blank lines, the rest of a body answered
+        # early) leave no timer running: wait for the next request's head as for any.
+        answered = self.cycle is not None and self.cycle.response_complete
+        no_timer = self._header_timer is None and self._body_timer is None
+        if answered and no_timer and self.timeout_keep_alive_task is None:
+            self._arm_header_timer()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -197,3 +197,19 @@ def test_open_files_limit_too_low_for_the_cap_warns() -> None:
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert warning is not None and "http.max_connections" in warning
+
+
+def test_blank_lines_between_requests_do_not_keep_a_connection(server: RegistryProcess) -> None:
+    """Data that starts no request still ends the keep-alive wait: a deadline takes over."""
+    with connect(server) as sock:
+        sock.sendall(request("GET", "/v2/"))
+        read_response(sock)
+        assert closed_within(sock, TIMEOUT + SLACK, trickle=b"\r\n")
+
+
+def test_body_sent_after_the_answer_then_idle_closed(server: RegistryProcess) -> None:
+    with connect(server) as sock:
+        sock.sendall(request("GET", "/v2/", {"Content-Length": "5"}))
+        read_response(sock)  # answered without reading the body
+        sock.sendall(b"12345")
+        assert closed_within(sock, TIMEOUT + SLACK)
