@@ -118,8 +118,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _header_deadline(self) -> None:
         self._header_timer = None
-        if self.flow.read_paused:  # a pipelined request waits for the one before it
-            self._arm_header_timer()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._arm_header_timer()  # a pipelined request: we are still answering the last one
             return
         self._close("request headers incomplete after %.0f s", self.limits.header_timeout)
 

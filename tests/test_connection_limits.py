@@ -43,13 +43,14 @@ def request(method: str, path: str, headers: dict[str, str] | None = None) -> by
 
 
 def read_response(sock: socket.socket) -> bytes:
-    """One response's head and (Content-Length) body."""
+    """One response: its head, a blank line and its (Content-Length) body."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         assert chunk, f"connection closed mid-response: {data!r}"
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    body = bytearray(rest)
     length = 0
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -59,7 +60,7 @@ def read_response(sock: socket.socket) -> bytes:
         chunk = sock.recv(65536)
         assert chunk, "connection closed mid-body"
         body += chunk
-    return head
+    return head + b"\r\n\r\n" + bytes(body)
 
 
 def closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> bool:
@@ -213,3 +214,18 @@ def test_body_sent_after_the_answer_then_idle_closed(server: RegistryProcess) ->
         read_response(sock)  # answered without reading the body
         sock.sendall(b"12345")
         assert closed_within(sock, TIMEOUT + SLACK)
+
+
+def test_download_outlives_the_header_timeout_of_a_pipelined_request(
+    server: RegistryProcess,
+) -> None:
+    """Half a pipelined request waits while the answer before it is still being sent."""
+    blob = bytes(range(256)) * (128 << 12)  # 32 MiB: more than the socket buffers hold
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    pushed = httpx.post(f"{server.url}/v2/team/big/blobs/uploads/?digest={digest}", content=blob)
+    assert pushed.status_code == 201
+    with connect(server) as sock:
+        sock.sendall(request("GET", f"/v2/team/big/blobs/{digest}") + b"GET /v2/ HTTP/1.1\r\n")
+        time.sleep(2 * TIMEOUT + 1)  # not reading: the server is stuck sending
+        response = read_response(sock)
+        assert response.startswith(b"HTTP/1.1 200") and response.endswith(blob)
