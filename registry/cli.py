@@ -58,7 +58,9 @@ def _tls_options(tls: TlsConfig) -> dict[str, Any]:
 
 
 def _connection_options(http: HttpConfig) -> dict[str, Any]:
-    limits = ConnectionLimits(http.header_timeout, http.body_timeout, http.max_connections)
+    limits = ConnectionLimits(
+        http.header_timeout, http.body_timeout, http.max_header_bytes, http.max_connections
+    )
     return {
         "http": functools.partial(LimitedHttpToolsProtocol, limits=limits),
         "timeout_keep_alive": http.keepalive_timeout,

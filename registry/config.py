@@ -42,6 +42,9 @@ class HttpConfig(Section):
     body_timeout: float = Field(
         120.0, gt=0, description="seconds without a body byte while reading a request body"
     )
+    max_header_bytes: int = Field(
+        64 << 10, ge=1024, description="largest request head (request line and headers)"
+    )
     keepalive_timeout: float = Field(
         75.0, gt=0, description="seconds an idle connection stays open between requests"
     )

@@ -11,10 +11,14 @@ it never sends stays open for ever. This protocol adds:
   a byte close the connection. Only the client's silence counts: while uvicorn has paused
   reading (the application has not taken what arrived) or the client waits for
   `100 Continue`, the deadline starts again, so a slow but live upload never trips it;
+- a size limit on request heads: httptools keeps a head in memory however long it grows,
+  so beyond `max_header_bytes` the request is answered 431 and the connection closed;
 - a cap: a worker holding `max_connections` connections closes new ones at once, while
   the ones it holds keep working (with several workers, the others may still have room).
 
-A closed connection ends its request as a client disconnect would.
+A closed connection ends its request as a client disconnect would. Requests refused
+before they reach the application (431, and uvicorn's 400 for malformed HTTP) get the
+spec's JSON error body like every other error.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.config import Config as UvicornConfig
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from oci.errors import ErrorCode, RegistryError
 
 log = logging.getLogger("dockyard")
 
@@ -40,6 +46,7 @@ _last_full_warning = -_WARN_EVERY
 class ConnectionLimits:
     header_timeout: float
     body_timeout: float
+    max_header_bytes: int
     max_connections: int
 
 
@@ -61,6 +68,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: TimerHandle | None = None
         self._body_timer: TimerHandle | None = None
         self._last_data = 0.0
+        self._head_bytes: int | None = 0  # bytes of the request head so far; None: not in one
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -80,7 +88,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_data = self.loop.time()
+        if self._head_bytes is not None:  # (a head starting mid-chunk counts from the next)
+            self._head_bytes += len(data)
         super().data_received(data)  # (cancels uvicorn's keep-alive timer)
+        if self._head_bytes is not None and self._head_bytes > self.limits.max_header_bytes:
+            self._refuse(431, f"request head larger than {self.limits.max_header_bytes} bytes")
+            return
         # Bytes between requests that start none (blank lines, the rest of a body answered
         # early) leave no timer running: wait for the next request's head as for any.
         answered = self.cycle is not None and self.cycle.response_complete
@@ -90,10 +103,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._head_bytes is None:  # a new connection's count runs from the connect
+            self._head_bytes = 0
         if self._header_timer is None:  # a new connection's timer runs from the connect
             self._arm_header_timer()
 
     def on_headers_complete(self) -> None:
+        self._head_bytes = None
         self._cancel_header_timer()
         super().on_headers_complete()
         self._cancel_body_timer()
@@ -102,6 +118,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._cancel_body_timer()
         super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, msg)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a request the application never saw, with the spec's JSON, and close."""
+        body = RegistryError(ErrorCode.UNSUPPORTED, message, status=status).body()
+        head = [STATUS_LINE[status]]
+        head += [
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        ]
+        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body))
+        self.transport.write(b"".join([*head, b"connection: close\r\n\r\n", body]))
+        self.transport.close()
 
     def _arm_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self.limits.header_timeout, self._header_deadline)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import resource
 import socket
 import time
@@ -229,3 +230,30 @@ def test_download_outlives_the_header_timeout_of_a_pipelined_request(
         time.sleep(2 * TIMEOUT + 1)  # not reading: the server is stuck sending
         response = read_response(sock)
         assert response.startswith(b"HTTP/1.1 200") and response.endswith(blob)
+
+
+def assert_json_error(response: bytes, status: int) -> None:
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status), response[:200]
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"
+
+
+def test_oversized_request_head_refused(server: RegistryProcess) -> None:
+    """httptools would keep a head of any size in memory: beyond the limit, 431."""
+    with connect(server) as sock:
+        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: registry.test\r\nX-Big: " + b"a" * (100 << 10))
+        assert_json_error(read_response(sock), 431)
+        assert closed_within(sock, SLACK)
+
+
+def test_large_request_head_within_the_limit_served(server: RegistryProcess) -> None:
+    with connect(server) as sock:
+        sock.sendall(request("GET", "/v2/", {"X-Large": "a" * (60 << 10)}))
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_malformed_request_gets_a_json_error(server: RegistryProcess) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost registry.test\r\n\r\n")
+        assert_json_error(read_response(sock), 400)
