@@ -124,6 +124,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer a request the application never saw, with the spec's JSON, and close."""
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            self.transport.close()  # another answer is under way: no room for this one
+            return
         body = RegistryError(ErrorCode.UNSUPPORTED, message, status=status).body()
         head = [STATUS_LINE[status]]
         head += [
