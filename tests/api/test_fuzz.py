@@ -56,8 +56,6 @@ PENDING_EDGES = {
     "long-digits",  # Range/Content-Range/query numbers of more than 4300 digits
     "huge-integers",  # manifests holding integers of more than 4300 digits
     "deep-nesting",  # manifests nested thousands of levels deep
-    "nan",  # NaN / Infinity in manifests
-    "float-schema-version",  # schemaVersion 2.0
     "lone-surrogates",  # "\ud800" in (referrer) annotations
 }
 
