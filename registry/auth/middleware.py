@@ -11,6 +11,9 @@ request needs from its method and path (`requirements`), identifies the caller
 - A cross-repository mount needs pull on the source; without it the mount
   parameters are dropped and the client gets an ordinary upload session. A
   mount without `from` (any repository) is dropped likewise: it cannot be checked.
+- A repository name that is not valid is refused (NAME_INVALID) before anything else:
+  names go into the challenge header, and a quote or a control character there would
+  change what it says (or make it unwritable).
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ from starlette.datastructures import QueryParams
 from starlette.routing import BaseRoute, Route
 from starlette.types import Scope as AsgiScope
 
+from oci.errors import RegistryError
+from oci.references import parse_name
 from registry.auth.scopes import CATALOG, Scope
 from registry.routes import blobs, listings, manifests, uploads
 
@@ -80,9 +82,18 @@ class RouteTable:
             action = ENDPOINT_ACTIONS.get(endpoint)
             if action is None:
                 return Requirement(None)
-            needed = Scope("repository", match["name"], frozenset({action}))
+            # Names go into the challenge header: only valid ones (else NAME_INVALID here).
+            needed = Scope("repository", parse_name(match["name"]), frozenset({action}))
             if endpoint is uploads.start_upload:
                 source = QueryParams(scope.get("query_string", b"")).get("from")
-                return Requirement(needed, starts_upload=True, mount_from=source)
+                return Requirement(needed, starts_upload=True, mount_from=_valid(source))
             return Requirement(needed)
         return Requirement(None)
+
+
+def _valid(name: str | None) -> str | None:
+    """`name` if it is a valid repository name; an invalid mount source is no source."""
+    try:
+        return parse_name(name) if name is not None else None
+    except RegistryError:
+        return None

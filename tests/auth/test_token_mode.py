@@ -93,6 +93,33 @@ async def test_challenge_names_realm_service_and_scope(client) -> None:
 
 
 @pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/a%C4%80b/manifests/1",  # not latin-1: the header could not be written (500)
+        '/v2/x",realm="http://evil.example/t/manifests/1',  # would add a second realm
+        "/v2/a%0Db/tags/list",  # a carriage return in a header: uvicorn refuses it (500)
+    ],
+)
+async def test_invalid_repository_name_never_reaches_the_challenge(client, path: str) -> None:
+    response = await client.get(path)
+    assert response.status_code == 400, response.text
+    assert error_code(response) == "NAME_INVALID"
+    assert "www-authenticate" not in response.headers
+
+
+async def test_invalid_mount_source_is_left_out_of_the_challenge(client) -> None:
+    digest = "sha256:" + "0" * 64
+    response = await client.post(
+        f'/v2/team/app/blobs/uploads/?mount={digest}&from=x",realm="http://evil.example/t'
+    )
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == (
+        'Bearer realm="http://registry.test/auth/token",service="dockyard",'
+        'scope="repository:team/app:pull,push"'
+    )
+
+
+@pytest.mark.parametrize(
     ("host", "realm_host"),
     [
         ("reg.example:5000", "reg.example:5000"),
