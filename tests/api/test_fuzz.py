@@ -64,6 +64,7 @@ LONG_INTEGER, DEEP = "<long integer>", "<deep nesting>"
 SPLICED = {LONG_INTEGER: "9" * 5000, DEEP: "[" * 5000 + "]" * 5000}
 
 ERROR_CODES = {code.name for code in ErrorCode}
+UNSENDABLE_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 METHODS = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "TRACE", "FOO"]
 MEDIA_TYPES = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST]
 QUERY_KEYS = ["n", "last", "digest", "mount", "from", "tag", "artifactType", "digest-algorithm"]
@@ -125,6 +126,7 @@ class Generator:
     def name(self) -> str:
         odd = ["fuzz/other", "a", "UPPER/case", "a//b", "a/../b", "..", "../../etc", "%2e%2e/x"]
         odd += ["a%2Fb", "-a", "a_", "x" * 300, "/".join(["a"] * 60), "_catalog", "é"]
+        odd += ["a%00b", "a%ffb", "a%ED%A0%80b", "a%0Ab", "a%0Db", "a\\b", 'a"b']
         return self.pick(self.known.names, [*odd, self.junk()])
 
     def digest(self) -> str:
@@ -135,7 +137,7 @@ class Generator:
         return self.pick([*self.known.blobs, *self.known.manifests], odd)
 
     def tag(self) -> str:
-        odd = ["v2", "latest", "-bad", ".bad", "a" * 129, "a" * 128, self.junk()]
+        odd = ["v2", "latest", "-bad", ".bad", "a" * 129, "a" * 128, "a%00", "a%ff", self.junk()]
         return self.pick(self.known.tags, odd)
 
     def reference(self) -> str:
@@ -310,6 +312,9 @@ def problem(request: FuzzRequest, response: httpx.Response) -> str | None:
     """What is wrong with `response`, if anything."""
     if response.status_code >= 500:
         return f"status {response.status_code}: {response.content[:300]!r}"
+    for name, value in response.headers.raw:  # what uvicorn refuses to send (a 500 there)
+        if UNSENDABLE_HEADER_VALUE.search(value):
+            return f"header {name!r} holds a control character: {value[:200]!r}"
     if request.method == "HEAD":
         return (
             f"HEAD answered with a body: {response.content[:100]!r}" if response.content else None
