@@ -50,15 +50,6 @@ from tests.support.auth import basic, write_users
 SEED = int(os.environ.get("FUZZ_SEED", "20261130"))
 REQUESTS = int(os.environ.get("FUZZ_REQUESTS", "1500"))  # per driver; the token endpoint: 1/4
 
-# Inputs whose 500s are fixed on branch `edges` (issue 10 §2): not generated until it is
-# merged. PENDING(edges): remove each entry once that branch is in main.
-PENDING_EDGES = {
-    "long-digits",  # Range/Content-Range/query numbers of more than 4300 digits
-    "huge-integers",  # manifests holding integers of more than 4300 digits
-    "deep-nesting",  # manifests nested thousands of levels deep
-    "lone-surrogates",  # "\ud800" in (referrer) annotations
-}
-
 # Values json.dumps cannot write (it would recurse or refuse), spliced into the text.
 LONG_INTEGER, DEEP = "<long integer>", "<deep nesting>"
 SPLICED = {LONG_INTEGER: "9" * 5000, DEEP: "[" * 5000 + "]" * 5000}
@@ -114,8 +105,7 @@ class Generator:
 
     def number(self) -> str:
         choices = ["0", "1", "-1", "10", "007", "1e3", " 5", "+3", "²", "9" * 19, "9" * 40, ""]
-        if "long-digits" not in PENDING_EDGES:
-            choices.append("9" * 5000)
+        choices.append("9" * 5000)  # beyond Python's int() limit of 4300 digits
         small = str(self.rng.randint(0, 40))  # within the seeded blobs, often
         return self.rng.choice([*choices, small, small, small, str(self.rng.randint(0, 1 << 70))])
 
@@ -224,15 +214,8 @@ class Generator:
     def odd_value(self) -> Any:
         values: list[Any] = [None, True, 0, -1, 1.5, "", "x" * 2000, [], {}, self.digest()]
         values += [self.junk(), [self.junk()], {"k": self.junk()}, -(2**31)]
-        values += [2**63, 2**64, 10**30, -(2**70)]
-        if "huge-integers" not in PENDING_EDGES:
-            values.append(LONG_INTEGER)
-        if "nan" not in PENDING_EDGES:
-            values += [float("nan"), float("inf")]
-        if "deep-nesting" not in PENDING_EDGES:
-            values.append(DEEP)
-        if "lone-surrogates" not in PENDING_EDGES:
-            values.append("\ud800")
+        values += [2**63, 2**64, 10**30, -(2**70), LONG_INTEGER]
+        values += [float("nan"), float("inf"), DEEP, "\ud800"]
         return self.rng.choice(values)
 
     def mutated_document(self) -> bytes:
@@ -242,7 +225,7 @@ class Generator:
         return self.encode(document)
 
     def encode(self, document: Any) -> bytes:
-        if "float-schema-version" not in PENDING_EDGES and self.chance(0.05):
+        if self.chance(0.05):
             document["schemaVersion"] = 2.0
         text = json.dumps(document)  # NaN and lone surrogates (escaped) pass as they are
         for placeholder, raw in SPLICED.items():
