@@ -43,7 +43,10 @@ class HttpConfig(Section):
         120.0, gt=0, description="seconds without a body byte while reading a request body"
     )
     max_header_bytes: int = Field(
-        64 << 10, ge=1024, description="largest request head (request line and headers)"
+        128 << 10,
+        ge=1024,
+        description="largest request head (request line and headers); room for a bearer"
+        " token of 64 KiB, the largest the token check reads",
     )
     keepalive_timeout: float = Field(
         75.0, gt=0, description="seconds an idle connection stays open between requests"
