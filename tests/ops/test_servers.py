@@ -8,7 +8,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.metrics import Samples, parse, scrape, scrape_until, total
+from tests.support.metrics import (
+    Samples,
+    parse,
+    published_requests,
+    scrape,
+    scrape_until,
+    total,
+    wait_until,
+)
 from tests.support.server import RegistryProcess, free_port
 
 REQUESTS = "registry_http_requests_total"
@@ -25,12 +33,15 @@ def hit(url: str, times: int) -> None:
 
 
 def test_every_scrape_sums_all_workers(tmp_path: Path) -> None:
-    with RegistryProcess(tmp_path / "r", workers=2) as registry:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with RegistryProcess(tmp_path / "r", workers=2, env={"TMPDIR": str(temp)}) as registry:
         hit(registry.url, 20)
-        url = f"{registry.url}/metrics"
-        assert healthz(scrape_until(url, lambda samples: healthz(samples) >= 20)) == 20
-        for _ in range(6):  # whichever worker answers, it answers for both
-            samples = parse(scrape(url).text)
+        # Each worker publishes within a second; then any worker answers for both.
+        wait_until(lambda: published_requests(temp, "/healthz") >= 20)
+        assert published_requests(temp, "/healthz") == 20
+        for _ in range(6):
+            samples = parse(scrape(f"{registry.url}/metrics").text)
             assert healthz(samples) == 20
             assert total(samples, "registry_http_in_flight_requests") == 1  # this scrape
 

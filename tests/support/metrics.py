@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,3 +44,21 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     """The sum of `name` over the samples holding `labels`."""
     wanted = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
+def published_requests(temp: Path, route: str | None = None) -> float:
+    """Requests the workers of a server started with TMPDIR=`temp` published so far
+    (in its metrics directory), all or those of one route template."""
+    return sum(
+        row[-1]
+        for path in temp.glob("dockyard-metrics-*/worker-*.json")
+        for row in json.loads(path.read_text())["requests"]
+        if route is None or row[1] == route
+    )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll `condition` until it holds (the caller asserts it after, either way)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
