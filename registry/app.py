@@ -26,7 +26,7 @@ from registry.error_response import error_response
 from registry.malloc import return_big_buffers_to_the_system
 from registry.observe import ObserveRequests, Recorder
 from registry.request_drain import DrainBeforeClose
-from registry.request_id import RequestId
+from registry.request_id import REQUEST_ID_HEADER, REQUEST_ID_KEY, RequestId
 from registry.route_labels import RouteLabels
 from registry.routes import blobs, listings, manifests, uploads
 from storage.driver import (
@@ -120,7 +120,11 @@ async def _invalid_key(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Starlette re-raises after this response is sent, so the server logs the traceback.
-    return error_response(RegistryError(ErrorCode.UNKNOWN))
+    # It sends it from outside the app's middleware: the request id is added here.
+    response = error_response(RegistryError(ErrorCode.UNKNOWN))
+    if request_id := request.scope.get(REQUEST_ID_KEY):
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
 
 
 class ApiVersionHeader:

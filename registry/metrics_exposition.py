@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -233,6 +234,8 @@ def start_listener(config: MetricsConfig) -> WSGIServer:
         start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
         return [scrape(None)]  # the workers' files only (one worker may be this process)
 
-    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]  # IPv4 or IPv6
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

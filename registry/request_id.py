@@ -11,7 +11,8 @@ import secrets
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_KEY = "dockyard.request_id"
-HEADER = b"x-request-id"
+REQUEST_ID_HEADER = "x-request-id"
+HEADER = REQUEST_ID_HEADER.encode()
 _SANE = re.compile(rb"[A-Za-z0-9._:+/=-]{1,128}")  # nothing that could forge a log line
 
 

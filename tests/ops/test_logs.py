@@ -41,6 +41,21 @@ async def test_every_response_has_a_request_id_the_clients_when_sane(tmp_path: P
     assert given.headers["x-request-id"] == "trace-42.a"
 
 
+class BrokenDriver(MemoryDriver):
+    async def get(self, key: str) -> bytes:
+        raise RuntimeError("a bug")
+
+
+async def test_an_unexpected_error_keeps_the_request_id() -> None:
+    app = create_app(Config(), BrokenDriver())
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
+        headers = {"X-Request-Id": "bug-7"}
+        response = await client.get("/v2/team/app/manifests/v1", headers=headers)
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "bug-7"
+
+
 async def json_lines(
     capsys: pytest.CaptureFixture[str],
     config: Config,

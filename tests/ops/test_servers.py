@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.metrics import (
     Samples,
@@ -57,13 +58,14 @@ def test_one_worker_counts_and_its_directory_goes_at_exit(tmp_path: Path) -> Non
     assert list(temp.iterdir()) == []
 
 
-def test_listener_of_their_own_with_a_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]"])
+def test_listener_of_their_own_with_a_token(tmp_path: Path, host: str) -> None:
     port = free_port()
-    metrics = {"address": f"127.0.0.1:{port}", "token": "scrape-secret"}
+    metrics = {"address": f"{host}:{port}", "token": "scrape-secret"}
     with RegistryProcess(tmp_path / "r", {"metrics": metrics}, workers=2) as registry:
         hit(registry.url, 10)
         assert scrape(f"{registry.url}/metrics").status_code == 404  # off the public port
-        url = f"http://127.0.0.1:{port}/metrics"
+        url = f"http://{host}:{port}/metrics"
         assert scrape(url).status_code == 401
         assert scrape(url, Authorization="Bearer wrong").status_code == 401
         token = {"Authorization": "Bearer scrape-secret"}
