@@ -25,7 +25,8 @@ WORKDIR /var/lib/dockyard
 VOLUME ["/var/lib/dockyard"]
 EXPOSE 5000
 
-# Probes /v2/ over HTTP or HTTPS as configured; 200 or 401 (auth on) means serving.
+# Asks /readyz over HTTP or HTTPS as configured: storage answers and the server is not
+# stopping; prints the reason when not (docker inspect shows it).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["dockyard", "healthcheck", "--timeout", "4"]
 

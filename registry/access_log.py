@@ -6,16 +6,25 @@ is formatted once and kept; the kept lines are written together, in one write of
 whole lines, when the event loop has run what was ready (so under load many
 requests share a write, and alone a line is out at once) or once about 4 KiB
 wait. Lines of several worker processes sharing one output never interleave.
+
+With `log.format: json` each line is a JSON object instead: time, request id,
+client, user, method, route template, repository, status, bytes, duration. It
+names no query string and no header, so no credential can reach it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from typing import TextIO
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
+
+from registry.auth.caller import CALLER_KEY
+from registry.request_id import REQUEST_ID_KEY
+from registry.route_labels import RouteLabels
 
 FLUSH_AT_BYTES = 4000  # below PIPE_BUF, so one write to a pipe stays whole
 
@@ -50,44 +59,28 @@ class LogLines:
 
 
 class AccessLog:
-    """`<time> <client> "<method> <target> HTTP/<version>" <status> <bytes> <seconds>`."""
+    """`<time> <client> "<method> <target> HTTP/<version>" <status> <bytes> <seconds>`,
+    or a JSON object when given the `RouteLabels` to name the route with. A recorder
+    of `registry.observe.ObserveRequests`."""
 
-    def __init__(self, app: ASGIApp, lines: LogLines) -> None:
-        self.app = app
+    def __init__(self, lines: LogLines, json_labels: RouteLabels | None = None) -> None:
         self._lines = lines
+        self._json_labels = json_labels
         self._second = -1
         self._stamp = ""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 0
-        sent = 0
+    def started(self, scope: Scope) -> None:
+        """A line is written when the request is done."""
 
-        async def counting_send(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
-
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, counting_send)
-        except BaseException:
-            status = status or 500  # the server error handler outside us answers
-            raise
-        finally:
-            self._record(scope, status, sent, time.perf_counter() - started)
-
-    def _record(self, scope: Scope, status: int, sent: int, seconds: float) -> None:
+    def finished(self, scope: Scope, status: int, received: int, sent: int, seconds: float) -> None:
         now = int(time.time())
         if now != self._second:
             self._second = now
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         host, port = scope.get("client") or ("-", "-")
+        if self._json_labels is not None:
+            self._lines.add(self._json_line(scope, f"{host}:{port}", status, sent, seconds))
+            return
         # raw_path is as the client sent it, so no decoded newline can forge a line.
         target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         if query := scope.get("query_string"):
@@ -96,3 +89,20 @@ class AccessLog:
             f'{self._stamp} {host}:{port} "{scope["method"]} {target} '
             f'HTTP/{scope["http_version"]}" {status or "-"} {sent} {seconds:.4f}\n'
         )
+
+    def _json_line(self, scope: Scope, client: str, status: int, sent: int, seconds: float) -> str:
+        assert self._json_labels is not None
+        caller = scope.get(CALLER_KEY)
+        fields = {
+            "time": self._stamp,
+            "request_id": scope.get(REQUEST_ID_KEY),
+            "client": client,
+            "user": caller.name if caller is not None else None,
+            "method": scope["method"],
+            "route": self._json_labels.template(scope),
+            "repository": self._json_labels.repository(scope),
+            "status": status or None,
+            "bytes": sent,
+            "duration": round(seconds, 4),
+        }
+        return json.dumps(fields, separators=(",", ":")) + "\n"

@@ -17,13 +17,17 @@ from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oci.errors import ErrorCode, RegistryError
+from registry import health, metrics, metrics_exposition
 from registry.access_log import AccessLog, LogLines
 from registry.auth.middleware import AccessControl
 from registry.auth.setup import build_access
 from registry.config import Config, S3Config, load_config
 from registry.error_response import error_response
 from registry.malloc import return_big_buffers_to_the_system
+from registry.observe import ObserveRequests, Recorder
 from registry.request_drain import DrainBeforeClose
+from registry.request_id import REQUEST_ID_HEADER, REQUEST_ID_KEY, RequestId
+from registry.route_labels import RouteLabels
 from registry.routes import blobs, listings, manifests, uploads
 from storage.driver import (
     InvalidKeyError,
@@ -33,6 +37,7 @@ from storage.driver import (
     StorageUnavailableError,
 )
 from storage.filesystem import FilesystemDriver
+from storage.instrumented import InstrumentedDriver
 from storage.memory import MemoryDriver
 from storage.store import Store
 
@@ -115,7 +120,11 @@ async def _invalid_key(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Starlette re-raises after this response is sent, so the server logs the traceback.
-    return error_response(RegistryError(ErrorCode.UNKNOWN))
+    # It sends it from outside the app's middleware: the request id is added here.
+    response = error_response(RegistryError(ErrorCode.UNKNOWN))
+    if request_id := request.scope.get(REQUEST_ID_KEY):
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
 
 
 class ApiVersionHeader:
@@ -196,21 +205,32 @@ async def _purge_expired_uploads(store: Store, config: Config) -> None:
 def create_app(config: Config | None = None, driver: StorageDriver | None = None) -> Starlette:
     config = config or load_config()
     return_big_buffers_to_the_system()
-    store = Store(driver or create_driver(config))
+    driver = driver or create_driver(config)
+    readiness = health.Readiness(driver, config.health.timeout)  # its probes are not timed
+    if config.metrics.enabled:
+        driver = InstrumentedDriver(driver, metrics.storage_observer(driver.name))
+    store = Store(driver)
     access_lines = LogLines()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         purger = asyncio.create_task(_purge_expired_uploads(store, config))
+        publisher = asyncio.create_task(metrics.publish_periodically())
+        with contextlib.suppress(ValueError):  # not in the main thread: nobody to signal us
+            readiness.stop_on_signals()
         try:
             yield
         finally:
+            readiness.stopping = True
             purger.cancel()
+            publisher.cancel()
             access_lines.flush()
             await store.close()
+            metrics.publish(metrics.TOTALS.snapshot())  # the last requests count too
 
     access = build_access(config)
-    routes = [*ROUTES, *access.routes]
+    ops_routes = [*health.ROUTES, *metrics_exposition.routes(config.metrics)]
+    routes = [*ROUTES, *access.routes, *ops_routes]
     app = Starlette(
         routes=routes,
         exception_handlers={
@@ -229,10 +249,19 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     app.router.default = RelativeSlashRedirect(app.router)
     app.state.config = config
     app.state.store = store
+    app.state.readiness = readiness
     if access.guard is not None:
-        app.add_middleware(AccessControl, guard=access.guard, routes=routes)
+        open_paths = [route.path for route in ops_routes]
+        app.add_middleware(AccessControl, guard=access.guard, routes=routes, open_paths=open_paths)
     app.add_middleware(ApiVersionHeader)
+    labels = RouteLabels(routes)
+    recorders: list[Recorder] = []
+    if config.metrics.enabled:
+        recorders.append(metrics.HttpMetrics(labels))
     if config.http.access_log and config.log.level in ("debug", "info"):  # lines are info
-        app.add_middleware(AccessLog, lines=access_lines)
+        recorders.append(AccessLog(access_lines, labels if config.log.format == "json" else None))
+    if recorders:
+        app.add_middleware(ObserveRequests, recorders=recorders)
+    app.add_middleware(RequestId)
     app.add_middleware(DrainBeforeClose)  # outermost: it must see every response
     return app

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import functools
 import getpass
+import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import ssl
 import sys
@@ -26,6 +27,9 @@ from pydantic import ValidationError
 from registry.auth import htpasswd
 from registry.config import CONFIG_ENV, Config, ConfigError, HttpConfig, TlsConfig, load_config
 from registry.connections import ConnectionLimits, LimitedHttpToolsProtocol
+from registry.logs import log_config
+from registry.metrics import METRICS_DIR_ENV
+from registry.metrics_exposition import start_listener
 from registry.startup import check_tls, package_version, startup_line
 
 THROTTLE_STATE_ENV = "DOCKYARD_AUTH__THROTTLE__STATE_DIR"
@@ -39,13 +43,6 @@ def _load(args: argparse.Namespace) -> Config | None:
     except ConfigError as error:
         print(f"dockyard: {error}", file=sys.stderr)
         return None
-
-
-def _log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging, plus Dockyard's own loggers at the configured level."""
-    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    config["loggers"]["dockyard"] = {"handlers": ["default"], "level": level.upper()}
-    return config
 
 
 def _tls_options(tls: TlsConfig) -> dict[str, Any]:
@@ -111,6 +108,22 @@ def _http(args: argparse.Namespace, config: Config) -> HttpConfig | None:
         return None
 
 
+@contextlib.contextmanager
+def _metrics_directory() -> Iterator[None]:
+    """A fresh directory for this server's workers to publish their metrics in (see
+    registry/metrics.py), removed at exit. After its graceful shutdown uvicorn raises
+    the SIGTERM it caught again; exiting (status 0) on it, rather than dying of it,
+    lets the removal run."""
+    with tempfile.TemporaryDirectory(prefix="dockyard-metrics-") as directory:
+        os.environ[METRICS_DIR_ENV] = directory
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            del os.environ[METRICS_DIR_ENV]
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = _load(args)  # fail here, once, rather than in every worker
     http = _http(args, config) if config is not None else None
@@ -128,7 +141,13 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"dockyard: warning: {warning}", file=sys.stderr)
     workers = http.workers or os.cpu_count() or 1
     print(startup_line(config, http, workers), file=sys.stderr, flush=True)
-    with _throttle_state(config):
+    with _throttle_state(config), _metrics_directory():
+        if config.metrics.enabled and config.metrics.address is not None:
+            try:
+                start_listener(config.metrics)
+            except OSError as error:
+                print(f"dockyard: metrics.address: {error.strerror}", file=sys.stderr)
+                return 2
         _run(config, http, workers)
     return 0
 
@@ -158,7 +177,7 @@ def _run(config: Config, http: HttpConfig, workers: int) -> None:
         loop="uvloop",
         **_connection_options(http),
         log_level=config.log.level,
-        log_config=_log_config(config.log.level),
+        log_config=log_config(config.log),
         access_log=False,  # the app writes its own, cheaper one: registry.access_log
         proxy_headers=False,
         server_header=False,
@@ -167,7 +186,7 @@ def _run(config: Config, http: HttpConfig, workers: int) -> None:
 
 
 def _healthcheck(args: argparse.Namespace) -> int:
-    """Exit 0 when the local registry answers `/v2/` (200, or 401 with auth on)."""
+    """Exit 0 when the local registry is ready (`/readyz`); else print why and exit 1."""
     config = _load(args)
     http = _http(args, config) if config is not None else None
     if config is None or http is None:
@@ -176,22 +195,33 @@ def _healthcheck(args: argparse.Namespace) -> int:
     if config.tls.client_ca is not None:  # we hold no client certificate: a connect must do
         try:
             socket.create_connection(("127.0.0.1", port), timeout=args.timeout).close()
-        except OSError:
+        except OSError as error:
+            print(f"dockyard: not serving on port {port}: {error.strerror}", file=sys.stderr)
             return 1
         return 0
     scheme, context = "http", None
     if config.tls.enabled:  # our own server on loopback: its certificate names another host
         scheme, context = "https", ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    url = f"{scheme}://127.0.0.1:{port}/readyz"
     try:
-        urllib.request.urlopen(
-            f"{scheme}://127.0.0.1:{port}/v2/", timeout=args.timeout, context=context
-        )
+        urllib.request.urlopen(url, timeout=args.timeout, context=context).close()
     except urllib.error.HTTPError as error:
-        return 0 if error.code == 401 else 1
-    except OSError:
+        print(f"dockyard: not ready: {_reason(error)}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        reason = getattr(error, "reason", None) or error.strerror or error
+        print(f"dockyard: no answer from {url}: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _reason(error: urllib.error.HTTPError) -> str:
+    """The `reason` of a `/readyz` answer, else its status."""
+    try:
+        return str(json.loads(error.read())["reason"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"HTTP {error.code}"
 
 
 def _users_file(args: argparse.Namespace) -> Path | None:
@@ -262,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
     serve.set_defaults(handler=_serve)
 
-    check = commands.add_parser("healthcheck", help="exit 0 if the local registry serves")
+    check = commands.add_parser("healthcheck", help="exit 0 if the local registry is ready")
     check.add_argument("--config", help=f"YAML configuration file (default: ${CONFIG_ENV})")
     check.add_argument("--port", type=int, help="port to probe (default: http.port)")
     check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")

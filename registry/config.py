@@ -255,6 +255,36 @@ class TlsConfig(Section):
 
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class MetricsConfig(Section):
+    """`/metrics` (README "Monitoring"): on the main port, or a listener of its own."""
+
+    enabled: bool = True
+    address: str | None = Field(
+        None, description="host:port of a separate listener; None: /metrics on the main port"
+    )
+    token: SecretStr | None = Field(None, description="bearer token a scrape must present")
+
+    @model_validator(mode="after")
+    def _address_is_host_and_port(self) -> MetricsConfig:
+        if self.address is not None:
+            split_address(self.address)
+        return self
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`host:port` (`[v6]:port` for IPv6) as a host and a port number; ValueError if not."""
+    host, _, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return host, int(port)
+
+
+class HealthConfig(Section):
+    timeout: float = Field(2.0, gt=0, description="seconds storage has to answer /readyz")
 
 
 class GcConfig(Section):
@@ -307,6 +337,8 @@ class Config(BaseSettings):
     gc: GcConfig = GcConfig()
     retention: RetentionConfig = RetentionConfig()
     immutable_tags: list[ImmutableTagRule] = Field(default_factory=list)
+    metrics: MetricsConfig = MetricsConfig()
+    health: HealthConfig = HealthConfig()
 
     @model_validator(mode="after")
     def _shared_storage_needs_a_shared_key(self) -> Config:

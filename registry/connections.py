@@ -35,8 +35,10 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from oci.errors import ErrorCode, RegistryError
+from registry.logs import INVALID_REQUEST
 
 log = logging.getLogger("dockyard")
+http_log = logging.getLogger("dockyard.http")
 
 _WARN_EVERY = 60.0  # seconds between "connection limit reached" warnings of one worker
 _last_full_warning = -_WARN_EVERY
@@ -120,6 +122,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
+        if msg == INVALID_REQUEST:  # docker probing a plain-HTTP registry with TLS
+            host, port = self.client or ("-", "-")
+            http_log.debug("invalid HTTP request from %s:%s (a TLS probe?)", host, port)
         self._refuse(400, msg)
 
     def _refuse(self, status: int, message: str) -> None:

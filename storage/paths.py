@@ -89,3 +89,8 @@ def upload_data(upload_id: str) -> str:
 
 def upload_info(upload_id: str) -> str:
     return f"uploads/{upload_id}/info"
+
+
+def health_probe() -> str:
+    """A small object readiness checks write and read back (any replica, any time)."""
+    return "health/probe"

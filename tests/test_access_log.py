@@ -16,6 +16,7 @@ from registry import access_log
 from registry.access_log import AccessLog, LogLines
 from registry.app import create_app
 from registry.config import Config
+from registry.observe import ObserveRequests
 from storage.memory import MemoryDriver
 
 
@@ -29,7 +30,7 @@ async def _fail(request: Request) -> Response:
 
 def _client(lines: LogLines) -> httpx.AsyncClient:
     app = Starlette(routes=[Route("/ok", _ok), Route("/fail", _fail)])
-    app.add_middleware(AccessLog, lines=lines)
+    app.add_middleware(ObserveRequests, recorders=[AccessLog(lines)])
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://registry.test")
 

@@ -33,13 +33,22 @@ from registry.error_response import error_response
 
 
 class AccessControl:
-    def __init__(self, app: ASGIApp, guard: Guard, routes: Sequence[BaseRoute]) -> None:
+    """`open_paths` (besides the token endpoint) need no credentials: health and metrics."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        guard: Guard,
+        routes: Sequence[BaseRoute],
+        open_paths: Sequence[str] = (),
+    ) -> None:
         self.app = app
         self.guard = guard
         self.table = RouteTable(routes)
+        self.open_paths = frozenset({TOKEN_PATH, *open_paths})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or route_path(scope) == TOKEN_PATH:
+        if scope["type"] != "http" or route_path(scope) in self.open_paths:
             await self.app(scope, receive, send)
             return
         try:

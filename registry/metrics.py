@@ -1,0 +1,177 @@
+"""Prometheus metrics of one server, summed over its worker processes.
+
+Recording is on every request's path, so a worker counts in plain Python
+(dictionary and list increments: no lock, no system call, no file write per
+request; prometheus-client's multiprocess values, a locked write to a memory-mapped
+file per observation, cost 26 µs a request against 2 µs: bench/RESULTS.md, "Cost of
+metrics") and publishes its totals, at most a second old, to a file of its own in
+the server's metrics directory (`METRICS_DIR_ENV`, made by `dockyard serve`). A
+scrape sums those files with the answering worker's own fresh totals
+(`metrics_exposition`), so whichever worker answers, it answers for the whole
+server. Counters of workers that exited stay in the sums; gauges count only for
+workers still alive. A worker killed outright loses its last second of counts.
+
+Labels are bounded: routes are templates (`route_labels`), methods a fixed set,
+codes HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from starlette.types import Scope
+
+from registry.route_labels import RouteLabels
+from storage.instrumented import Observe
+
+METRICS_DIR_ENV = "REGISTRY_METRICS_DIR"
+PUBLISH_INTERVAL = 1.0  # seconds a scrape may lag behind another worker's requests
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UPLOAD_METHODS = frozenset({"POST", "PATCH", "PUT"})
+DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0)
+STORAGE_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0)
+
+
+class Totals:
+    """This process's metrics since it started. Histograms are `[count per bucket...,
+    count above the last bound, sum]`; sizes are `[count, sum]`."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.durations: dict[str, list[float]] = {}
+        self.request_bytes: dict[str, list[float]] = {}
+        self.response_bytes: dict[str, list[float]] = {}
+        self.storage: dict[tuple[str, str], list[float]] = {}
+        self.auth_failures: dict[str, int] = {}
+        self.throttled = 0
+        self.in_flight = 0
+        self.uploads = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of everything, as JSON-ready lists (keys are label values)."""
+        return {
+            "requests": [[*key, n] for key, n in self.requests.items()],
+            "durations": [[route, *h] for route, h in self.durations.items()],
+            "request_bytes": [[route, *s] for route, s in self.request_bytes.items()],
+            "response_bytes": [[route, *s] for route, s in self.response_bytes.items()],
+            "storage": [[*key, *h] for key, h in self.storage.items()],
+            "auth_failures": [[reason, n] for reason, n in self.auth_failures.items()],
+            "throttled": self.throttled,
+            "in_flight": self.in_flight,
+            "uploads": self.uploads,
+        }
+
+
+TOTALS = Totals()
+
+
+def _observe(histogram: list[float], bounds: tuple[float, ...], value: float) -> None:
+    histogram[bisect.bisect_left(bounds, value)] += 1
+    histogram[-1] += value
+
+
+def _has_credentials(scope: Scope) -> bool:
+    return any(name == b"authorization" for name, _ in scope["headers"])
+
+
+class HttpMetrics:
+    """Counts every request by method, route template and status; a recorder of
+    `registry.observe.ObserveRequests`."""
+
+    def __init__(self, labels: RouteLabels, totals: Totals = TOTALS) -> None:
+        self._labels = labels
+        self._totals = totals
+
+    def started(self, scope: Scope) -> None:
+        totals = self._totals
+        totals.in_flight += 1
+        if scope["method"] in UPLOAD_METHODS and "/blobs/uploads/" in scope["path"]:
+            totals.uploads += 1
+
+    def finished(self, scope: Scope, status: int, received: int, sent: int, seconds: float) -> None:
+        totals = self._totals
+        totals.in_flight -= 1
+        if scope["method"] in UPLOAD_METHODS and "/blobs/uploads/" in scope["path"]:
+            totals.uploads -= 1
+        route = self._labels.template(scope)
+        method = scope["method"]
+        key = (method if method in METHODS else "other", route, str(status))
+        totals.requests[key] = totals.requests.get(key, 0) + 1
+        duration = totals.durations.get(route)
+        if duration is None:
+            duration = totals.durations[route] = [0.0] * (len(DURATION_BUCKETS) + 2)
+            totals.request_bytes[route] = [0, 0]
+            totals.response_bytes[route] = [0, 0]
+        _observe(duration, DURATION_BUCKETS, seconds)
+        request_bytes = totals.request_bytes[route]
+        request_bytes[0] += 1
+        request_bytes[1] += received
+        response_bytes = totals.response_bytes[route]
+        response_bytes[0] += 1
+        response_bytes[1] += sent
+        if status in (401, 403, 429):
+            self._count_refusal(scope, status)
+
+    def _count_refusal(self, scope: Scope, status: int) -> None:
+        totals = self._totals
+        if status == 429:
+            totals.throttled += 1
+            return
+        if status == 403:
+            reason = "denied"
+        elif _has_credentials(scope):  # a bare 401 is only the challenge that asks for them
+            reason = "invalid_credentials"
+        else:
+            return
+        totals.auth_failures[reason] = totals.auth_failures.get(reason, 0) + 1
+
+
+def storage_observer(driver: str, totals: Totals = TOTALS) -> Observe:
+    """`observe(action, seconds)` for `storage.instrumented`."""
+    by_action: dict[str, list[float]] = {}
+
+    def observe(action: str, seconds: float) -> None:
+        histogram = by_action.get(action)
+        if histogram is None:
+            histogram = totals.storage.setdefault(
+                (driver, action), [0.0] * (len(STORAGE_BUCKETS) + 2)
+            )
+            by_action[action] = histogram
+        _observe(histogram, STORAGE_BUCKETS, seconds)
+
+    return observe
+
+
+def worker_file(directory: str | Path, pid: int) -> Path:
+    return Path(directory) / f"worker-{pid}.json"
+
+
+def publish(snapshot: dict[str, Any]) -> None:
+    """Write this process's totals where scrapes find them (atomically: replace)."""
+    directory = os.environ.get(METRICS_DIR_ENV)
+    if not directory:
+        return
+    target = worker_file(directory, os.getpid())
+    aside = target.with_suffix(".tmp")
+    aside.write_text(json.dumps(snapshot))
+    os.replace(aside, target)
+
+
+async def publish_periodically(totals: Totals = TOTALS) -> None:
+    """Publish every `PUBLISH_INTERVAL` seconds while the worker runs (when there is a
+    directory to publish to: under `dockyard serve`). The snapshot is taken on the
+    event loop, which alone changes the totals; the file is written in a thread."""
+    if not os.environ.get(METRICS_DIR_ENV):
+        return
+    published = None
+    while True:
+        snapshot = totals.snapshot()
+        if snapshot != published:
+            await asyncio.to_thread(publish, snapshot)
+            published = snapshot
+        await asyncio.sleep(PUBLISH_INTERVAL)
