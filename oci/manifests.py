@@ -235,3 +235,12 @@ def parse_manifest(raw: bytes, content_type: str | None, digest: Digest) -> Mani
         artifact_type=artifact_type,
         annotations=_annotations(document),
     )
+
+
+def referenced_digests(raw: bytes) -> frozenset[str]:
+    """Digests a stored (already validated) manifest needs: its config, layers and
+    child manifests. Not its subject: a referrer does not keep its subject alive."""
+    document = json.loads(raw)
+    descriptors = [document.get("config"), *(document.get("layers") or [])]
+    descriptors += document.get("manifests") or []
+    return frozenset(d["digest"] for d in descriptors if isinstance(d, dict) and "digest" in d)

@@ -1,21 +1,66 @@
 """Manifests, tags and the referrers index of each repository.
 
-Manifest bytes are stored once in the shared blob store; a repository holds a
-revision link (its media type and subject) per manifest, a link per tag, and,
-for each subject, one entry per referrer with the descriptor the referrers API
-returns. Writes go content first, tag last, each one atomic, so a crash leaves
-the old state or the new one.
+Manifest bytes are stored once in the shared blob store (and never removed); a
+manifest M of a repository is its revision key R (media type, subject), an entry E
+in its subject's referrers index (if it has a subject) and its tags T (one key per
+tag, holding a digest). Every key is written or removed atomically. Readers trust a
+tag or an entry only while R exists (GET by tag and the referrers list read R), so
+what a crash leaves half-done reads as absent, and a DELETE of the tag, or of the
+digest again, removes it.
+
+Writers take no locks; each side re-checks R after its writes:
+
+    PUT(M, tags), a round:  write R, E, tags; restore missing references (below);
+                            read R: present -> done, absent -> another round.
+    DELETE(M), a round:     remove the tags on M, E, R; again the tags on M and E;
+                            refuse if a manifest now references M (restore R, E);
+                            read R: absent -> done, present -> another round.
+
+Each gives up after `_ROUNDS` rounds with 503 (the client retries).
+
+Proof that completed PUTs and DELETEs of M end consistent (no tag or entry of M
+without R; with R, E and the tags of the PUT that finished last). Storage is
+linearizable per key, and each request's calls run one after another; order every
+operation in time and let X be the last final read of R among the requests.
+- X is a PUT's read: R present. Let w be the last write of R before X. No removal
+  of R follows w (every round removes before its own read, all reads are before X,
+  and X sees R). Every DELETE's final read saw R absent, so came before w, as did
+  all its removals. The PUT that wrote w reads R after it, finds it: that was its
+  final round, and it wrote E and its tags after w, after every removal. All stay.
+- X is a DELETE's read: R absent. Every write of R precedes its round's read, so X;
+  the last change of R before X is a removal r after every write. A PUT round that
+  read R after r would find it absent and write R again later: impossible, so every
+  PUT round, with its writes of E and tags, ended before r. The DELETE round of r
+  removes the tags on M and E after r, and nothing writes them again: all gone.
+A crash (kill -9) between any two calls leaves a prefix of one round: R with some of
+E and tags (an untagged manifest: consistent), or tags or E without R (read as
+absent; DELETE of the tag or the digest removes the tags, the list skips E). A PUT
+that gives up may leave the same; a DELETE that gives up leaves R with fewer tags.
+
+References: DELETE of a blob or manifest that a manifest of the same repository
+references (config, layer or child; never a subject: deleting a signature's subject
+is allowed) is refused with UNSUPPORTED naming the referrer. Racing pushes cannot
+slip through: DELETE removes the link (or R), then scans again and restores what it
+removed if a manifest now references it; PUT writes R, then checks each blob link
+and child revision and restores a missing one. If the DELETE's removal comes after
+the PUT's check, its scan comes after the PUT's R and sees it; if before, the PUT's
+check sees the removal. Either way the referenced content stays. The scan lists the
+repository's revisions and reads each one and each manifest's bytes (through the
+LRU): proportional to the repository's manifests, once or twice per such DELETE.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from oci.manifests import Manifest
+from oci.errors import ErrorCode, RegistryError
+from oci.manifests import Manifest, parse_manifest, referenced_digests
 from oci.references import Digest
 from storage import paths
 from storage.blobs import BlobStore
@@ -23,6 +68,14 @@ from storage.catalog import Catalog
 from storage.driver import PathNotFoundError, StorageDriver
 
 _CACHED_MANIFEST_BYTES = 64 << 20
+_PUT_ROUNDS = 10
+_DELETE_ROUNDS = 5
+_DELETE_BACKOFF = 0.005  # seconds before a second round, doubling after each
+
+
+def _backoff(round_: int) -> float:
+    """A random pause of about `_DELETE_BACKOFF * 2**round_` seconds."""
+    return _DELETE_BACKOFF * 2**round_ * random.uniform(0.5, 1.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,16 +85,27 @@ class StoredManifest:
     raw: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class _Content:
-    raw: bytes
-    declared_type: str | None  # the document's own `mediaType`, if it has one
+def _revision_document(manifest: Manifest) -> bytes:
+    revision = {"mediaType": manifest.media_type}
+    if manifest.subject is not None:
+        revision["subject"] = str(manifest.subject)
+    return json.dumps(revision).encode()
 
 
-def _declared_type(raw: bytes) -> str | None:
-    """`mediaType` as the stored (already validated) document states it."""
-    declared = json.loads(raw).get("mediaType")
-    return declared if isinstance(declared, str) and declared else None
+def _referenced(digest: Digest, kind: str, referrer: Digest, name: str) -> RegistryError:
+    return RegistryError(
+        ErrorCode.UNSUPPORTED,
+        f"{kind} {digest} is referenced by manifest {referrer} of repository {name}; "
+        "delete that manifest first",
+        detail={"digest": str(digest), "referrer": str(referrer)},
+    )
+
+
+def _contended(digest: Digest, action: str, rounds: int) -> RegistryError:
+    return RegistryError(
+        ErrorCode.UNAVAILABLE,
+        f"manifest {digest} kept changing while it was {action} ({rounds} rounds); retry",
+    )
 
 
 class ManifestStore:
@@ -50,22 +114,115 @@ class ManifestStore:
         self._blobs = blobs
         self._catalog = catalog
         # Manifest bytes never change under their digest: an LRU of them saves reads.
-        self._content: OrderedDict[Digest, _Content] = OrderedDict()
+        self._content: OrderedDict[Digest, bytes] = OrderedDict()
         self._content_bytes = 0
 
+    # -- writes ------------------------------------------------------------------
+
     async def put(self, name: str, manifest: Manifest, tags: list[str]) -> None:
+        """Store `manifest` in `name` with `tags`; the caller checked its references."""
         await self._catalog.add(name)
         await self._blobs.put(manifest.raw, manifest.digest)
-        revision = {"mediaType": manifest.media_type}
+        tag_value = str(manifest.digest).encode()
+        for _ in range(_PUT_ROUNDS):
+            await self._write_revision(name, manifest)
+            await asyncio.gather(
+                *(self._driver.put(paths.tag_link(name, tag), tag_value) for tag in tags)
+            )
+            await self._restore_references(name, manifest)
+            if await self.exists(name, manifest.digest):
+                return
+        raise _contended(manifest.digest, "pushed", _PUT_ROUNDS)
+
+    async def _write_revision(self, name: str, manifest: Manifest) -> None:
+        """R, then E: the part of a manifest a tagless PUT (or a restore) writes."""
+        digest = manifest.digest
+        await self._driver.put(paths.revision_link(name, digest), _revision_document(manifest))
         if manifest.subject is not None:
-            revision["subject"] = str(manifest.subject)
-            entry = paths.referrer_entry(name, manifest.subject, manifest.digest)
+            entry = paths.referrer_entry(name, manifest.subject, digest)
             await self._driver.put(entry, json.dumps(manifest.referrer_descriptor()).encode())
-        await self._driver.put(
-            paths.revision_link(name, manifest.digest), json.dumps(revision).encode()
+
+    async def _restore_references(self, name: str, manifest: Manifest) -> None:
+        """Give back blob links and child manifests a racing DELETE removed after the
+        caller checked them (their content is still in the shared store)."""
+        linked = await asyncio.gather(
+            *(self._blobs.linked_size(name, blob.digest) for blob in manifest.blobs)
         )
-        for tag in tags:
-            await self._driver.put(paths.tag_link(name, tag), str(manifest.digest).encode())
+        for blob, size in zip(manifest.blobs, linked, strict=True):
+            if size is None and await self._blobs.size(blob.digest) is not None:
+                await self._blobs.link(name, blob.digest)
+        present = await asyncio.gather(
+            *(self.exists(name, child.digest) for child in manifest.children)
+        )
+        for child, found in zip(manifest.children, present, strict=True):
+            if not found:
+                await self._restore(name, child.digest, child.media_type)
+
+    async def _restore(self, name: str, digest: Digest, media_type: str) -> None:
+        """Write R and E of a manifest whose bytes are stored, as its PUT did."""
+        raw = await self._content_of(digest)
+        try:
+            manifest = parse_manifest(raw, media_type, digest)
+        except RegistryError:  # a descriptor's media type that the document contradicts
+            manifest = parse_manifest(raw, None, digest)
+        await self._write_revision(name, manifest)
+
+    async def untag(self, name: str, tag: str) -> bool:
+        """Remove a tag, also one whose manifest is gone (a crash's leftover)."""
+        if await self.resolve(name, tag) is None:
+            return False
+        await self._driver.delete(paths.tag_link(name, tag))
+        return True
+
+    async def _untag_all(self, name: str, digest: Digest) -> int:
+        """Remove every tag of `name` that points at `digest`; how many there were."""
+        tags = await self.tags(name)
+        targets = await asyncio.gather(*(self.resolve(name, tag) for tag in tags))
+        doomed = [tag for tag, target in zip(tags, targets, strict=True) if target == digest]
+        await asyncio.gather(*(self._driver.delete(paths.tag_link(name, tag)) for tag in doomed))
+        return len(doomed)
+
+    async def delete(self, name: str, digest: Digest) -> bool:
+        """Remove a manifest from a repository, with every tag that points at it.
+
+        Refused while another manifest of the repository references it. False if it
+        was not there (after removing any tag a crashed DELETE left on it).
+        """
+        revision = await self._revision(name, digest)
+        if revision is None:
+            return await self._untag_all(name, digest) > 0
+        if referrer := await self.referencing(name, digest):
+            raise _referenced(digest, "manifest", referrer, name)
+        subject = revision.get("subject")
+        entry = paths.referrer_entry(name, Digest.parse(subject), digest) if subject else None
+        for round_ in range(_DELETE_ROUNDS):
+            if round_:
+                await asyncio.sleep(_backoff(round_))  # let the PUT that won finish
+            for remove_revision in (True, False):
+                await self._untag_all(name, digest)
+                if entry:
+                    await self._driver.delete(entry)
+                if remove_revision:
+                    await self._driver.delete(paths.revision_link(name, digest))
+            if referrer := await self.referencing(name, digest):
+                await self._restore(name, digest, revision["mediaType"])
+                raise _referenced(digest, "manifest", referrer, name)
+            if not await self.exists(name, digest):
+                return True
+        raise _contended(digest, "deleted", _DELETE_ROUNDS)
+
+    async def unlink_blob(self, name: str, digest: Digest) -> bool:
+        """Take a blob from a repository, refused while a manifest there references it."""
+        if referrer := await self.referencing(name, digest):
+            raise _referenced(digest, "blob", referrer, name)
+        if not await self._blobs.unlink(name, digest):
+            return False
+        if referrer := await self.referencing(name, digest):  # pushed meanwhile
+            await self._blobs.link(name, digest)
+            raise _referenced(digest, "blob", referrer, name)
+        return True
+
+    # -- reads -------------------------------------------------------------------
 
     async def _revision(self, name: str, digest: Digest) -> dict[str, Any] | None:
         try:
@@ -76,34 +233,35 @@ class ManifestStore:
     async def exists(self, name: str, digest: Digest) -> bool:
         return await self._driver.exists(paths.revision_link(name, digest))
 
-    async def get(self, name: str, digest: Digest, tagged: bool = False) -> StoredManifest | None:
+    async def get(self, name: str, digest: Digest) -> StoredManifest | None:
         """The manifest `digest` of repository `name`, or None if it is not there.
 
-        `tagged` says the digest was just read from one of this repository's tags,
-        which proves the manifest is in it: `put` writes a tag after its manifest and
-        `delete` removes the tags before the manifest. Then, when the content names
-        its own media type (a function of the bytes), no per-repository read is needed.
+        The revision is read even when `digest` comes from a tag: a tag whose revision
+        is gone (a crash in the middle of a DELETE) is no tag. Both reads run at once.
         """
-        if tagged:
-            content = await self._content_of(digest)
-            if content.declared_type is not None:
-                return StoredManifest(digest, content.declared_type, content.raw)
-        revision = await self._revision(name, digest)
-        if revision is None:
+        revision, raw = await asyncio.gather(
+            self._revision(name, digest), self._stored_content(digest)
+        )
+        if revision is None or raw is None:
             return None
-        return StoredManifest(digest, revision["mediaType"], (await self._content_of(digest)).raw)
+        return StoredManifest(digest, revision["mediaType"], raw)
 
-    async def _content_of(self, digest: Digest) -> _Content:
-        content = self._content.get(digest)
-        if content is not None:
+    async def _stored_content(self, digest: Digest) -> bytes | None:
+        try:
+            return await self._content_of(digest)
+        except PathNotFoundError:
+            return None
+
+    async def _content_of(self, digest: Digest) -> bytes:
+        raw = self._content.get(digest)
+        if raw is not None:
             self._content.move_to_end(digest)
-            return content
-        raw = await self._blobs.get(digest)
-        content = self._content[digest] = _Content(raw, _declared_type(raw))
+            return raw
+        raw = self._content[digest] = await self._blobs.get(digest)
         self._content_bytes += len(raw)
         while self._content_bytes > _CACHED_MANIFEST_BYTES:
-            self._content_bytes -= len(self._content.popitem(last=False)[1].raw)
-        return content
+            self._content_bytes -= len(self._content.popitem(last=False)[1])
+        return raw
 
     async def resolve(self, name: str, tag: str) -> Digest | None:
         try:
@@ -114,36 +272,53 @@ class ManifestStore:
     async def tags(self, name: str) -> list[str]:
         return sorted(await self._driver.list(paths.tags_dir(name)))
 
-    async def untag(self, name: str, tag: str) -> bool:
-        if await self.resolve(name, tag) is None:
-            return False
-        await self._driver.delete(paths.tag_dir(name, tag))
-        return True
+    async def _digests(self, name: str) -> list[Digest]:
+        """Digests of the revisions listed in `name` (some may be gone by now)."""
+        algorithms = await self._driver.list(paths.revisions_dir(name))
+        listed = await asyncio.gather(
+            *(self._driver.list(paths.revisions_dir(name, a)) for a in algorithms)
+        )
+        found = []
+        for algorithm, encodings in zip(algorithms, listed, strict=True):
+            for encoded in encodings:
+                with contextlib.suppress(RegistryError):  # not a revision's name
+                    found.append(Digest.parse(f"{algorithm}:{encoded}"))
+        return found
 
-    async def delete(self, name: str, digest: Digest) -> bool:
-        """Remove a manifest from a repository, with every tag that points at it."""
-        revision = await self._revision(name, digest)
-        if revision is None:
-            return False
-        tags = await self.tags(name)
-        targets = await asyncio.gather(*(self.resolve(name, tag) for tag in tags))
-        for tag, target in zip(tags, targets, strict=True):
-            if target == digest:
-                await self._driver.delete(paths.tag_dir(name, tag))
-        await self._driver.delete(paths.revision_link(name, digest))
-        if subject := revision.get("subject"):
-            await self._driver.delete(paths.referrer_entry(name, Digest.parse(subject), digest))
-        return True
+    async def referencing(self, name: str, digest: Digest) -> Digest | None:
+        """A manifest of `name` whose config, layers or children include `digest`.
+
+        Reads every manifest of the repository: meant for the rare deletes.
+        """
+        wanted = str(digest)
+
+        async def references(candidate: Digest) -> bool:
+            if candidate == digest or not await self.exists(name, candidate):
+                return False
+            raw = await self._stored_content(candidate)
+            return raw is not None and wanted in referenced_digests(raw)
+
+        candidates = await self._digests(name)
+        found = await asyncio.gather(*(references(candidate) for candidate in candidates))
+        return next((c for c, hit in zip(candidates, found, strict=True) if hit), None)
 
     async def referrers(self, name: str, subject: Digest) -> list[dict[str, Any]]:
+        """Descriptors of the manifests of `name` whose subject is `subject`."""
         directory = paths.referrers_dir(name, subject)
         entries = sorted(await self._driver.list(directory))
 
         async def load(entry: str) -> dict[str, Any] | None:
+            algorithm, _, encoded = entry.partition("-")
             try:
-                return json.loads(await self._driver.get(f"{directory}/{entry}"))
+                descriptor, present = await asyncio.gather(
+                    self._driver.get(f"{directory}/{entry}"),
+                    self.exists(name, Digest.parse(f"{algorithm}:{encoded}")),
+                )
             except PathNotFoundError:
                 return None  # removed while we listed
+            except RegistryError:
+                return None  # not an entry's name
+            return json.loads(descriptor) if present else None  # its manifest is gone
 
         loaded = await asyncio.gather(*(load(entry) for entry in entries))
         return [descriptor for descriptor in loaded if descriptor is not None]

@@ -4,11 +4,14 @@
     catalog/<name with / as +>/repository                    marker: the repository exists
     repositories/<name>/_layers/<alg>/<hex>/link             blob given to this repository
     repositories/<name>/_manifests/revisions/<alg>/<hex>/link  manifest in this repository (JSON)
-    repositories/<name>/_manifests/tags/<tag>/current/link   tag -> manifest digest
+    repositories/<name>/_manifests/tags/<tag>                tag -> manifest digest
     repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>   descriptor of a referrer of a subject
     uploads/<id>/{data,info}                                 upload session (info: its repository)
 
 Callers pass names, tags and digests already validated by `oci.references`.
+A tag is one object, not a folder: it exists exactly when its one atomic key does, so
+no crash or full disk can leave a folder listed as a tag without a target (a writer's
+temporary file is a dot-file, never listed, and tags never start with a dot).
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ def layer_link(name: str, digest: Digest) -> str:
     return f"repositories/{name}/_layers/{digest.algorithm}/{digest.encoded}/link"
 
 
+def revisions_dir(name: str, algorithm: str | None = None) -> str:
+    """The revisions of a repository, or of one digest algorithm in it."""
+    base = f"repositories/{name}/_manifests/revisions"
+    return f"{base}/{algorithm}" if algorithm else base
+
+
 def revision_link(name: str, digest: Digest) -> str:
     return f"repositories/{name}/_manifests/revisions/{digest.algorithm}/{digest.encoded}/link"
 
@@ -59,12 +68,8 @@ def tags_dir(name: str) -> str:
     return f"repositories/{name}/_manifests/tags"
 
 
-def tag_dir(name: str, tag: str) -> str:
-    return f"repositories/{name}/_manifests/tags/{tag}"
-
-
 def tag_link(name: str, tag: str) -> str:
-    return f"repositories/{name}/_manifests/tags/{tag}/current/link"
+    return f"repositories/{name}/_manifests/tags/{tag}"
 
 
 def referrers_dir(name: str, subject: Digest) -> str:

@@ -81,6 +81,6 @@ async def delete_blob(request: Request) -> Response:
     name = repository(request)
     digest = digest_param(request.path_params["digest"])
     require_delete_enabled(request)
-    if not await store(request).blobs.unlink(name, digest):
+    if not await store(request).manifests.unlink_blob(name, digest):
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
     return empty(202)

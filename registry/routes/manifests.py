@@ -44,7 +44,7 @@ async def get_manifest(request: Request) -> Response:
     name = repository(request)
     reference = request.path_params["reference"]
     digest = await _resolve(store(request), name, reference)
-    manifest = await store(request).manifests.get(name, digest, tagged=not is_digest(reference))
+    manifest = await store(request).manifests.get(name, digest)
     if manifest is None:
         raise _unknown(reference)
     etag = f'"{digest}"'

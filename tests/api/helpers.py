@@ -79,6 +79,34 @@ async def put_manifest(
     )
 
 
+async def push_referrer(
+    client: httpx.AsyncClient,
+    name: str,
+    subject: bytes,
+    artifact_type: str | None,
+    payload: bytes,
+    annotations: dict[str, str] | None = None,
+    config_type: str = OCI_EMPTY,
+) -> tuple[str, bytes, httpx.Response]:
+    await push_blob(client, name, b"{}")
+    await push_blob(client, name, payload)
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(config_type, b"{}"),
+        "layers": [descriptor("application/octet-stream", payload)],
+        "subject": descriptor(OCI_MANIFEST, subject),
+    }
+    if artifact_type:
+        document["artifactType"] = artifact_type
+    if annotations:
+        document["annotations"] = annotations
+    raw = json.dumps(document).encode()
+    response = await put_manifest(client, name, digest_of(raw), raw, OCI_MANIFEST)
+    assert response.status_code == 201, response.text
+    return digest_of(raw), raw, response
+
+
 def error_code(response: httpx.Response) -> str:
     """The first error code of a spec error body (asserting its shape on the way)."""
     body = response.json()

@@ -108,5 +108,6 @@ async def test_one_process_sees_what_another_changed(driver: StorageDriver) -> N
             response = await first.get(f"/v2/team/app/manifests/{reference}")
             assert response.status_code == 404, reference
         assert (await first.get("/v2/team/app/tags/list")).json()["tags"] == []
+        assert (await second.delete(f"/v2/team/app/manifests/{old}")).status_code == 202
         assert (await second.delete(f"/v2/team/app/blobs/{layer}")).status_code == 202
         assert (await first.head(f"/v2/team/app/blobs/{layer}")).status_code == 404

@@ -11,7 +11,6 @@ from oci.references import Digest
 from storage import paths
 from storage.driver import StorageDriver
 from tests.api.helpers import (
-    OCI_EMPTY,
     OCI_INDEX,
     OCI_MANIFEST,
     descriptor,
@@ -20,6 +19,7 @@ from tests.api.helpers import (
     image_manifest,
     push_blob,
     push_image,
+    push_referrer,
     put_manifest,
 )
 
@@ -130,34 +130,6 @@ async def test_catalog(client: httpx.AsyncClient) -> None:
 
 async def test_catalog_empty(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v2/_catalog")).json() == {"repositories": []}
-
-
-async def push_referrer(
-    client: httpx.AsyncClient,
-    name: str,
-    subject: bytes,
-    artifact_type: str | None,
-    payload: bytes,
-    annotations: dict[str, str] | None = None,
-    config_type: str = OCI_EMPTY,
-) -> tuple[str, bytes, httpx.Response]:
-    await push_blob(client, name, b"{}")
-    await push_blob(client, name, payload)
-    document = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": descriptor(config_type, b"{}"),
-        "layers": [descriptor("application/octet-stream", payload)],
-        "subject": descriptor(OCI_MANIFEST, subject),
-    }
-    if artifact_type:
-        document["artifactType"] = artifact_type
-    if annotations:
-        document["annotations"] = annotations
-    raw = json.dumps(document).encode()
-    response = await put_manifest(client, name, digest_of(raw), raw, OCI_MANIFEST)
-    assert response.status_code == 201, response.text
-    return digest_of(raw), raw, response
 
 
 async def test_referrers(client: httpx.AsyncClient) -> None:
