@@ -16,10 +16,13 @@ Writers take no locks; each side re-checks R after its writes:
                             refuse if a manifest now references M (restore R, E);
                             read R: absent -> done, present -> another round.
 
-Each gives up after `_ROUNDS` rounds with 503 (the client retries).
+A DELETE pauses a random, doubling while before each new round, so that racing
+PUTs and DELETEs do not undo each other forever: the PUT finishes in the pause and
+the DELETE's next round removes it. Each gives up after `_PUT_ROUNDS` or
+`_DELETE_ROUNDS` rounds with 503 (clients retry that).
 
-Proof that completed PUTs and DELETEs of M end consistent (no tag or entry of M
-without R; with R, E and the tags of the PUT that finished last). Storage is
+Proof that PUTs and DELETEs of M end consistent when none gives up (no tag or entry
+of M without R; with R, E and the tags of the PUT that finished last). Storage is
 linearizable per key, and each request's calls run one after another; order every
 operation in time and let X be the last final read of R among the requests.
 - X is a PUT's read: R present. Let w be the last write of R before X. No removal
@@ -36,6 +39,8 @@ A crash (kill -9) between any two calls leaves a prefix of one round: R with som
 E and tags (an untagged manifest: consistent), or tags or E without R (read as
 absent; DELETE of the tag or the digest removes the tags, the list skips E). A PUT
 that gives up may leave the same; a DELETE that gives up leaves R with fewer tags.
+A restore (below) writes R and E like a tagless PUT without the re-check: it leaves
+R and E, or, if another DELETE removes R afterwards, an E the list skips.
 
 References: DELETE of a blob or manifest that a manifest of the same repository
 references (config, layer or child; never a subject: deleting a signature's subject
@@ -185,30 +190,32 @@ class ManifestStore:
     async def delete(self, name: str, digest: Digest) -> bool:
         """Remove a manifest from a repository, with every tag that points at it.
 
-        Refused while another manifest of the repository references it. False if it
-        was not there (after removing any tag a crashed DELETE left on it).
+        Refused while another manifest of the repository references it. False if
+        there was neither the manifest nor a tag on it (a crashed DELETE's leftover).
+        Even then it runs the rounds: a PUT may write the manifest meanwhile.
         """
         revision = await self._revision(name, digest)
-        if revision is None:
-            return await self._untag_all(name, digest) > 0
-        if referrer := await self.referencing(name, digest):
+        if revision is not None and (referrer := await self.referencing(name, digest)):
             raise _referenced(digest, "manifest", referrer, name)
-        subject = revision.get("subject")
-        entry = paths.referrer_entry(name, Digest.parse(subject), digest) if subject else None
+        found = revision is not None
         for round_ in range(_DELETE_ROUNDS):
             if round_:
                 await asyncio.sleep(_backoff(round_))  # let the PUT that won finish
+            subject = revision.get("subject") if revision else None
+            entry = paths.referrer_entry(name, Digest.parse(subject), digest) if subject else None
             for remove_revision in (True, False):
-                await self._untag_all(name, digest)
+                found = await self._untag_all(name, digest) > 0 or found
                 if entry:
                     await self._driver.delete(entry)
                 if remove_revision:
                     await self._driver.delete(paths.revision_link(name, digest))
-            if referrer := await self.referencing(name, digest):
+            if revision and (referrer := await self.referencing(name, digest)):
                 await self._restore(name, digest, revision["mediaType"])
                 raise _referenced(digest, "manifest", referrer, name)
-            if not await self.exists(name, digest):
-                return True
+            again = await self._revision(name, digest)
+            if again is None:
+                return found
+            revision, found = again, True
         raise _contended(digest, "deleted", _DELETE_ROUNDS)
 
     async def unlink_blob(self, name: str, digest: Digest) -> bool:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import uuid
+from collections.abc import Awaitable
 
 import httpx
 import pytest
@@ -34,6 +36,14 @@ from tests.api.test_concurrency import client_for
 
 NAME = "team/app"
 RACES = 200
+
+
+async def staggered(request: Awaitable[httpx.Response], rng: random.Random) -> httpx.Response:
+    """`request`, started after a random number of turns of the event loop, so that
+    the races cover many interleavings (also over the memory driver)."""
+    for _ in range(rng.randrange(40)):
+        await asyncio.sleep(0)
+    return await request
 
 
 async def state_of(client: httpx.AsyncClient, tag: str, digest: str) -> tuple[bool, int, int]:
@@ -82,6 +92,7 @@ async def test_put_and_delete_races_end_consistent(driver: StorageDriver) -> Non
     async with client_for(driver) as first, client_for(driver) as second:
         digest, raw = await push_image(first, NAME, "v1")
         inconsistent = []
+        rng = random.Random(0)
         for round_ in range(RACES):
             await put_manifest(first, NAME, "v1", raw, OCI_MANIFEST)
             requests = [
@@ -93,7 +104,7 @@ async def test_put_and_delete_races_end_consistent(driver: StorageDriver) -> Non
                     first.delete(f"/v2/{NAME}/manifests/{digest}"),
                     put_manifest(second, NAME, "v1", raw, OCI_MANIFEST),
                 ]
-            responses = await asyncio.gather(*requests)
+            responses = await asyncio.gather(*(staggered(r, rng) for r in requests))
             for response in responses:
                 assert response.status_code in (201, 202, 404), response.text
             for client in (first, second):
@@ -211,13 +222,14 @@ async def test_blob_delete_racing_a_push_that_references_it(driver: StorageDrive
     """Whichever wins, a stored manifest never lacks a blob it references."""
     async with client_for(driver) as first, client_for(driver) as second:
         config = await push_blob(first, NAME, b"{}")
+        rng = random.Random(0)
         for round_ in range(RACES // 4):
             layer_bytes = f"layer {round_}".encode()
             layer = await push_blob(first, NAME, layer_bytes)
             raw = image_manifest(b"{}", [layer_bytes])
             put, delete = await asyncio.gather(
-                put_manifest(first, NAME, f"r{round_}", raw, OCI_MANIFEST),
-                second.delete(f"/v2/{NAME}/blobs/{layer}"),
+                staggered(put_manifest(first, NAME, f"r{round_}", raw, OCI_MANIFEST), rng),
+                staggered(second.delete(f"/v2/{NAME}/blobs/{layer}"), rng),
             )
             assert put.status_code in (201, 400) and delete.status_code in (202, 405)
             if (await second.get(f"/v2/{NAME}/manifests/r{round_}")).status_code == 200:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from registry.app import s3_settings
 from registry.config import S3Config
-from storage.driver import StorageDriver
+from storage.driver import FileInfo, StorageDriver, Writer
 from storage.filesystem import FilesystemDriver
 from storage.memory import MemoryDriver
 from storage.s3 import S3Driver
@@ -26,6 +29,48 @@ def make_driver(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> St
     return FilesystemDriver(tmp_path / "data")
 
 
+class InterleavingDriver(StorageDriver):
+    """A memory driver as another process sees it: each call first yields to the event
+    loop a random number of times, so concurrent requests interleave between storage
+    calls as they do over a backend that blocks (the memory driver never does)."""
+
+    def __init__(self, inner: MemoryDriver) -> None:
+        self._inner = inner
+        self._random = random.Random(id(self))
+        self.name = inner.name
+
+    async def _pause(self) -> None:
+        for _ in range(self._random.randrange(4)):
+            await asyncio.sleep(0)
+
+    async def get(self, key: str) -> bytes:
+        await self._pause()
+        return await self._inner.get(key)
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self._pause()
+        await self._inner.put(key, data)
+
+    def reader(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        return self._inner.reader(key, offset, length)
+
+    async def writer(self, key: str, append: bool = False) -> Writer:
+        await self._pause()
+        return await self._inner.writer(key, append)
+
+    async def stat(self, key: str) -> FileInfo:
+        await self._pause()
+        return await self._inner.stat(key)
+
+    async def list(self, prefix: str) -> list[str]:
+        await self._pause()
+        return await self._inner.list(prefix)
+
+    async def delete(self, key: str) -> None:
+        await self._pause()
+        await self._inner.delete(key)
+
+
 def twin(driver: StorageDriver) -> StorageDriver:
     """A second driver on the same storage, as another process would have."""
     if isinstance(driver, FilesystemDriver):
@@ -33,4 +78,4 @@ def twin(driver: StorageDriver) -> StorageDriver:
     if isinstance(driver, S3Driver):
         return S3Driver(driver.settings)
     assert isinstance(driver, MemoryDriver)
-    return driver
+    return InterleavingDriver(driver)
