@@ -236,3 +236,24 @@ async def test_blob_delete_racing_a_push_that_references_it(driver: StorageDrive
                 for blob in (config, layer):
                     response = await first.head(f"/v2/{NAME}/blobs/{blob}")
                     assert response.status_code == 200, (round_, put.text, delete.text)
+
+
+async def test_manifest_delete_racing_a_push_of_an_index_that_lists_it(
+    driver: StorageDriver,
+) -> None:
+    """Whichever wins, a stored index never lacks a manifest it lists."""
+    async with client_for(driver) as first, client_for(driver) as second:
+        rng = random.Random(0)
+        for round_ in range(RACES // 4):
+            child, raw = await push_image(first, NAME, f"c{round_}", seed=str(round_))
+            document = {"schemaVersion": 2, "manifests": [descriptor(OCI_MANIFEST, raw)]}
+            index = json.dumps({"mediaType": OCI_INDEX, **document}).encode()
+            put, delete = await asyncio.gather(
+                staggered(put_manifest(first, NAME, f"i{round_}", index, OCI_INDEX), rng),
+                staggered(second.delete(f"/v2/{NAME}/manifests/{child}"), rng),
+            )
+            assert put.status_code in (201, 400) and delete.status_code in (202, 405)
+            if (await second.get(f"/v2/{NAME}/manifests/i{round_}")).status_code == 200:
+                response = await first.get(f"/v2/{NAME}/manifests/{child}")
+                assert response.status_code == 200, (round_, put.text, delete.text)
+                assert response.content == raw
