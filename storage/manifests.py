@@ -244,11 +244,16 @@ class ManifestStore:
         """The manifest `digest` of repository `name`, or None if it is not there.
 
         The revision is read even when `digest` comes from a tag: a tag whose revision
-        is gone (a crash in the middle of a DELETE) is no tag. Both reads run at once.
+        is gone (a crash in the middle of a DELETE) is no tag. Bytes the LRU lacks are
+        read at the same time as the revision.
         """
-        revision, raw = await asyncio.gather(
-            self._revision(name, digest), self._stored_content(digest)
-        )
+        raw = self._cached_content(digest)
+        if raw is not None:
+            revision = await self._revision(name, digest)
+        else:
+            revision, raw = await asyncio.gather(
+                self._revision(name, digest), self._stored_content(digest)
+            )
         if revision is None or raw is None:
             return None
         return StoredManifest(digest, revision["mediaType"], raw)
@@ -259,10 +264,15 @@ class ManifestStore:
         except PathNotFoundError:
             return None
 
-    async def _content_of(self, digest: Digest) -> bytes:
+    def _cached_content(self, digest: Digest) -> bytes | None:
         raw = self._content.get(digest)
         if raw is not None:
             self._content.move_to_end(digest)
+        return raw
+
+    async def _content_of(self, digest: Digest) -> bytes:
+        raw = self._cached_content(digest)
+        if raw is not None:
             return raw
         raw = self._content[digest] = await self._blobs.get(digest)
         self._content_bytes += len(raw)
