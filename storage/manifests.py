@@ -192,7 +192,8 @@ class ManifestStore:
 
         Refused while another manifest of the repository references it. False if
         there was neither the manifest nor a tag on it (a crashed DELETE's leftover).
-        Even then it runs the rounds: a PUT may write the manifest meanwhile.
+        Even then it runs the rounds: a PUT may write the manifest meanwhile. A round
+        reads every tag of the repository twice and scans its manifests once.
         """
         revision = await self._revision(name, digest)
         if revision is not None and (referrer := await self.referencing(name, digest)):
