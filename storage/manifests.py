@@ -61,11 +61,12 @@ import contextlib
 import json
 import random
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from oci.errors import ErrorCode, RegistryError
-from oci.manifests import Manifest, parse_manifest, referenced_digests
+from oci.manifests import Descriptor, Manifest, parse_manifest, referenced_digests
 from oci.references import Digest
 from storage import paths
 from storage.blobs import BlobStore
@@ -124,8 +125,16 @@ class ManifestStore:
 
     # -- writes ------------------------------------------------------------------
 
-    async def put(self, name: str, manifest: Manifest, tags: list[str]) -> None:
-        """Store `manifest` in `name` with `tags`; the caller checked its references."""
+    async def put(
+        self,
+        name: str,
+        manifest: Manifest,
+        tags: list[str],
+        blobs: Sequence[Descriptor],
+        children: Sequence[Descriptor],
+    ) -> None:
+        """Store `manifest` in `name` with `tags`. The caller found `blobs` linked and
+        `children` stored in `name`: they are re-checked, and restored, after writing."""
         await self._catalog.add(name)
         await self._blobs.put(manifest.raw, manifest.digest)
         tag_value = str(manifest.digest).encode()
@@ -134,7 +143,7 @@ class ManifestStore:
             await asyncio.gather(
                 *(self._driver.put(paths.tag_link(name, tag), tag_value) for tag in tags)
             )
-            await self._restore_references(name, manifest)
+            await self._restore_references(name, blobs, children)
             if await self.exists(name, manifest.digest):
                 return
         raise _contended(manifest.digest, "pushed", _PUT_ROUNDS)
@@ -147,19 +156,17 @@ class ManifestStore:
             entry = paths.referrer_entry(name, manifest.subject, digest)
             await self._driver.put(entry, json.dumps(manifest.referrer_descriptor()).encode())
 
-    async def _restore_references(self, name: str, manifest: Manifest) -> None:
+    async def _restore_references(
+        self, name: str, blobs: Sequence[Descriptor], children: Sequence[Descriptor]
+    ) -> None:
         """Give back blob links and child manifests a racing DELETE removed after the
         caller checked them (their content is still in the shared store)."""
-        linked = await asyncio.gather(
-            *(self._blobs.linked_size(name, blob.digest) for blob in manifest.blobs)
-        )
-        for blob, size in zip(manifest.blobs, linked, strict=True):
+        linked = await asyncio.gather(*(self._blobs.linked_size(name, b.digest) for b in blobs))
+        for blob, size in zip(blobs, linked, strict=True):
             if size is None and await self._blobs.size(blob.digest) is not None:
                 await self._blobs.link(name, blob.digest)
-        present = await asyncio.gather(
-            *(self.exists(name, child.digest) for child in manifest.children)
-        )
-        for child, found in zip(manifest.children, present, strict=True):
+        present = await asyncio.gather(*(self.exists(name, child.digest) for child in children))
+        for child, found in zip(children, present, strict=True):
             if not found:
                 await self._restore(name, child.digest, child.media_type)
 

@@ -77,8 +77,9 @@ def _required_blobs(manifest: Manifest, policy: ManifestValidationConfig) -> lis
 
 async def _check_references(
     store: Store, name: str, manifest: Manifest, policy: ManifestValidationConfig
-) -> None:
-    """The blobs and child manifests the manifest names must be in this repository."""
+) -> tuple[list[Descriptor], tuple[Descriptor, ...]]:
+    """The blobs and child manifests the manifest names must be in this repository;
+    returns those it checked."""
     blobs = _required_blobs(manifest, policy)
     children = () if policy.allow_missing_manifests else manifest.children
     blob_sizes = asyncio.gather(*(store.blobs.linked_size(name, b.digest) for b in blobs))
@@ -97,6 +98,7 @@ async def _check_references(
                 f"manifest {child.digest} is not in repository {name}",
                 detail={"digest": str(child.digest)},
             )
+    return blobs, children
 
 
 async def put_manifest(request: Request) -> Response:
@@ -121,9 +123,10 @@ async def put_manifest(request: Request) -> Response:
             detail={"digest": str(expected)},
         )
     manifest = parse_manifest(raw, request.headers.get("content-type"), digest)
-    await _check_references(store(request), name, manifest, config(request).validation.manifests)
+    policy = config(request).validation.manifests
+    blobs, children = await _check_references(store(request), name, manifest, policy)
     tags = list(dict.fromkeys(tags))
-    await store(request).manifests.put(name, manifest, tags)
+    await store(request).manifests.put(name, manifest, tags, blobs, children)
     headers = {"Location": manifest_location(name, digest), "Docker-Content-Digest": str(digest)}
     if manifest.subject is not None:
         headers["OCI-Subject"] = str(manifest.subject)

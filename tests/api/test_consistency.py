@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from oci.references import Digest
 from storage import paths
@@ -257,3 +258,16 @@ async def test_manifest_delete_racing_a_push_of_an_index_that_lists_it(
                 response = await first.get(f"/v2/{NAME}/manifests/{child}")
                 assert response.status_code == 200, (round_, put.text, delete.text)
                 assert response.content == raw
+
+
+async def test_push_links_no_blob_it_did_not_check(
+    app: Starlette, client: httpx.AsyncClient
+) -> None:
+    """The re-check after writing restores only what the push was checked against: a
+    sparse image's missing layer that another repository holds stays out of this one."""
+    app.state.config.validation.manifests.allow_missing_layers = "all"
+    elsewhere = await push_blob(client, "team/other", b"elsewhere")
+    await push_blob(client, NAME, b"{}")
+    raw = image_manifest(b"{}", [b"elsewhere"])
+    assert (await put_manifest(client, NAME, "v1", raw, OCI_MANIFEST)).status_code == 201
+    assert (await client.get(f"/v2/{NAME}/blobs/{elsewhere}")).status_code == 404

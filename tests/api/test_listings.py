@@ -254,6 +254,10 @@ async def test_one_stored_referrer_never_breaks_the_listing(
     entry = {"mediaType": OCI_MANIFEST, "digest": old, "size": 9, "artifactType": "a/\ud800"}
     key = paths.referrer_entry("team/app", Digest.parse(subject_digest), Digest.parse(old))
     await driver.put(key, json.dumps(entry).encode())
+    revision = {"mediaType": OCI_MANIFEST, "subject": subject_digest}  # listed only with it
+    await driver.put(
+        paths.revision_link("team/app", Digest.parse(old)), json.dumps(revision).encode()
+    )
     response = await client.get(f"/v2/team/app/referrers/{subject_digest}")
     assert response.status_code == 200
     assert sorted(entry["digest"] for entry in response.json()["manifests"]) == sorted([sbom, old])
