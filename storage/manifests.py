@@ -59,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -73,10 +74,29 @@ from storage.blobs import BlobStore
 from storage.catalog import Catalog
 from storage.driver import PathNotFoundError, StorageDriver
 
+log = logging.getLogger("dockyard.storage")
+
 _CACHED_MANIFEST_BYTES = 64 << 20
 _PUT_ROUNDS = 10
 _DELETE_ROUNDS = 5
 _DELETE_BACKOFF = 0.005  # seconds before a second round, doubling after each
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """A stored JSON object, or None where the entry is empty or half-written."""
+    try:
+        value = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _digest_in(raw: bytes) -> Digest | None:
+    """The digest a link holds, or None where it is empty or half-written."""
+    try:
+        return Digest.parse(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, RegistryError):
+        return None
 
 
 def _backoff(round_: int) -> float:
@@ -180,8 +200,9 @@ class ManifestStore:
         await self._write_revision(name, manifest)
 
     async def untag(self, name: str, tag: str) -> bool:
-        """Remove a tag, also one whose manifest is gone (a crash's leftover)."""
-        if await self.resolve(name, tag) is None:
+        """Remove a tag, also one whose manifest is gone or whose link is half-written
+        (a crash's leftovers)."""
+        if not await self._driver.exists(paths.tag_link(name, tag)):
             return False
         await self._driver.delete(paths.tag_link(name, tag))
         return True
@@ -241,9 +262,13 @@ class ManifestStore:
 
     async def _revision(self, name: str, digest: Digest) -> dict[str, Any] | None:
         try:
-            return json.loads(await self._driver.get(paths.revision_link(name, digest)))
+            raw = await self._driver.get(paths.revision_link(name, digest))
         except PathNotFoundError:
             return None
+        revision = _json_object(raw)
+        if revision is None or not isinstance(revision.get("mediaType"), str):
+            return None  # half-written (an S3 server that kept a cut-off PUT): not there
+        return revision
 
     async def exists(self, name: str, digest: Digest) -> bool:
         return await self._driver.exists(paths.revision_link(name, digest))
@@ -282,15 +307,22 @@ class ManifestStore:
         raw = self._cached_content(digest)
         if raw is not None:
             return raw
-        raw = self._content[digest] = await self._blobs.get(digest)
+        raw = await self._blobs.get(digest)
+        if Digest.of(raw, digest.algorithm) != digest:
+            # Never serve bytes that do not hash to the digest (a cut-off write some S3
+            # servers keep as an empty object): missing, until a push stores it again.
+            log.warning("stored content of %s does not match its digest; ignored", digest)
+            raise PathNotFoundError(paths.blob_data(digest))
+        self._content[digest] = raw
         self._content_bytes += len(raw)
         while self._content_bytes > _CACHED_MANIFEST_BYTES:
             self._content_bytes -= len(self._content.popitem(last=False)[1])
         return raw
 
     async def resolve(self, name: str, tag: str) -> Digest | None:
+        """The tag's digest; None if there is no such tag or its link is half-written."""
         try:
-            return Digest.parse((await self._driver.get(paths.tag_link(name, tag))).decode())
+            return _digest_in(await self._driver.get(paths.tag_link(name, tag)))
         except PathNotFoundError:
             return None
 
@@ -343,7 +375,7 @@ class ManifestStore:
                 return None  # removed while we listed
             except RegistryError:
                 return None  # not an entry's name
-            return json.loads(descriptor) if present else None  # its manifest is gone
+            return _json_object(descriptor) if present else None  # its manifest is gone
 
         loaded = await asyncio.gather(*(load(entry) for entry in entries))
         return [descriptor for descriptor in loaded if descriptor is not None]

@@ -95,9 +95,9 @@ class UploadStore:
             raise _unknown(upload_id)
         try:
             info = json.loads(await self._driver.get(paths.upload_info(upload_id)))
-        except PathNotFoundError:
+        except (PathNotFoundError, ValueError):  # absent, or half-written by a cut-off PUT
             raise _unknown(upload_id) from None
-        if info.get("name") != name:
+        if not isinstance(info, dict) or info.get("name") != name:
             raise _unknown(upload_id)
         try:
             offset = (await self._driver.stat(paths.upload_data(upload_id))).size

@@ -35,46 +35,7 @@ def crash_seed() -> int:
     return int(os.environ.get("DOCKYARD_CRASH_SEED") or random.SystemRandom().getrandbits(32))
 
 
-# Known bugs on main that this test finds; the lead removes the marks once they are fixed.
-# Not strict: whether a kill lands in one of these windows varies from run to run (each
-# showed in one to two runs of three), so a strict mark would make the suite flaky.
-REFERRERS_NOT_CRASH_CONSISTENT = (
-    "manifest put/delete are not crash-consistent: the referrer entry is written before and "
-    "deleted after the revision link, so referrers lists manifests that are not served (for "
-    "good when a DELETE was cut off: its retry answers 404)"
-)
-TAG_DIRECTORIES = (
-    "tags are directories: a kill mid tag write leaves a tag listed in tags/list that neither "
-    "resolves nor can be deleted (404)"
-)
-EMPTY_OBJECTS = (
-    "SeaweedFS keeps a 0-byte object when a PUT is cut off after its headers: an empty "
-    "revision or tag link answers 500 until rewritten, and manifest content stored once "
-    "that way answers 500 for good"
-)
-LEASED_SESSIONS = (
-    "an upload session whose writer was killed cannot be cancelled for the S3 lease's 60 s: "
-    "DELETE answers 416 'another request is writing to this upload'"
-)
-
-
-def known_bugs(*bugs: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=False, reason="; ".join(bugs))
-
-
-@pytest.mark.parametrize(
-    "storage_config",
-    [
-        pytest.param(
-            "filesystem", marks=known_bugs(REFERRERS_NOT_CRASH_CONSISTENT, TAG_DIRECTORIES)
-        ),
-        pytest.param(
-            "s3",
-            marks=known_bugs(REFERRERS_NOT_CRASH_CONSISTENT, EMPTY_OBJECTS, LEASED_SESSIONS),
-        ),
-    ],
-    indirect=True,
-)
+@pytest.mark.parametrize("storage_config", ["filesystem", "s3"], indirect=True)
 async def test_kill_9_during_pushes_loses_nothing_acknowledged(
     tmp_path: Path, storage_config: dict[str, Any]
 ) -> None:

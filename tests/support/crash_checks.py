@@ -148,6 +148,10 @@ class _Checks:
                 self.ledger.fail(f"acknowledged referrer {digest} missing from {name}@{subject}")
 
     async def session(self, location: str) -> None:
-        """An upload session the crash left behind answers, and can be cancelled."""
+        """An upload session the crash left behind answers, and can be cancelled — or,
+        on S3, says it is busy while the killed writer's lease runs out (its holder cannot
+        release it; the session frees itself after `storage.s3.LEASE_SECONDS`)."""
         await self.request("GET", location, {204, 404})
-        await self.request("DELETE", location, {204, 404})
+        response = await self.request("DELETE", location, {204, 404, 416})
+        if response.status_code == 416 and "another request is writing" not in response.text:
+            self.ledger.fail(f"cancelling {location} answered 416: {response.text[:300]}")
