@@ -73,6 +73,7 @@ from storage import paths
 from storage.blobs import BlobStore
 from storage.catalog import Catalog
 from storage.driver import PathNotFoundError, StorageDriver
+from storage.pulls import PullRecorder
 
 log = logging.getLogger("dockyard.storage")
 
@@ -135,10 +136,13 @@ def _contended(digest: Digest, action: str, rounds: int) -> RegistryError:
 
 
 class ManifestStore:
-    def __init__(self, driver: StorageDriver, blobs: BlobStore, catalog: Catalog) -> None:
+    def __init__(
+        self, driver: StorageDriver, blobs: BlobStore, catalog: Catalog, pull_interval: float
+    ) -> None:
         self._driver = driver
         self._blobs = blobs
         self._catalog = catalog
+        self.pulls = PullRecorder(driver, pull_interval)
         # Manifest bytes never change under their digest: an LRU of them saves reads.
         self._content: OrderedDict[Digest, bytes] = OrderedDict()
         self._content_bytes = 0
@@ -243,6 +247,7 @@ class ManifestStore:
                 raise _referenced(digest, "manifest", referrer, name)
             again = await self._revision(name, digest)
             if again is None:
+                await self.pulls.forget(name, digest)
                 return found
             revision, found = again, True
         raise _contended(digest, "deleted", _DELETE_ROUNDS)
