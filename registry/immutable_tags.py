@@ -48,9 +48,10 @@ async def check_push(
             raise _denied(name, tag, rule, f"it points at {current}, it cannot be moved")
 
 
-def check_untag(rules: Sequence[ImmutableTagRule], name: str, tag: str) -> None:
-    """Refuse to delete an immutable tag."""
-    if (rule := immutable_rule(rules, name, tag)) is not None:
+async def check_untag(rules: Sequence[ImmutableTagRule], store: Store, name: str, tag: str) -> None:
+    """Refuse to delete an existing immutable tag (a missing one is left to answer 404)."""
+    rule = immutable_rule(rules, name, tag)
+    if rule is not None and await store.manifests.resolve(name, tag) is not None:
         raise _denied(name, tag, rule, "it cannot be deleted")
 
 

@@ -153,8 +153,7 @@ async def delete_manifest(request: Request) -> Response:
         deleted = await manifests.delete(name, digest)
     else:
         tag = parse_tag(reference)
-        if await manifests.resolve(name, tag) is not None:  # absent: 404 below
-            immutable_tags.check_untag(rules, name, tag)
+        await immutable_tags.check_untag(rules, store(request), name, tag)
         deleted = await manifests.untag(name, tag)
     if not deleted:
         raise _unknown(reference)
