@@ -121,6 +121,7 @@ class _Judge:
         self, facts: RepositoryFacts, name: str, immutable: Sequence[ImmutableTagRule]
     ) -> list[str]:
         rule = self._rule
+        # Ties (S3 times are whole seconds) are broken by name, the same in every run.
         newest_first = sorted(facts.tags, key=lambda t: (-t.pushed, t.tag))
         doomed = []
         for rank, tag in enumerate(newest_first):

@@ -3,10 +3,10 @@
 A pull is an empty object per manifest whose modification time is the time (the
 storage's clock). Recording is cheap and never delays the GET: the write runs in
 the background, at most `max_in_flight` at once (more are dropped and counted),
-and a process writes a manifest's marker at most once per `interval` (`gc.grace`):
-a bounded map of its own recent writes, an optimisation only, since the marker
-is only ever compared with durations much longer than that. Other processes and
-replicas write their own markers; the latest write wins, which is what is wanted.
+and a process writes a manifest's marker at most once per `interval` (`gc.grace`),
+remembering its own recent writes in a bounded map (an optimisation only: nothing
+depends on it). So a recorded time may be up to `interval` older than the last
+pull. Other processes and replicas write the same marker; the latest write wins.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from storage.driver import PathNotFoundError, StorageDriver
 
 log = logging.getLogger("dockyard.pulls")
 
-_REMEMBERED = 16384  # recent writes kept: a name (at most 255 bytes) and a digest each
+_REMEMBERED = 16384  # recent writes kept (a name of at most 255 bytes, a digest): < 8 MiB
 
 
 class PullRecorder:
