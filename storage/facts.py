@@ -8,7 +8,6 @@ its last pull that of its pull marker (`storage.pulls`), None when never recorde
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 
 from oci.errors import RegistryError
@@ -75,21 +74,8 @@ async def repository_facts(store: Store, name: str) -> RepositoryFacts:
                 return None
             return TagFacts(tag, digest, info.modified)
 
-    digests = await _revision_digests(store, name)
+    digests = await store.manifests.digests(name)
     manifests = [m for m in await asyncio.gather(*map(manifest, digests)) if m is not None]
     by_digest = {m.digest: m for m in manifests}
     tags = await asyncio.gather(*map(tag, await store.manifests.tags(name)))
     return RepositoryFacts([t for t in tags if t is not None and t.digest in by_digest], by_digest)
-
-
-async def _revision_digests(store: Store, name: str) -> list[Digest]:
-    algorithms = await store.driver.list(paths.revisions_dir(name))
-    listed = await asyncio.gather(
-        *(store.driver.list(paths.revisions_dir(name, a)) for a in algorithms)
-    )
-    found = []
-    for algorithm, encodings in zip(algorithms, listed, strict=True):
-        for encoded in encodings:
-            with contextlib.suppress(RegistryError):  # not a revision's name
-                found.append(Digest.parse(f"{algorithm}:{encoded}"))
-    return found

@@ -334,7 +334,7 @@ class ManifestStore:
     async def tags(self, name: str) -> list[str]:
         return sorted(await self._driver.list(paths.tags_dir(name)))
 
-    async def _digests(self, name: str) -> list[Digest]:
+    async def digests(self, name: str) -> list[Digest]:
         """Digests of the revisions listed in `name` (some may be gone by now)."""
         algorithms = await self._driver.list(paths.revisions_dir(name))
         listed = await asyncio.gather(
@@ -360,7 +360,7 @@ class ManifestStore:
             raw = await self._stored_content(candidate)
             return raw is not None and wanted in referenced_digests(raw)
 
-        candidates = await self._digests(name)
+        candidates = await self.digests(name)
         found = await asyncio.gather(*(references(candidate) for candidate in candidates))
         return next((c for c, hit in zip(candidates, found, strict=True) if hit), None)
 
