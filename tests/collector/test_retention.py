@@ -317,3 +317,16 @@ def test_describe() -> None:
     assert describe(manifest) == (
         f"manifest ci/app@{digest} condemned by retention.policies[0] (x): untagged_after 7d"
     )
+
+
+async def test_half_written_entries_are_no_tags_or_manifests(
+    repo: Repo, store: Store, driver: MemoryDriver
+) -> None:
+    await repo.image("old", days_ago=100)
+    driver.objects[paths.tag_link(REPO, "cut-off")] = b""  # a PUT cut off (SeaweedFS keeps it)
+    driver.objects[paths.revision_link(REPO, Digest.of(b"cut off"))] = b""
+    rules = [rule(keep_last=0, untagged_after="1d")]
+    found = await condemned(store, REPO, rules, NOW)
+    assert [(c.kind, c.reference) for c in found][:1] == [("tag", "old")]
+    assert "cut-off" not in [c.reference for c in found]
+    assert str(Digest.of(b"cut off")) not in [c.reference for c in found]
