@@ -66,13 +66,12 @@ async def repository_facts(store: Store, name: str) -> RepositoryFacts:
 
     async def tag(tag: str) -> TagFacts | None:
         async with limit:
-            key = paths.tag_link(name, tag)
             try:
-                info = await driver.stat(key)
-                digest = Digest.parse((await driver.get(key)).decode())
+                info = await driver.stat(paths.tag_link(name, tag))
             except PathNotFoundError:
                 return None
-            return TagFacts(tag, digest, info.modified)
+            digest = await store.manifests.resolve(name, tag)  # None: half-written
+            return None if digest is None else TagFacts(tag, digest, info.modified)
 
     digests = await store.manifests.digests(name)
     manifests = [m for m in await asyncio.gather(*map(manifest, digests)) if m is not None]
