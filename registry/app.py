@@ -209,7 +209,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     readiness = health.Readiness(driver, config.health.timeout)  # its probes are not timed
     if config.metrics.enabled:
         driver = InstrumentedDriver(driver, metrics.storage_observer(driver.name))
-    store = Store(driver)
+    store = Store(driver, pull_interval=config.gc.grace)
     access_lines = LogLines()
 
     @contextlib.asynccontextmanager

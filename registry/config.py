@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -23,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from oci.globs import compile_tag_pattern
 
 CONFIG_ENV = "DOCKYARD_CONFIG"
 
@@ -133,6 +136,23 @@ def parse_duration(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 """Seconds, written in config and flags as `90s`, `10m`, `1h` or `7d`."""
+
+
+def format_duration(seconds: float) -> str:
+    """`seconds` as written in the config: in the largest unit that divides it."""
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _SECONDS[unit] == 0:
+            return f"{int(seconds // _SECONDS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+def _valid_tag_pattern(pattern: str) -> str:
+    compile_tag_pattern(pattern)
+    return pattern
+
+
+TagPattern = Annotated[str, AfterValidator(_valid_tag_pattern)]
+"""A tag glob (`v*`), or a regular expression between slashes (`/^v[0-9]+$/`)."""
 
 
 class UploadsConfig(Section):
@@ -300,7 +320,9 @@ class RetentionRule(Section):
 
     repositories: list[str] = Field(min_length=1, description="globs, as in the access rules")
     keep_last: int | None = Field(None, ge=0, description="the N most recently pushed tags")
-    keep_tags: list[str] = Field(default_factory=list, description="tag globs always kept")
+    keep_tags: list[TagPattern] = Field(
+        default_factory=list, description="tag globs (or /regexes/) always kept"
+    )
     keep_newer_than: Duration | None = None
     keep_pulled_within: Duration | None = None
     untagged_after: Duration | None = Field(
@@ -316,7 +338,7 @@ class ImmutableTagRule(Section):
     """Tags that, once pushed, never move and are never deleted."""
 
     repositories: list[str] = Field(min_length=1, description="globs, as in the access rules")
-    tags: list[str] = Field(min_length=1, description="tag globs, e.g. v*")
+    tags: list[TagPattern] = Field(min_length=1, description="tag globs (or /regexes/), e.g. v*")
 
 
 class Config(BaseSettings):

@@ -73,6 +73,7 @@ from storage import paths
 from storage.blobs import BlobStore
 from storage.catalog import Catalog
 from storage.driver import PathNotFoundError, StorageDriver
+from storage.pulls import PullRecorder
 
 log = logging.getLogger("dockyard.storage")
 
@@ -135,10 +136,13 @@ def _contended(digest: Digest, action: str, rounds: int) -> RegistryError:
 
 
 class ManifestStore:
-    def __init__(self, driver: StorageDriver, blobs: BlobStore, catalog: Catalog) -> None:
+    def __init__(
+        self, driver: StorageDriver, blobs: BlobStore, catalog: Catalog, pull_interval: float
+    ) -> None:
         self._driver = driver
         self._blobs = blobs
         self._catalog = catalog
+        self.pulls = PullRecorder(driver, pull_interval)
         # Manifest bytes never change under their digest: an LRU of them saves reads.
         self._content: OrderedDict[Digest, bytes] = OrderedDict()
         self._content_bytes = 0
@@ -243,6 +247,7 @@ class ManifestStore:
                 raise _referenced(digest, "manifest", referrer, name)
             again = await self._revision(name, digest)
             if again is None:
+                await self.pulls.forget(name, digest)
                 return found
             revision, found = again, True
         raise _contended(digest, "deleted", _DELETE_ROUNDS)
@@ -329,7 +334,7 @@ class ManifestStore:
     async def tags(self, name: str) -> list[str]:
         return sorted(await self._driver.list(paths.tags_dir(name)))
 
-    async def _digests(self, name: str) -> list[Digest]:
+    async def digests(self, name: str) -> list[Digest]:
         """Digests of the revisions listed in `name` (some may be gone by now)."""
         algorithms = await self._driver.list(paths.revisions_dir(name))
         listed = await asyncio.gather(
@@ -355,7 +360,7 @@ class ManifestStore:
             raw = await self._stored_content(candidate)
             return raw is not None and wanted in referenced_digests(raw)
 
-        candidates = await self._digests(name)
+        candidates = await self.digests(name)
         found = await asyncio.gather(*(references(candidate) for candidate in candidates))
         return next((c for c, hit in zip(candidates, found, strict=True) if hit), None)
 

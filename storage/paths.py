@@ -5,6 +5,7 @@
     repositories/<name>/_layers/<alg>/<hex>/link             blob given to this repository
     repositories/<name>/_manifests/revisions/<alg>/<hex>/link  manifest in this repository (JSON)
     repositories/<name>/_manifests/tags/<tag>                tag -> manifest digest
+    repositories/<name>/_manifests/pulled/<alg>/<hex>        empty; modified = manifest's last pull
     repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>   descriptor of a referrer of a subject
     uploads/<id>/{data,info}                                 upload session (info: its repository)
 
@@ -62,6 +63,10 @@ def revisions_dir(name: str, algorithm: str | None = None) -> str:
 
 def revision_link(name: str, digest: Digest) -> str:
     return f"repositories/{name}/_manifests/revisions/{digest.algorithm}/{digest.encoded}/link"
+
+
+def pulled_marker(name: str, digest: Digest) -> str:
+    return f"repositories/{name}/_manifests/pulled/{digest.algorithm}/{digest.encoded}"
 
 
 def tags_dir(name: str) -> str:

@@ -10,12 +10,14 @@ from storage.uploads import UploadStore
 
 
 class Store:
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, pull_interval: float = 3600.0) -> None:
+        """`pull_interval`: how often one process records a pull of a manifest (`gc.grace`)."""
         self.driver = driver
         self.catalog = Catalog(driver)
         self.blobs = BlobStore(driver, self.catalog)
         self.uploads = UploadStore(driver, self.blobs)
-        self.manifests = ManifestStore(driver, self.blobs, self.catalog)
+        self.manifests = ManifestStore(driver, self.blobs, self.catalog, pull_interval)
 
     async def close(self) -> None:
+        await self.manifests.pulls.close()
         await self.driver.close()

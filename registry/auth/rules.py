@@ -1,33 +1,22 @@
 """Permissions: which actions a caller may take on a repository, from the `auth` config.
 
-Patterns are globs over repository names: `*` matches within one path
-component, `**` across components, and `{user}` stands for the caller's name.
+Patterns are globs over repository names (`oci.globs`: `*` within one path
+component, `**` across components), where `{user}` stands for the caller's name.
 Admins may do everything; `anonymous_pull` patterns may be pulled by anyone;
 `user_namespaces` gives every user everything below `{user}/`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from oci.globs import matches_any
 from registry.auth.scopes import CATALOG, Scope
 from registry.config import AuthConfig
 
 ALL_ACTIONS = frozenset({"pull", "push", "delete"})
 NOTHING: frozenset[str] = frozenset()
-
-
-def compile_glob(pattern: str, user: str | None) -> re.Pattern[str] | None:
-    """The pattern as a regex; None when it names `{user}` and there is no user."""
-    if "{user}" in pattern:
-        if user is None:
-            return None
-        pattern = pattern.replace("{user}", user)  # case-exact: `ALICE` owns no `alice`
-    parts = re.split(r"(\*\*|\*)", pattern)
-    translated = {"**": ".*", "*": "[^/]*"}
-    return re.compile("".join(translated.get(part) or re.escape(part) for part in parts))
 
 
 @dataclass(frozen=True)
@@ -91,8 +80,9 @@ class Rules:
 
 
 def _matches(patterns: tuple[str, ...], user: str | None, repository: str) -> bool:
-    for pattern in patterns:
-        regex = compile_glob(pattern, user)
-        if regex is not None and regex.fullmatch(repository):
-            return True
-    return False
+    """Whether a pattern matches; one naming `{user}` matches nothing without a user."""
+    if user is None:
+        patterns = tuple(pattern for pattern in patterns if "{user}" not in pattern)
+    else:  # case-exact: `ALICE` owns no `alice`
+        patterns = tuple(pattern.replace("{user}", user) for pattern in patterns)
+    return matches_any(patterns, repository)

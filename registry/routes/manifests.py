@@ -10,6 +10,7 @@ from starlette.responses import Response
 from oci.errors import ErrorCode, RegistryError
 from oci.manifests import Descriptor, Manifest, parse_manifest
 from oci.references import Digest, is_digest, is_tag, parse_tag
+from registry import immutable_tags
 from registry.config import ManifestValidationConfig
 from registry.routes.common import (
     config,
@@ -47,6 +48,8 @@ async def get_manifest(request: Request) -> Response:
     manifest = await store(request).manifests.get(name, digest)
     if manifest is None:
         raise _unknown(reference)
+    if request.method == "GET":  # HEAD only checks; a conditional GET (304) is a pull too
+        store(request).manifests.pulls.record(name, digest)
     etag = f'"{digest}"'
     headers = {
         "Docker-Content-Digest": str(digest),
@@ -126,6 +129,8 @@ async def put_manifest(request: Request) -> Response:
     policy = config(request).validation.manifests
     blobs, children = await _check_references(store(request), name, manifest, policy)
     tags = list(dict.fromkeys(tags))
+    rules = config(request).immutable_tags
+    await immutable_tags.check_push(rules, store(request), name, tags, digest)
     await store(request).manifests.put(name, manifest, tags, blobs, children)
     headers = {"Location": manifest_location(name, digest), "Docker-Content-Digest": str(digest)}
     if manifest.subject is not None:
@@ -141,10 +146,15 @@ async def delete_manifest(request: Request) -> Response:
     reference = request.path_params["reference"]
     require_delete_enabled(request)
     manifests = store(request).manifests
+    rules = config(request).immutable_tags
     if is_digest(reference):
-        deleted = await manifests.delete(name, Digest.parse(reference))
+        digest = Digest.parse(reference)
+        await immutable_tags.check_delete(rules, store(request), name, digest)
+        deleted = await manifests.delete(name, digest)
     else:
-        deleted = await manifests.untag(name, parse_tag(reference))
+        tag = parse_tag(reference)
+        await immutable_tags.check_untag(rules, store(request), name, tag)
+        deleted = await manifests.untag(name, tag)
     if not deleted:
         raise _unknown(reference)
     return empty(202)
