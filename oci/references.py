@@ -82,5 +82,11 @@ class Digest:
         return f"{self.algorithm}:{self.encoded}"
 
 
+def is_digest_of(algorithm: str, encoded: str) -> bool:
+    """Whether `algorithm` and `encoded` make a valid digest (e.g. from a storage listing)."""
+    length = _ALGORITHMS.get(algorithm)
+    return length == len(encoded) and _HEX.fullmatch(encoded) is not None
+
+
 def is_digest(reference: str) -> bool:
     return ":" in reference

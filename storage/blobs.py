@@ -13,12 +13,25 @@ upload's bytes plus what a racing request appended).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
-from oci.references import Digest
+from oci.references import Digest, is_digest_of
 from storage import paths
 from storage.catalog import Catalog
 from storage.driver import PathNotFoundError, StorageDriver, Writer
+
+
+async def digests_below(driver: StorageDriver, directory: str) -> set[Digest]:
+    """The digests of a `<alg>/<hex>/...` tree (links, revisions), from its listings."""
+    algorithms = await driver.list(directory)
+    listed = await asyncio.gather(*(driver.list(f"{directory}/{a}") for a in algorithms))
+    return {
+        Digest(algorithm, encoded)
+        for algorithm, encodings in zip(algorithms, listed, strict=True)
+        for encoded in encodings
+        if is_digest_of(algorithm, encoded)
+    }
 
 
 class BlobStore:
@@ -59,6 +72,10 @@ class BlobStore:
             return False
         await self._driver.delete(link)
         return True
+
+    async def links(self, name: str) -> set[Digest]:
+        """The blobs linked to this repository (a listing; links are not read)."""
+        return await digests_below(self._driver, paths.layers_dir(name))
 
     async def commit(self, writer: Writer, digest: Digest) -> None:
         """Store what `writer` holds as the content of `digest` (verified by the caller);

@@ -13,6 +13,7 @@ from the same descriptor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import functools
@@ -97,20 +98,39 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _in_new_folder(make: Callable[[], None]) -> None:
+    """Run `make`, which creates a folder and then a file in it, again if a concurrent
+    `_remove` took the folder away in between (it removes a folder once emptied)."""
+    for attempt in range(3):
+        try:
+            make()
+            return
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+
+
 def _replace_durably(source: Path, destination: Path) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, destination)
+    def replace() -> None:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, destination)
+
+    _in_new_folder(replace)
     _fsync_dir(destination.parent)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.parent / f".tmp-{uuid.uuid4().hex}"
-    try:
+
+    def write() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
+
+    try:
+        _in_new_folder(write)
         _replace_durably(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -141,11 +161,16 @@ class _Listings:
         return list(names)
 
 
-def _remove(path: Path) -> None:
+def _remove(path: Path, root: Path) -> None:
+    """Remove a file or a folder, then its folder if that is left empty: a listing of the
+    parent must not show a key that is gone (as the S3 driver removes emptied folders)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+    if path.parent != root:
+        with contextlib.suppress(OSError):  # not empty (or already gone)
+            path.parent.rmdir()
 
 
 def _open_owned(path: Path, key: str, create: bool) -> BinaryIO:
@@ -314,4 +339,4 @@ class FilesystemDriver(StorageDriver):
             return []
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(_remove, self.path(key))
+        await asyncio.to_thread(_remove, self.path(key), self.root)

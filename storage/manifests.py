@@ -57,7 +57,6 @@ LRU): proportional to the repository's manifests, once or twice per such DELETE.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -70,7 +69,7 @@ from oci.errors import ErrorCode, RegistryError
 from oci.manifests import Descriptor, Manifest, parse_manifest, referenced_digests
 from oci.references import Digest
 from storage import paths
-from storage.blobs import BlobStore
+from storage.blobs import BlobStore, digests_below
 from storage.catalog import Catalog
 from storage.driver import PathNotFoundError, StorageDriver
 from storage.pulls import PullRecorder
@@ -336,16 +335,7 @@ class ManifestStore:
 
     async def digests(self, name: str) -> list[Digest]:
         """Digests of the revisions listed in `name` (some may be gone by now)."""
-        algorithms = await self._driver.list(paths.revisions_dir(name))
-        listed = await asyncio.gather(
-            *(self._driver.list(paths.revisions_dir(name, a)) for a in algorithms)
-        )
-        found = []
-        for algorithm, encodings in zip(algorithms, listed, strict=True):
-            for encoded in encodings:
-                with contextlib.suppress(RegistryError):  # not a revision's name
-                    found.append(Digest.parse(f"{algorithm}:{encoded}"))
-        return found
+        return sorted(await digests_below(self._driver, paths.revisions_dir(name)), key=str)
 
     async def referencing(self, name: str, digest: Digest) -> Digest | None:
         """A manifest of `name` whose config, layers or children include `digest`.

@@ -8,6 +8,9 @@
     repositories/<name>/_manifests/pulled/<alg>/<hex>        empty; modified = manifest's last pull
     repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>   descriptor of a referrer of a subject
     uploads/<id>/{data,info}                                 upload session (info: its repository)
+    repositories/<name>/_summary                             usage numbers (storage.usage)
+    repositories/<name>/_summary_blobs                       its blobs' sizes (storage.usage)
+    quarantine/<alg>/<hex>                                   a corrupt blob moved aside (check)
 
 Callers pass names, tags and digests already validated by `oci.references`.
 A tag is one object, not a folder: it exists exactly when its one atomic key does, so
@@ -32,6 +35,14 @@ def blob_data(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.encoded[:2]}/{digest.encoded}/data"
 
 
+def blobs_dir() -> str:
+    return "blobs"
+
+
+def quarantined(digest: Digest) -> str:
+    return f"quarantine/{digest.algorithm}/{digest.encoded}"
+
+
 def catalog_dir() -> str:
     return "catalog"
 
@@ -51,6 +62,10 @@ def repository(name: str) -> str:
     return f"repositories/{name}"
 
 
+def layers_dir(name: str) -> str:
+    return f"repositories/{name}/_layers"
+
+
 def layer_link(name: str, digest: Digest) -> str:
     return f"repositories/{name}/_layers/{digest.algorithm}/{digest.encoded}/link"
 
@@ -67,6 +82,14 @@ def revision_link(name: str, digest: Digest) -> str:
 
 def pulled_marker(name: str, digest: Digest) -> str:
     return f"repositories/{name}/_manifests/pulled/{digest.algorithm}/{digest.encoded}"
+
+
+def summary(name: str) -> str:
+    return f"repositories/{name}/_summary"
+
+
+def summary_blobs(name: str) -> str:
+    return f"repositories/{name}/_summary_blobs"
 
 
 def tags_dir(name: str) -> str:

@@ -7,6 +7,7 @@ from storage.catalog import Catalog
 from storage.driver import StorageDriver
 from storage.manifests import ManifestStore
 from storage.uploads import UploadStore
+from storage.usage import Usage
 
 
 class Store:
@@ -17,6 +18,7 @@ class Store:
         self.blobs = BlobStore(driver, self.catalog)
         self.uploads = UploadStore(driver, self.blobs)
         self.manifests = ManifestStore(driver, self.blobs, self.catalog, pull_interval)
+        self.usage = Usage(driver, self.blobs, self.manifests)
 
     async def close(self) -> None:
         await self.manifests.pulls.close()

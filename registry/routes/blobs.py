@@ -12,6 +12,7 @@ from registry.routes.common import (
     digest_param,
     empty,
     header_number,
+    refresh_usage_after,
     repository,
     require_delete_enabled,
     store,
@@ -83,4 +84,6 @@ async def delete_blob(request: Request) -> Response:
     require_delete_enabled(request)
     if not await store(request).manifests.unlink_blob(name, digest):
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
-    return empty(202)
+    response = empty(202)
+    response.background = refresh_usage_after(request, name)
+    return response

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,6 +22,14 @@ def store(request: Request) -> Store:
 
 def config(request: Request) -> Config:
     return request.app.state.config
+
+
+def refresh_usage_after(
+    request: Request, name: str, pushed_at: float | None = None
+) -> BackgroundTask:
+    """A background task for a response: rewrite the repository's usage summary once the
+    response is sent (storage.usage says why it is safe to do it then)."""
+    return BackgroundTask(store(request).usage.refresh_after_request, name, pushed_at)
 
 
 def repository(request: Request) -> str:

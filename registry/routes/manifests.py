@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,6 +18,7 @@ from registry.routes.common import (
     empty,
     manifest_location,
     read_limited,
+    refresh_usage_after,
     repository,
     require_delete_enabled,
     store,
@@ -136,6 +138,7 @@ async def put_manifest(request: Request) -> Response:
     if manifest.subject is not None:
         headers["OCI-Subject"] = str(manifest.subject)
     response = empty(201, headers)
+    response.background = refresh_usage_after(request, name, pushed_at=time.time())
     for tag in query_tags:
         response.headers.append("OCI-Tag", tag)
     return response
@@ -157,4 +160,6 @@ async def delete_manifest(request: Request) -> Response:
         deleted = await manifests.untag(name, tag)
     if not deleted:
         raise _unknown(reference)
-    return empty(202)
+    response = empty(202)
+    response.background = refresh_usage_after(request, name)
+    return response
