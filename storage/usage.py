@@ -50,6 +50,7 @@ from oci.errors import RegistryError
 from oci.references import Digest
 from storage import paths
 from storage.blobs import BlobStore
+from storage.catalog import Catalog
 from storage.driver import PathNotFoundError, StorageDriver, StorageError
 from storage.manifests import ManifestStore
 
@@ -193,3 +194,48 @@ class Usage:
             if size is not None:
                 sizes[digest] = size
         return sizes
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryUsage:
+    name: str
+    summary: Summary
+    unique_bytes: int  # bytes of the blobs no other repository holds
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    repositories: list[RepositoryUsage]
+    total_bytes: int  # the shown repositories' blobs, each counted once
+
+
+async def usage_report(
+    usage: Usage, catalog: Catalog, names: list[str] | None = None
+) -> UsageReport:
+    """Every repository's summary (or those of `names`), what only each holds, and the
+    deduplicated total, from the stored summaries: one or two small reads a repository.
+    A repository without a summary gets one written now."""
+    every = await catalog.names()
+    limit = asyncio.Semaphore(_STATS_AT_ONCE)
+
+    async def load(name: str) -> tuple[Summary, dict[Digest, int]]:
+        async with limit:
+            summary, sizes = await asyncio.gather(usage.summary(name), usage.sizes(name))
+            if summary is None or sizes is None:
+                summary = await usage.refresh(name)
+                sizes = await usage.sizes(name) or {}
+            return summary, sizes
+
+    loaded = dict(zip(every, await asyncio.gather(*map(load, every)), strict=True))
+    holders: dict[Digest, int] = {}
+    for _, sizes in loaded.values():
+        for digest in sizes:
+            holders[digest] = holders.get(digest, 0) + 1
+    shown = every if names is None else [name for name in names if name in loaded]
+    rows, total = [], {}
+    for name in shown:
+        summary, sizes = loaded[name]
+        unique = sum(size for digest, size in sizes.items() if holders[digest] == 1)
+        rows.append(RepositoryUsage(name, summary, unique))
+        total.update(sizes)
+    return UsageReport(rows, sum(total.values()))
