@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from registry import cli_storage
 from registry.auth import htpasswd
 from registry.config import CONFIG_ENV, Config, ConfigError, HttpConfig, TlsConfig, load_config
 from registry.connections import ConnectionLimits, LimitedHttpToolsProtocol
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action in (add, remove, listing):  # `user add bob --config c.yaml` too
         _users_file_options(action, default=argparse.SUPPRESS)
     user.set_defaults(handler=_user)
+    cli_storage.add_commands(commands, _load)
     return parser
 
 

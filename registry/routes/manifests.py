@@ -67,7 +67,7 @@ async def get_manifest(request: Request) -> Response:
     return Response(manifest.raw, headers=headers)
 
 
-def _required_blobs(manifest: Manifest, policy: ManifestValidationConfig) -> list[Descriptor]:
+def required_blobs(manifest: Manifest, policy: ManifestValidationConfig) -> list[Descriptor]:
     """The blobs of an image manifest that this repository must hold under `policy`."""
     if policy.allow_missing_layers == "all":
         layers: list[Descriptor] = []
@@ -85,7 +85,7 @@ async def _check_references(
 ) -> tuple[list[Descriptor], tuple[Descriptor, ...]]:
     """The blobs and child manifests the manifest names must be in this repository;
     returns those it checked."""
-    blobs = _required_blobs(manifest, policy)
+    blobs = required_blobs(manifest, policy)
     children = () if policy.allow_missing_manifests else manifest.children
     blob_sizes = asyncio.gather(*(store.blobs.linked_size(name, b.digest) for b in blobs))
     present = asyncio.gather(*(store.manifests.exists(name, c.digest) for c in children))
