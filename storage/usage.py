@@ -20,7 +20,8 @@ lists the facts again and, if they changed meanwhile, recomputes and writes agai
 (up to `_ROUNDS` times). The last write to a summary is therefore from a writer that
 saw no change to the facts across its write; any change after that is made by a
 request that rewrites the summary itself afterwards. So the summary ends exact
-however pushes interleave, with no lock and no process's memory. Only `last_push`
+however pushes interleave, with no lock and no process's memory (a writer that
+crashes or runs out of rounds leaves it stale until the next write or collection). Only `last_push`
 is not a fact of the listings: it is the newest of the stored value and the push's
 own time, so two pushes racing within the same moment may leave the earlier one's
 time.
@@ -33,9 +34,13 @@ repository or the next garbage collection, which calls `Usage.refresh(name,
 exact=True)` for every repository. A repository without a summary (pushed to before
 summaries existed) gets one from the first `dockyard du` that shows it.
 
-Cost, measured on this machine (filesystem driver, a repository of 40 blobs and 10
-tags, 200 rewrites in a loop): about 2 ms a rewrite; with a twin on SeaweedFS about
-25 ms. It is all off the request's critical path.
+Cost, measured on this machine (10 images, 21 blobs, 10 tags; 30 rewrites in a loop):
+0.3 ms with the memory driver, 2.4 ms on the filesystem, 25 ms on SeaweedFS (S3): about
+a dozen requests (the three listings twice, two reads, two writes, and a stat per
+blob not seen before). It is all after the response, off the client's wait.
+
+For the garbage collector: `Usage.refresh(name, exact=True)` rewrites a repository's
+exact summary from what it finds (stating every blob again).
 """
 
 from __future__ import annotations
