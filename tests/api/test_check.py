@@ -41,7 +41,7 @@ async def test_check_finds_and_repairs_corrupt_blobs_dangling_tags_and_links(
     assert await check(driver) == []
 
     await corrupt(driver, layer, b"layer of broken, but changed on disk")
-    await driver.delete(paths.revision_dir("team/app", Digest.parse(broken)))  # tag dangles
+    await driver.delete(paths.revision_link("team/app", Digest.parse(broken)))  # tag dangles
     ghost = Digest.parse(digest_of(b"never stored"))
     await driver.put(paths.layer_link("team/app", ghost), str(ghost).encode())
 

@@ -77,7 +77,8 @@ async def test_shared_layers_count_once_in_the_total(
 async def test_summary_follows_tag_manifest_and_blob_deletes(
     client: httpx.AsyncClient, app: Starlette
 ) -> None:
-    layer, config = b"l" * 4000, b'{"x":1}'
+    layer, config, loose = b"l" * 4000, b'{"x":1}', b"in no manifest" * 30
+    await push_blob(client, "team/app", loose)
     manifest = await push(client, "team/app", "1", config, [layer])
     assert (await put_manifest(client, "team/app", "2", manifest, OCI_MANIFEST)).status_code == 201
     other = await push(client, "team/app", "3", b'{"x":2}', [layer])
@@ -87,18 +88,18 @@ async def test_summary_follows_tag_manifest_and_blob_deletes(
 
     assert (await client.delete("/v2/team/app/manifests/3")).status_code == 202
     untagged = await usage.summary("team/app")
-    assert untagged == Summary(2, 2, 5, pushed.bytes, pushed.last_push)
+    assert untagged == Summary(2, 2, 6, pushed.bytes, pushed.last_push)
 
     # Deleting manifest 1 removes tags 1 and 2 with it.
     response = await client.delete(f"/v2/team/app/manifests/{digest_of(manifest)}")
     assert response.status_code == 202
     deleted = await usage.summary("team/app")
-    assert deleted == Summary(0, 1, 4, pushed.bytes - len(manifest), pushed.last_push)
-    assert deleted.bytes == size(other, config, b'{"x":2}', layer)
+    assert deleted == Summary(0, 1, 5, pushed.bytes - len(manifest), pushed.last_push)
+    assert deleted.bytes == size(other, config, b'{"x":2}', layer, loose)
 
-    assert (await client.delete(f"/v2/team/app/blobs/{digest_of(layer)}")).status_code == 202
+    assert (await client.delete(f"/v2/team/app/blobs/{digest_of(loose)}")).status_code == 202
     unlinked = await usage.summary("team/app")
-    assert unlinked == Summary(0, 1, 3, deleted.bytes - len(layer), pushed.last_push)
+    assert unlinked == Summary(0, 1, 4, deleted.bytes - len(loose), pushed.last_push)
 
 
 async def test_concurrent_pushes_from_two_processes_end_exact(driver: StorageDriver) -> None:
