@@ -101,12 +101,12 @@ def _fsync_dir(path: Path) -> None:
 def _in_new_folder(make: Callable[[], None]) -> None:
     """Run `make`, which creates a folder and then a file in it, again if a concurrent
     `_remove` took the folder away in between (it removes a folder once emptied)."""
-    for attempt in range(3):
+    for attempt in range(5):
         try:
             make()
             return
-        except FileNotFoundError:
-            if attempt == 2:
+        except (FileNotFoundError, FileExistsError):  # mkdir saw it, then it was gone
+            if attempt == 4:
                 raise
 
 
@@ -116,7 +116,8 @@ def _replace_durably(source: Path, destination: Path) -> None:
         os.replace(source, destination)
 
     _in_new_folder(replace)
-    _fsync_dir(destination.parent)
+    with contextlib.suppress(FileNotFoundError):  # deleted since, folder and all: nothing to keep
+        _fsync_dir(destination.parent)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
