@@ -133,7 +133,7 @@ class Checker:
                 if self._repair:
                     await blobs.unlink(name, digest)
                     problem.repaired = True
-        revisions = await manifests.revisions(name)
+        revisions = set(await manifests.digests(name))
         for digest in sorted(revisions, key=str):
             await self._check_manifest(name, digest, links, revisions)
         for tag in await manifests.tags(name):
