@@ -159,7 +159,7 @@ def _throttle_state(config: Config) -> Iterator[None]:
     if config.auth.mode == "none" or config.auth.throttle.state_dir is not None:
         yield
         return
-    state_dir = tempfile.mkdtemp(prefix="dockyard-")
+    state_dir = tempfile.mkdtemp(prefix="dockyard-throttle-")
     os.environ[THROTTLE_STATE_ENV] = state_dir  # the workers read it with their config
     try:
         yield

@@ -40,7 +40,7 @@ def test_workers_share_their_failure_counts(tmp_path: Path) -> None:
     with start(tmp_path / "registry", "basic", env={"TMPDIR": str(temp)}, throttle=throttle) as r:
         statuses = [sign_in(r, "basic", "bob", "guess", "127.0.0.1") for _ in range(10)]
         assert statuses == [401] * 5 + [429] * 5  # the 6th guess waits, whichever worker
-        (state_dir,) = temp.iterdir()  # made by `dockyard serve` for its workers
+        (state_dir,) = temp.glob("dockyard-throttle-*")  # made by `dockyard serve`
         assert (state_dir / "throttle.sqlite3").exists()
     assert list(temp.iterdir()) == []  # and removed at exit
 
