@@ -23,6 +23,7 @@ from registry.auth.middleware import AccessControl
 from registry.auth.setup import build_access
 from registry.config import Config, S3Config, load_config
 from registry.error_response import error_response
+from registry.maintenance import MaintenanceGuard
 from registry.malloc import return_big_buffers_to_the_system
 from registry.observe import ObserveRequests, Recorder
 from registry.request_drain import DrainBeforeClose
@@ -38,6 +39,7 @@ from storage.driver import (
 )
 from storage.filesystem import FilesystemDriver
 from storage.instrumented import InstrumentedDriver
+from storage.maintenance import Maintenance
 from storage.memory import MemoryDriver
 from storage.store import Store
 
@@ -194,7 +196,10 @@ async def _purge_expired_uploads(store: Store, config: Config) -> None:
     max_age = config.uploads.expire_after_hours * 3600
     while True:
         try:
-            removed = await store.uploads.purge(time.time() - max_age)
+            if await store.maintenance.state() is not None:
+                removed = 0  # maintenance: the storage stays as it is
+            else:
+                removed = await store.uploads.purge(time.time() - max_age)
             if removed:
                 log.info("removed %d expired upload sessions", removed)
         except Exception:
@@ -210,6 +215,8 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     if config.metrics.enabled:
         driver = InstrumentedDriver(driver, metrics.storage_observer(driver.name))
     store = Store(driver, pull_interval=config.gc.grace)
+    if config.maintenance.readonly:
+        store.maintenance.configured = Maintenance(config.maintenance.message, time.time())
     access_lines = LogLines()
 
     @contextlib.asynccontextmanager
@@ -250,6 +257,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     app.state.config = config
     app.state.store = store
     app.state.readiness = readiness
+    app.add_middleware(MaintenanceGuard, store=store)  # after access control: 401 comes first
     if access.guard is not None:
         open_paths = [route.path for route in ops_routes]
         app.add_middleware(AccessControl, guard=access.guard, routes=routes, open_paths=open_paths)

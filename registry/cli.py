@@ -29,6 +29,7 @@ from registry.auth import htpasswd
 from registry.config import CONFIG_ENV, Config, ConfigError, HttpConfig, TlsConfig, load_config
 from registry.connections import ConnectionLimits, LimitedHttpToolsProtocol
 from registry.logs import log_config
+from registry.maintenance_cli import add_parser as add_maintenance_parser
 from registry.metrics import METRICS_DIR_ENV
 from registry.metrics_exposition import start_listener
 from registry.startup import check_tls, package_version, startup_line
@@ -311,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
         _users_file_options(action, default=argparse.SUPPRESS)
     user.set_defaults(handler=_user)
     cli_storage.add_commands(commands, _load)
+
+    add_maintenance_parser(commands, _load)
     return parser
 
 

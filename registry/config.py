@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from oci.globs import compile_tag_pattern
+from storage.maintenance import DEFAULT_MESSAGE
 
 CONFIG_ENV = "DOCKYARD_CONFIG"
 
@@ -307,6 +308,13 @@ class HealthConfig(Section):
     timeout: float = Field(2.0, gt=0, description="seconds storage has to answer /readyz")
 
 
+class MaintenanceConfig(Section):
+    """`maintenance`: a registry held read-only by its config (beside `dockyard maintenance`)."""
+
+    readonly: bool = Field(False, description="refuse every write with 503 UNAVAILABLE")
+    message: str = Field(DEFAULT_MESSAGE, min_length=1, description="the message writes get")
+
+
 class GcConfig(Section):
     """`gc`: the online garbage collector (one at a time across every process sharing storage)."""
 
@@ -357,6 +365,7 @@ class Config(BaseSettings):
     tls: TlsConfig = TlsConfig()
     log: LogConfig = LogConfig()
     gc: GcConfig = GcConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
     retention: RetentionConfig = RetentionConfig()
     immutable_tags: list[ImmutableTagRule] = Field(default_factory=list)
     metrics: MetricsConfig = MetricsConfig()

@@ -11,6 +11,7 @@
     repositories/<name>/_summary                             usage numbers (storage.usage)
     repositories/<name>/_summary_blobs                       its blobs' sizes (storage.usage)
     quarantine/<alg>/<hex>                                   a corrupt blob moved aside (check)
+    _maintenance                                             maintenance flag (JSON: message, since)
 
 Callers pass names, tags and digests already validated by `oci.references`.
 A tag is one object, not a folder: it exists exactly when its one atomic key does, so
@@ -127,3 +128,7 @@ def upload_info(upload_id: str) -> str:
 def health_probe() -> str:
     """A small object readiness checks write and read back (any replica, any time)."""
     return "health/probe"
+
+
+def maintenance_flag() -> str:
+    return "_maintenance"

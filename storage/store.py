@@ -5,6 +5,7 @@ from __future__ import annotations
 from storage.blobs import BlobStore
 from storage.catalog import Catalog
 from storage.driver import StorageDriver
+from storage.maintenance import MaintenanceFlag
 from storage.manifests import ManifestStore
 from storage.uploads import UploadStore
 from storage.usage import Usage
@@ -19,6 +20,7 @@ class Store:
         self.uploads = UploadStore(driver, self.blobs)
         self.manifests = ManifestStore(driver, self.blobs, self.catalog, pull_interval)
         self.usage = Usage(driver, self.blobs, self.manifests)
+        self.maintenance = MaintenanceFlag(driver)
 
     async def close(self) -> None:
         await self.manifests.pulls.close()
