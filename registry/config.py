@@ -311,7 +311,7 @@ class HealthConfig(Section):
 class MaintenanceConfig(Section):
     """`maintenance`: a registry held read-only by its config (beside `dockyard maintenance`)."""
 
-    readonly: bool = Field(False, description="refuse every write with 503 UNAVAILABLE")
+    readonly: bool = Field(False, description="refuse every write (405 UNSUPPORTED)")
     message: str = Field(DEFAULT_MESSAGE, min_length=1, description="the message writes get")
 
 

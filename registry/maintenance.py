@@ -1,6 +1,9 @@
-"""Maintenance mode in the HTTP layer: writes answer 503 UNAVAILABLE with the message.
+"""Maintenance mode in the HTTP layer: writes answer 405 UNSUPPORTED with the message.
 
-The check runs after access control and before routing, so no request body is read.
+405 UNSUPPORTED is the spec's closest code, and what the reference registry's read-only
+mode answers; docker shows the message of an error body only with a 4xx status (a 503
+becomes "received unexpected HTTP status"), and the message is the point. The check runs
+after access control and before routing, so no request body is read.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class MaintenanceGuard:
                 await error_response(error)(scope, receive, send)
                 return
             if state is not None:
-                error = RegistryError(ErrorCode.UNAVAILABLE, state.message)
+                error = RegistryError(ErrorCode.UNSUPPORTED, state.message)
                 await error_response(error)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -1,4 +1,4 @@
-"""Maintenance mode: writes answer 503 UNAVAILABLE with the message, reads go on."""
+"""Maintenance mode: writes answer 405 UNSUPPORTED with the message, reads go on."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ MESSAGE = "moving to new disks, back at 02:00"
 
 
 def assert_refused(response: httpx.Response, message: str = MESSAGE) -> None:
-    assert response.status_code == 503, response.text
-    assert error_code(response) == "UNAVAILABLE"
+    assert response.status_code == 405, response.text
+    assert error_code(response) == "UNSUPPORTED"
     assert response.json()["errors"][0]["message"] == message
 
 
