@@ -23,6 +23,7 @@ from registry.auth.middleware import AccessControl
 from registry.auth.setup import build_access
 from registry.config import Config, S3Config, load_config
 from registry.error_response import error_response
+from registry.events.setup import build_events
 from registry.maintenance import MaintenanceGuard
 from registry.malloc import return_big_buffers_to_the_system
 from registry.observe import ObserveRequests, Recorder
@@ -218,10 +219,12 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     if config.maintenance.readonly:
         store.maintenance.configured = Maintenance(config.maintenance.message, time.time())
     access_lines = LogLines()
+    events, deliverer = build_events(config.notifications, store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         purger = asyncio.create_task(_purge_expired_uploads(store, config))
+        delivering = asyncio.create_task(deliverer.run()) if deliverer else None
         publisher = asyncio.create_task(metrics.publish_periodically())
         with contextlib.suppress(ValueError):  # not in the main thread: nobody to signal us
             readiness.stop_on_signals()
@@ -230,6 +233,9 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
         finally:
             readiness.stopping = True
             purger.cancel()
+            if delivering is not None:
+                delivering.cancel()
+            await events.close()
             publisher.cancel()
             access_lines.flush()
             await store.close()
@@ -256,6 +262,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     app.router.default = RelativeSlashRedirect(app.router)
     app.state.config = config
     app.state.store = store
+    app.state.events = events
     app.state.readiness = readiness
     app.add_middleware(MaintenanceGuard, store=store)  # after access control: 401 comes first
     if access.guard is not None:

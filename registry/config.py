@@ -315,6 +315,45 @@ class MaintenanceConfig(Section):
     message: str = Field(DEFAULT_MESSAGE, min_length=1, description="the message writes get")
 
 
+class WebhookEndpoint(Section):
+    """One receiver of events; empty filters let everything through."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,100}$", description="names its cursor")
+    url: str = Field(pattern=r"^https?://", description="where events are POSTed")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = Field(5.0, gt=0)
+    actions: list[Literal["push", "pull", "mount", "delete"]] = Field(default_factory=list)
+    repositories: list[str] = Field(default_factory=list, description="globs, as in auth rules")
+    media_types: list[str] = Field(
+        default_factory=list, description="target media types (deletes carry none: they pass)"
+    )
+    format: Literal["distribution", "cloudevents"] = "distribution"
+    secret: SecretStr | None = Field(
+        None, description="signs each delivery: X-Dockyard-Signature: sha256=<HMAC-SHA256>"
+    )
+
+
+class AuditConfig(Section):
+    enabled: bool = False
+    path: Path | None = Field(None, description="file the JSON lines are appended to; null: stdout")
+
+
+class NotificationsConfig(Section):
+    endpoints: list[WebhookEndpoint] = Field(default_factory=list)
+    outbox_max_batches: int = Field(
+        10000, ge=1, description="beyond it new events are dropped, with a log line"
+    )
+    max_backoff: Duration = Field(300.0, gt=0, description="longest wait between two tries")
+    audit: AuditConfig = AuditConfig()
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> NotificationsConfig:
+        names = [endpoint.name for endpoint in self.endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError("notifications.endpoints: every endpoint needs its own name")
+        return self
+
+
 class GcConfig(Section):
     """`gc`: the online garbage collector (one at a time across every process sharing storage)."""
 
@@ -366,6 +405,7 @@ class Config(BaseSettings):
     log: LogConfig = LogConfig()
     gc: GcConfig = GcConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
     retention: RetentionConfig = RetentionConfig()
     immutable_tags: list[ImmutableTagRule] = Field(default_factory=list)
     metrics: MetricsConfig = MetricsConfig()

@@ -12,6 +12,7 @@
     repositories/<name>/_summary_blobs                       its blobs' sizes (storage.usage)
     quarantine/<alg>/<hex>                                   a corrupt blob moved aside (check)
     _maintenance                                             maintenance flag (JSON: message, since)
+    _events/outbox/<batch>, _events/cursors/<endpoint>       event outbox (storage.outbox)
 
 Callers pass names, tags and digests already validated by `oci.references`.
 A tag is one object, not a folder: it exists exactly when its one atomic key does, so
@@ -132,3 +133,15 @@ def health_probe() -> str:
 
 def maintenance_flag() -> str:
     return "_maintenance"
+
+
+def outbox_dir() -> str:
+    return "_events/outbox"
+
+
+def outbox_batch(name: str) -> str:
+    return f"_events/outbox/{name}"
+
+
+def outbox_cursor(endpoint: str) -> str:
+    return f"_events/cursors/{endpoint}"

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from oci.errors import ErrorCode, RegistryError
+from registry.events.record import emit
 from registry.routes.common import (
     digest_param,
     empty,
@@ -87,3 +88,5 @@ async def delete_blob(request: Request) -> Response:
     response = empty(202)
     response.background = refresh_usage_after(request, name)
     return response
+    await emit(request, "delete", name, [(digest, None)])
+    return empty(202)

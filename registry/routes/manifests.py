@@ -13,6 +13,7 @@ from oci.manifests import Descriptor, Manifest, parse_manifest
 from oci.references import Digest, is_digest, is_tag, parse_tag
 from registry import immutable_tags
 from registry.config import ManifestValidationConfig
+from registry.events.record import emit
 from registry.routes.common import (
     config,
     empty,
@@ -64,6 +65,15 @@ async def get_manifest(request: Request) -> Response:
         return Response(status_code=304, headers=headers)
     if request.method == "HEAD":
         return Response(headers=headers)
+    tag = None if is_digest(reference) else reference
+    await emit(
+        request,
+        "pull",
+        name,
+        [(digest, tag)],
+        media_type=manifest.media_type,
+        size=len(manifest.raw),
+    )
     return Response(manifest.raw, headers=headers)
 
 
@@ -134,6 +144,8 @@ async def put_manifest(request: Request) -> Response:
     rules = config(request).immutable_tags
     await immutable_tags.check_push(rules, store(request), name, tags, digest)
     await store(request).manifests.put(name, manifest, tags, blobs, children)
+    targets = [(digest, tag) for tag in tags] or [(digest, None)]
+    await emit(request, "push", name, targets, media_type=manifest.media_type, size=len(raw))
     headers = {"Location": manifest_location(name, digest), "Docker-Content-Digest": str(digest)}
     if manifest.subject is not None:
         headers["OCI-Subject"] = str(manifest.subject)
@@ -159,7 +171,17 @@ async def delete_manifest(request: Request) -> Response:
         await immutable_tags.check_untag(rules, store(request), name, tag)
         deleted = await manifests.untag(name, tag)
     if not deleted:
+        digest: Digest | None = Digest.parse(reference)
+        tag = None
+        deleted = await manifests.delete(name, digest)
+    else:
+        tag = parse_tag(reference)
+        digest = await manifests.resolve(name, tag)
+        deleted = await manifests.untag(name, tag)
+    if not deleted or digest is None:
         raise _unknown(reference)
     response = empty(202)
     response.background = refresh_usage_after(request, name)
     return response
+    await emit(request, "delete", name, [(digest, tag)])
+    return empty(202)

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest, parse_name
+from registry.events.record import emit
 from registry.routes.common import (
     blob_location,
     config,
@@ -83,6 +84,7 @@ async def start_upload(request: Request) -> Response:
             size = await blobs.size(digest)
         if size is not None:
             await blobs.link(name, digest)
+            await emit(request, "mount", name, [(digest, None)], size=size, from_repository=source)
             return _created(name, digest)
     if "digest" in query:
         digest = digest_param(query["digest"])

@@ -1,0 +1,141 @@
+"""Delivering the outbox to the webhooks: in order, at least once, with backoff.
+
+Each endpoint has a cursor object in the storage: for every producing process, the last
+of its batches the endpoint has taken (a 2xx or 3xx answer). A process writes its batches
+one after another, so its batch names only grow; batches of different processes are
+taken in name (time) order, and one written late by a slow process is still taken, since
+it is compared with its own process's cursor only. A batch every endpoint has passed is
+removed. An endpoint that fails is retried after 1 s, doubling up to `max_backoff`, and
+holds up only itself; nothing of a stuck endpoint stays in memory but the names of the
+batches (bounded by `outbox_max_batches`). Delivery restarts from the cursors after a
+restart or a crash: a batch sent but not yet marked is sent again (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httpx
+
+from registry.auth.rules import compile_glob
+from registry.config import NotificationsConfig, WebhookEndpoint
+from registry.events.formats import SIGNATURE_HEADER, bodies_of, signature
+from storage import paths
+from storage.driver import PathNotFoundError
+from storage.outbox import Event, Outbox
+
+log = logging.getLogger("dockyard")
+
+POLL_SECONDS = 1.0
+FIRST_BACKOFF = 1.0
+
+Cursor = dict[str, str]  # producing process -> last batch taken
+
+
+def producer(batch: str) -> str:
+    return batch.split("-")[1]
+
+
+class Deliverer:
+    def __init__(self, outbox: Outbox, config: NotificationsConfig) -> None:
+        self.outbox = outbox
+        self.config = config
+        self.delivered = 0
+        self.failed = 0
+
+    async def run(self) -> None:
+        """Deliver forever: a task per endpoint, and the removal of delivered batches."""
+        async with httpx.AsyncClient(follow_redirects=True) as client, asyncio.TaskGroup() as tg:
+            for endpoint in self.config.endpoints:
+                tg.create_task(self._serve(client, endpoint))
+            tg.create_task(self._remove_delivered())
+
+    async def cursor(self, endpoint: str) -> Cursor:
+        try:
+            return json.loads(await self.outbox.driver.get(paths.outbox_cursor(endpoint)))
+        except PathNotFoundError:
+            return {}
+
+    async def _save_cursor(self, endpoint: str, cursor: Cursor) -> None:
+        await self.outbox.driver.put(paths.outbox_cursor(endpoint), json.dumps(cursor).encode())
+
+    async def _serve(self, client: httpx.AsyncClient, endpoint: WebhookEndpoint) -> None:
+        backoff = 0.0
+        while True:
+            try:
+                delivered = await self._deliver_pending(client, endpoint)
+                backoff = 0.0
+                if not delivered:
+                    await asyncio.sleep(POLL_SECONDS)
+            except DeliveryError as error:
+                backoff = min(self.config.max_backoff, max(FIRST_BACKOFF, backoff * 2))
+                log.warning("webhook %s: %s; next try in %.0fs", endpoint.name, error, backoff)
+                await asyncio.sleep(backoff)
+            except Exception:
+                log.exception("webhook %s: delivery failed", endpoint.name)
+                await asyncio.sleep(max(FIRST_BACKOFF, backoff))
+
+    async def _deliver_pending(self, client: httpx.AsyncClient, endpoint: WebhookEndpoint) -> int:
+        """Send every batch the endpoint has not taken, oldest first; how many were sent."""
+        batches = await self.outbox.batches()
+        producers = {producer(batch) for batch in batches}
+        # A process none of whose batches is left has nothing to compare with its entry.
+        cursor = {p: b for p, b in (await self.cursor(endpoint.name)).items() if p in producers}
+        pending = [b for b in batches if b > cursor.get(producer(b), "")]
+        for batch in pending:
+            events = await self.outbox.read(batch)
+            if events is not None:
+                await self._send(client, endpoint, [e for e in events if wanted(endpoint, e)])
+            cursor[producer(batch)] = batch
+            await self._save_cursor(endpoint.name, cursor)
+        return len(pending)
+
+    async def _send(
+        self, client: httpx.AsyncClient, endpoint: WebhookEndpoint, events: list[Event]
+    ) -> None:
+        if not events:
+            return
+        for body, content_type in bodies_of(events, endpoint.format):
+            headers = {**endpoint.headers, "Content-Type": content_type}
+            if endpoint.secret is not None:
+                headers[SIGNATURE_HEADER] = signature(endpoint.secret.get_secret_value(), body)
+            try:
+                response = await client.post(
+                    endpoint.url, content=body, headers=headers, timeout=endpoint.timeout
+                )
+            except httpx.HTTPError as error:
+                self.failed += 1
+                raise DeliveryError(f"{type(error).__name__}: {error}") from None
+            if response.status_code >= 400:
+                self.failed += 1
+                raise DeliveryError(f"answered {response.status_code}")
+            self.delivered += 1
+
+    async def _remove_delivered(self) -> None:
+        """Remove the batches every endpoint has taken; forget cursors of gone processes."""
+        while True:
+            try:
+                batches = await self.outbox.batches()
+                cursors = [await self.cursor(e.name) for e in self.config.endpoints]
+                for batch in batches:
+                    if all(batch <= cursor.get(producer(batch), "") for cursor in cursors):
+                        await self.outbox.remove(batch)
+            except Exception:
+                log.exception("removing delivered event batches failed")
+            await asyncio.sleep(POLL_SECONDS)
+
+
+class DeliveryError(Exception):
+    """The endpoint did not take a delivery (no answer, or a 4xx or 5xx)."""
+
+
+def wanted(endpoint: WebhookEndpoint, event: Event) -> bool:
+    target = event["target"]
+    if endpoint.actions and event["action"] not in endpoint.actions:
+        return False
+    if endpoint.media_types and target.get("mediaType", None) not in (None, *endpoint.media_types):
+        return False
+    globs = [compile_glob(pattern, None) for pattern in endpoint.repositories]
+    return not globs or any(g is not None and g.fullmatch(target["repository"]) for g in globs)

@@ -1,0 +1,170 @@
+"""Building the event of a request, and storing events before the request answers.
+
+Events of concurrent requests share one outbox write: a single writer task takes
+everything waiting (at most `MAX_BATCH_EVENTS`), writes it as one batch, and wakes the
+requests, which answer only then. A full outbox drops the events with a log line and a
+count rather than fail the request: the action itself is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import uuid
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+
+from oci.references import Digest
+from registry.auth.caller import CALLER_KEY
+from registry.events.audit import AuditLog
+from registry.request_id import REQUEST_ID_KEY
+from storage.outbox import Event, Outbox, OutboxFullError
+
+log = logging.getLogger("dockyard")
+
+MAX_BATCH_EVENTS = 200
+INSTANCE_ID = str(uuid.uuid4())
+SOURCE_ADDR = socket.gethostname()
+
+
+class EventCounts:
+    """Events of this process: written to the outbox, or dropped (outbox full)."""
+
+    def __init__(self) -> None:
+        self.stored = 0
+        self.dropped = 0
+
+
+def build_event(
+    request: Request,
+    action: str,
+    name: str,
+    digest: Digest,
+    *,
+    media_type: str | None = None,
+    size: int | None = None,
+    tag: str | None = None,
+    from_repository: str | None = None,
+) -> Event:
+    """An event in the shape of docker distribution's notifications."""
+    target: dict[str, Any] = {"repository": name, "digest": str(digest)}
+    if media_type is not None:
+        target["mediaType"] = media_type
+    if size is not None:
+        target["size"] = target["length"] = size
+    if action != "delete":  # as docker's: a delete's target is its digest and repository
+        kind = "blobs" if action == "mount" else "manifests"
+        target["url"] = f"{request.url.scheme}://{request.url.netloc}/v2/{name}/{kind}/{digest}"
+    if tag is not None:
+        target["tag"] = tag
+    if from_repository is not None:
+        target["fromRepository"] = from_repository
+    caller = request.scope.get(CALLER_KEY)
+    client = request.client
+    return {
+        "id": str(uuid.uuid4()),
+        "timestamp": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "action": action,
+        "target": target,
+        "request": {
+            "id": request.scope.get(REQUEST_ID_KEY, ""),
+            "addr": f"{client.host}:{client.port}" if client else "",
+            "host": request.headers.get("host", ""),
+            "method": request.method,
+            "useragent": request.headers.get("user-agent", ""),
+        },
+        "actor": {"name": caller.name} if caller is not None and caller.name else {},
+        "source": {"addr": SOURCE_ADDR, "instanceID": INSTANCE_ID},
+    }
+
+
+class EventRecorder:
+    """Stores events in the outbox (when endpoints are configured) and the audit log."""
+
+    def __init__(self, outbox: Outbox | None, audit: AuditLog | None) -> None:
+        self.outbox = outbox
+        self.audit = audit
+        self.counts = EventCounts()
+        self._waiting: deque[tuple[list[Event], asyncio.Future[None]]] = deque()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.outbox is not None or self.audit is not None
+
+    async def record(self, *events: Event) -> None:
+        """Returns once the events are stored (or dropped, the outbox being full)."""
+        if self.audit is not None:
+            await self.audit.write(list(events))
+        if self.outbox is None:
+            return
+        if self._writer is None or self._writer.done():
+            self._wake = asyncio.Event()
+            self._writer = asyncio.create_task(self._write_batches(self.outbox))
+        stored = asyncio.get_running_loop().create_future()
+        self._waiting.append((list(events), stored))
+        self._wake.set()
+        await stored
+
+    async def _write_batches(self, outbox: Outbox) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._waiting:
+                taken = [self._waiting.popleft()]
+                count = len(taken[0][0])
+                while self._waiting and count + len(self._waiting[0][0]) <= MAX_BATCH_EVENTS:
+                    taken.append(self._waiting.popleft())
+                    count += len(taken[-1][0])
+                await self._write(outbox, taken, count)
+
+    async def _write(
+        self, outbox: Outbox, taken: list[tuple[list[Event], asyncio.Future[None]]], count: int
+    ) -> None:
+        failure: BaseException | None = None
+        try:
+            await outbox.append([event for events, _ in taken for event in events])
+            self.counts.stored += count
+        except OutboxFullError as full:
+            self.counts.dropped += count
+            log.error("events dropped: %s (%d events); are the webhooks down?", full, count)
+        except Exception as error:  # the requests answer with it (503): clients retry
+            failure = error
+        for _, stored in taken:
+            if not stored.done():
+                if failure is None:
+                    stored.set_result(None)
+                else:
+                    stored.set_exception(failure)
+
+    async def close(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+
+async def emit(
+    request: Request,
+    action: str,
+    name: str,
+    digests: list[tuple[Digest, str | None]],
+    **fields: Any,
+) -> None:
+    """Record one event per (digest, tag) of an action (nothing when events are off)."""
+    recorder: EventRecorder = request.app.state.events
+    if recorder.enabled:
+        await recorder.record(
+            *(
+                build_event(request, action, name, digest, tag=tag, **fields)
+                for digest, tag in digests
+            )
+        )

@@ -1,0 +1,19 @@
+"""The event recorder and deliverer a server runs, from `notifications` in the config."""
+
+from __future__ import annotations
+
+from registry.config import NotificationsConfig
+from registry.events.audit import AuditLog
+from registry.events.deliver import Deliverer
+from registry.events.record import EventRecorder
+from storage.outbox import Outbox
+from storage.store import Store
+
+
+def build_events(
+    config: NotificationsConfig, store: Store
+) -> tuple[EventRecorder, Deliverer | None]:
+    outbox = Outbox(store.driver, config.outbox_max_batches) if config.endpoints else None
+    audit = AuditLog(config.audit.path) if config.audit.enabled else None
+    deliverer = Deliverer(outbox, config) if outbox is not None else None
+    return EventRecorder(outbox, audit), deliverer
