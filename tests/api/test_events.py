@@ -1,0 +1,181 @@
+"""Events: recorded in the storage's outbox before the answer, audited, delivered to
+webhooks on loopback in order, signed, in both formats, after an outage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+import registry.events.deliver
+from registry.app import create_app
+from registry.config import Config
+from registry.events.deliver import Deliverer
+from storage.driver import StorageDriver
+from storage.outbox import Outbox
+from tests.api.helpers import OCI_MANIFEST, digest_of, push_image
+from tests.support.webhooks import WebhookReceiver
+
+SECRET = "s3cret"
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    made = WebhookReceiver()
+    yield made
+    made.stop()
+
+
+def events_config(receiver: WebhookReceiver, tmp_path: Path, **extra: Any) -> Config:
+    return Config(
+        notifications={
+            "endpoints": [
+                {"name": "plain", "url": receiver.url, "secret": SECRET},
+                {
+                    "name": "cloud",
+                    "url": receiver.url.replace("/events", "/cloud"),
+                    "format": "cloudevents",
+                    "repositories": ["team/**"],
+                    "actions": ["push", "delete"],
+                },
+            ],
+            "audit": {"enabled": True, "path": str(tmp_path / "audit.log")},
+            **extra,
+        }
+    )
+
+
+async def stored_events(driver: StorageDriver) -> list[dict[str, Any]]:
+    outbox = Outbox(driver, 100)
+    batches = [await outbox.read(name) for name in await outbox.batches()]
+    return [event for batch in batches if batch for event in batch]
+
+
+async def do_everything(client: httpx.AsyncClient) -> str:
+    """Push, pull (GET; a HEAD is no event), mount, untag, delete a blob; the digest."""
+    digest, _ = await push_image(client, "team/app", "1")
+    assert (
+        await client.get("/v2/team/app/manifests/1", headers={"Accept": OCI_MANIFEST})
+    ).is_success
+    assert (await client.head("/v2/team/app/manifests/1")).is_success
+    layer = digest_of(b"layer of x")
+    mounted = await client.post(f"/v2/other/app/blobs/uploads/?mount={layer}&from=team/app")
+    assert mounted.status_code == 201
+    assert (await client.delete("/v2/team/app/manifests/1")).status_code == 202
+    assert (await client.delete(f"/v2/other/app/blobs/{layer}")).status_code == 202
+    return digest
+
+
+@pytest.fixture
+def config(receiver: WebhookReceiver, tmp_path: Path) -> Config:
+    return events_config(receiver, tmp_path)
+
+
+async def test_every_action_is_in_the_outbox_and_the_audit_log_when_it_answers(
+    client: httpx.AsyncClient, driver: StorageDriver, tmp_path: Path
+) -> None:
+    digest = await do_everything(client)
+    events = await stored_events(driver)
+    layer = digest_of(b"layer of x")
+    summary = [
+        (e["action"], e["target"]["repository"], e["target"]["digest"], e["target"].get("tag"))
+        for e in events
+    ]
+    assert summary == [
+        ("push", "team/app", digest, "1"),
+        ("pull", "team/app", digest, "1"),
+        ("mount", "other/app", layer, None),
+        ("delete", "team/app", digest, "1"),
+        ("delete", "other/app", layer, None),
+    ]
+    assert events[0]["target"]["mediaType"] == OCI_MANIFEST
+    assert events[2]["target"]["fromRepository"] == "team/app"
+    assert events[1]["request"]["method"] == "GET"
+    audit = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert [(a["action"], a["repository"], a["digest"]) for a in audit] == [s[:3] for s in summary]
+    assert all(a["addr"] and a["time"] and a["method"] for a in audit)
+
+
+async def deliver_until(deliverer: Deliverer, done: Any, limit: float = 60.0) -> None:
+    task = asyncio.create_task(deliverer.run())
+    try:
+        for _ in range(int(limit / 0.05)):
+            if await done():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("delivery did not finish")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_delivery_after_an_outage_in_order_signed_filtered_and_the_outbox_emptied(
+    client: httpx.AsyncClient,
+    app: Starlette,
+    driver: StorageDriver,
+    receiver: WebhookReceiver,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(registry.events.deliver, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(registry.events.deliver, "FIRST_BACKOFF", 0.05)
+    digest = await do_everything(client)
+    receiver.failing = True
+    outbox = Outbox(driver, 100)
+    deliverer = Deliverer(outbox, config.notifications)
+
+    async def failed_twice() -> bool:
+        return deliverer.failed >= 2
+
+    await deliver_until(deliverer, failed_twice)
+    assert receiver.received() == [] and await stored_events(driver)
+
+    receiver.failing = False
+
+    async def all_delivered() -> bool:
+        return not await outbox.batches()
+
+    await deliver_until(deliverer, all_delivered)
+    deliveries = receiver.received()
+    plain = [d for d in deliveries if d.headers["content-type"].endswith("events.v2+json")]
+    cloud = [d for d in deliveries if d.headers["content-type"] == "application/cloudevents+json"]
+    assert len(plain) + len(cloud) == len(deliveries)
+    assert all(d.signed_with(SECRET) for d in plain)
+    assert all("x-dockyard-signature" not in d.headers for d in cloud)
+    assert not plain[0].signed_with("another secret")
+    plain_events = [e for d in plain for e in d.json()["events"]]
+    assert [e["action"] for e in plain_events] == ["push", "pull", "mount", "delete", "delete"]
+    assert len({e["id"] for e in plain_events}) == 5
+    cloud_events = [d.json() for d in cloud]
+    assert [c["type"] for c in cloud_events] == [
+        "io.dockyard.registry.push",
+        "io.dockyard.registry.delete",
+    ]
+    assert all(c["specversion"] == "1.0" and c["id"] and c["source"] for c in cloud_events)
+    assert cloud_events[0]["data"]["target"]["digest"] == digest
+    assert cloud_events[0]["subject"] == "team/app:1"
+
+
+@pytest.mark.parametrize("driver", ["memory"], indirect=True)
+async def test_a_full_outbox_drops_events_with_a_log_line(
+    driver: StorageDriver,
+    receiver: WebhookReceiver,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = create_app(events_config(receiver, tmp_path, outbox_max_batches=1), driver)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
+        with caplog.at_level(logging.ERROR, logger="dockyard"):
+            await push_image(client, "team/app", "1")
+            await push_image(client, "team/app", "2")  # answered, though its event is dropped
+    assert [e["target"]["tag"] for e in await stored_events(driver)] == ["1"]
+    assert app.state.events.counts.dropped == 1
+    assert "events dropped" in caplog.text
