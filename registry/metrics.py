@@ -51,6 +51,13 @@ class Totals:
         self.throttled = 0
         self.in_flight = 0
         self.uploads = 0
+        self.events_dropped = 0
+        self.webhook_deliveries: dict[tuple[str, str], int] = {}  # (endpoint, outcome)
+        self.webhook_pending: dict[str, int] = {}  # endpoint -> batches it has not taken
+
+    def count_delivery(self, endpoint: str, outcome: str) -> None:
+        key = (endpoint, outcome)
+        self.webhook_deliveries[key] = self.webhook_deliveries.get(key, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of everything, as JSON-ready lists (keys are label values)."""
@@ -64,6 +71,9 @@ class Totals:
             "throttled": self.throttled,
             "in_flight": self.in_flight,
             "uploads": self.uploads,
+            "events_dropped": self.events_dropped,
+            "webhook_deliveries": [[*key, n] for key, n in self.webhook_deliveries.items()],
+            "webhook_pending": [[name, n] for name, n in self.webhook_pending.items()],
         }
 
 

@@ -108,6 +108,7 @@ def families(snapshots: list[tuple[Snapshot, bool]]) -> Iterator[Metric]:
         ("response_bytes", 1),
         ("storage", 2),
         ("auth_failures", 1),
+        ("webhook_deliveries", 2),
     ):
         sums[field] = {}
         for snapshot, _ in snapshots:
@@ -164,6 +165,39 @@ def families(snapshots: list[tuple[Snapshot, bool]]) -> Iterator[Metric]:
         "Requests refused with 429",
         value=sum(s["throttled"] for s, _ in snapshots),
     )
+    yield from _event_families(sums["webhook_deliveries"], snapshots, live)
+
+
+def _event_families(
+    deliveries: dict[tuple[str, ...], list[float]],
+    snapshots: list[tuple[Snapshot, bool]],
+    live: list[Snapshot],
+) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "registry_events_dropped",
+        "Events not stored because the outbox was full (notifications.outbox_max_batches)",
+        value=sum(s["events_dropped"] for s, _ in snapshots),
+    )
+    sent = CounterMetricFamily(
+        "registry_webhook_deliveries",
+        "Webhook requests by endpoint and outcome (sent: 2xx or 3xx; failed: anything else)",
+        labels=["endpoint", "outcome"],
+    )
+    for key, (count,) in sorted(deliveries.items()):
+        sent.add_metric(list(key), count)
+    yield sent
+    pending = GaugeMetricFamily(
+        "registry_webhook_pending_batches",
+        "Outbox batches an endpoint has not taken yet (as its deliverer last saw them)",
+        labels=["endpoint"],
+    )
+    largest: dict[str, int] = {}
+    for snapshot in live:  # every delivering process sees the same outbox: the largest
+        for name, count in snapshot["webhook_pending"]:
+            largest[name] = max(largest.get(name, 0), count)
+    for name, count in sorted(largest.items()):
+        pending.add_metric([name], count)
+    yield pending
 
 
 class _Collector:

@@ -22,6 +22,7 @@ import httpx
 from registry.auth.rules import compile_glob
 from registry.config import NotificationsConfig, WebhookEndpoint
 from registry.events.formats import SIGNATURE_HEADER, bodies_of, signature
+from registry.metrics import TOTALS, Totals
 from storage import paths
 from storage.driver import PathNotFoundError
 from storage.outbox import Event, Outbox
@@ -39,11 +40,12 @@ def producer(batch: str) -> str:
 
 
 class Deliverer:
-    def __init__(self, outbox: Outbox, config: NotificationsConfig) -> None:
+    def __init__(
+        self, outbox: Outbox, config: NotificationsConfig, totals: Totals = TOTALS
+    ) -> None:
         self.outbox = outbox
         self.config = config
-        self.delivered = 0
-        self.failed = 0
+        self.totals = totals
 
     async def run(self) -> None:
         """Deliver forever: a task per endpoint, and the removal of delivered batches."""
@@ -84,12 +86,14 @@ class Deliverer:
         # A process none of whose batches is left has nothing to compare with its entry.
         cursor = {p: b for p, b in (await self.cursor(endpoint.name)).items() if p in producers}
         pending = [b for b in batches if b > cursor.get(producer(b), "")]
+        self.totals.webhook_pending[endpoint.name] = len(pending)
         for batch in pending:
             events = await self.outbox.read(batch)
             if events is not None:
                 await self._send(client, endpoint, [e for e in events if wanted(endpoint, e)])
             cursor[producer(batch)] = batch
             await self._save_cursor(endpoint.name, cursor)
+            self.totals.webhook_pending[endpoint.name] -= 1
         return len(pending)
 
     async def _send(
@@ -106,12 +110,12 @@ class Deliverer:
                     endpoint.url, content=body, headers=headers, timeout=endpoint.timeout
                 )
             except httpx.HTTPError as error:
-                self.failed += 1
+                self.totals.count_delivery(endpoint.name, "failed")
                 raise DeliveryError(f"{type(error).__name__}: {error}") from None
             if response.status_code >= 400:
-                self.failed += 1
+                self.totals.count_delivery(endpoint.name, "failed")
                 raise DeliveryError(f"answered {response.status_code}")
-            self.delivered += 1
+            self.totals.count_delivery(endpoint.name, "sent")
 
     async def _remove_delivered(self) -> None:
         """Remove the batches every endpoint has taken; forget cursors of gone processes."""

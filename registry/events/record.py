@@ -22,6 +22,7 @@ from starlette.requests import Request
 from oci.references import Digest
 from registry.auth.caller import CALLER_KEY
 from registry.events.audit import AuditLog
+from registry.metrics import TOTALS, Totals
 from registry.request_id import REQUEST_ID_KEY
 from storage.outbox import Event, Outbox, OutboxFullError
 
@@ -30,14 +31,6 @@ log = logging.getLogger("dockyard")
 MAX_BATCH_EVENTS = 200
 INSTANCE_ID = str(uuid.uuid4())
 SOURCE_ADDR = socket.gethostname()
-
-
-class EventCounts:
-    """Events of this process: written to the outbox, or dropped (outbox full)."""
-
-    def __init__(self) -> None:
-        self.stored = 0
-        self.dropped = 0
 
 
 def build_event(
@@ -86,10 +79,12 @@ def build_event(
 class EventRecorder:
     """Stores events in the outbox (when endpoints are configured) and the audit log."""
 
-    def __init__(self, outbox: Outbox | None, audit: AuditLog | None) -> None:
+    def __init__(
+        self, outbox: Outbox | None, audit: AuditLog | None, totals: Totals = TOTALS
+    ) -> None:
         self.outbox = outbox
         self.audit = audit
-        self.counts = EventCounts()
+        self.totals = totals
         self._waiting: deque[tuple[list[Event], asyncio.Future[None]]] = deque()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -130,9 +125,8 @@ class EventRecorder:
         failure: BaseException | None = None
         try:
             await outbox.append([event for events, _ in taken for event in events])
-            self.counts.stored += count
         except OutboxFullError as full:
-            self.counts.dropped += count
+            self.totals.events_dropped += count
             log.error("events dropped: %s (%d events); are the webhooks down?", full, count)
         except Exception as error:  # the requests answer with it (503): clients retry
             failure = error

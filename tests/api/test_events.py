@@ -18,6 +18,7 @@ import registry.events.deliver
 from registry.app import create_app
 from registry.config import Config
 from registry.events.deliver import Deliverer
+from registry.metrics import Totals
 from storage.driver import StorageDriver
 from storage.outbox import Outbox
 from tests.api.helpers import OCI_MANIFEST, digest_of, push_image
@@ -129,10 +130,11 @@ async def test_delivery_after_an_outage_in_order_signed_filtered_and_the_outbox_
     digest = await do_everything(client)
     receiver.failing = True
     outbox = Outbox(driver, 100)
-    deliverer = Deliverer(outbox, config.notifications)
+    totals = Totals()
+    deliverer = Deliverer(outbox, config.notifications, totals)
 
     async def failed_twice() -> bool:
-        return deliverer.failed >= 2
+        return totals.webhook_deliveries.get(("plain", "failed"), 0) >= 2
 
     await deliver_until(deliverer, failed_twice)
     assert receiver.received() == [] and await stored_events(driver)
@@ -143,6 +145,8 @@ async def test_delivery_after_an_outage_in_order_signed_filtered_and_the_outbox_
         return not await outbox.batches()
 
     await deliver_until(deliverer, all_delivered)
+    assert totals.webhook_pending == {"plain": 0, "cloud": 0}
+    assert totals.webhook_deliveries[("plain", "sent")] >= 1
     deliveries = receiver.received()
     plain = [d for d in deliveries if d.headers["content-type"].endswith("events.v2+json")]
     cloud = [d for d in deliveries if d.headers["content-type"] == "application/cloudevents+json"]
@@ -171,11 +175,12 @@ async def test_a_full_outbox_drops_events_with_a_log_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = create_app(events_config(receiver, tmp_path, outbox_max_batches=1), driver)
+    app.state.events.totals = totals = Totals()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
         with caplog.at_level(logging.ERROR, logger="dockyard"):
             await push_image(client, "team/app", "1")
             await push_image(client, "team/app", "2")  # answered, though its event is dropped
     assert [e["target"]["tag"] for e in await stored_events(driver)] == ["1"]
-    assert app.state.events.counts.dropped == 1
+    assert totals.events_dropped == 1
     assert "events dropped" in caplog.text

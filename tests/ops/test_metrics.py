@@ -220,3 +220,27 @@ def test_scrape_sums_published_workers_and_counts_gauges_of_live_ones_only(
     labels = frozenset({"method": "GET", "route": "/v2/", "code": "200"}.items())
     assert samples[(REQUESTS, labels)] == 11
     assert samples[("registry_http_in_flight_requests", frozenset())] == 4
+
+
+def test_event_metrics_sum_counters_and_take_the_largest_pending_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(metrics.METRICS_DIR_ENV, str(tmp_path))
+    worker = metrics.Totals()
+    worker.events_dropped = 2
+    worker.count_delivery("hook", "sent")
+    worker.webhook_pending["hook"] = 7
+    (tmp_path / f"worker-{os.getppid()}.json").write_text(json.dumps(worker.snapshot()))
+    own = metrics.Totals()
+    own.events_dropped = 1
+    own.count_delivery("hook", "sent")
+    own.count_delivery("hook", "failed")
+    own.webhook_pending["hook"] = 3  # both deliverers see one outbox: not 10
+    samples = scraped(scrape(own.snapshot()).decode())
+    assert samples[("registry_events_dropped_total", frozenset())] == 3
+    sent = frozenset({"endpoint": "hook", "outcome": "sent"}.items())
+    failed = frozenset({"endpoint": "hook", "outcome": "failed"}.items())
+    assert samples[("registry_webhook_deliveries_total", sent)] == 2
+    assert samples[("registry_webhook_deliveries_total", failed)] == 1
+    pending = frozenset({"endpoint": "hook"}.items())
+    assert samples[("registry_webhook_pending_batches", pending)] == 7
