@@ -61,10 +61,13 @@ class Outbox:
         return sorted(await self.driver.list(paths.outbox_dir()))
 
     async def read(self, name: str) -> list[Event] | None:
+        """The batch's events; None if it is gone or was never whole (a write cut off, which
+        some S3 servers leave as an empty object: its requests answered with the failure)."""
         try:
-            return json.loads(await self.driver.get(paths.outbox_batch(name)))
-        except PathNotFoundError:
+            events = json.loads(await self.driver.get(paths.outbox_batch(name)))
+        except (PathNotFoundError, ValueError):
             return None
+        return events if isinstance(events, list) else None
 
     async def remove(self, name: str) -> None:
         await self.driver.delete(paths.outbox_batch(name))

@@ -55,10 +55,12 @@ class Deliverer:
             tg.create_task(self._remove_delivered())
 
     async def cursor(self, endpoint: str) -> Cursor:
+        """What `endpoint` has taken; a cursor that is not whole is none (all is sent again)."""
         try:
-            return json.loads(await self.outbox.driver.get(paths.outbox_cursor(endpoint)))
-        except PathNotFoundError:
+            cursor = json.loads(await self.outbox.driver.get(paths.outbox_cursor(endpoint)))
+        except (PathNotFoundError, ValueError):
             return {}
+        return cursor if isinstance(cursor, dict) else {}
 
     async def _save_cursor(self, endpoint: str, cursor: Cursor) -> None:
         await self.outbox.driver.put(paths.outbox_cursor(endpoint), json.dumps(cursor).encode())

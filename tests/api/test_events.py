@@ -184,3 +184,28 @@ async def test_a_full_outbox_drops_events_with_a_log_line(
     assert [e["target"]["tag"] for e in await stored_events(driver)] == ["1"]
     assert totals.events_dropped == 1
     assert "events dropped" in caplog.text
+
+
+@pytest.mark.parametrize("driver", ["memory"], indirect=True)
+async def test_batches_and_cursors_cut_off_empty_are_skipped_and_resent(
+    driver: StorageDriver,
+    receiver: WebhookReceiver,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(registry.events.deliver, "POLL_SECONDS", 0.05)
+    outbox = Outbox(driver, 100)
+    await driver.put("_events/outbox/00000000000000000001-1.a-0000000000", b"")
+    await driver.put("_events/cursors/plain", b"")
+    event = {"id": "e1", "action": "push", "target": {"repository": "x", "digest": "sha256:0"}}
+    await outbox.append([event])
+    deliverer = Deliverer(
+        outbox,
+        config.notifications.model_copy(update={"endpoints": [config.notifications.endpoints[0]]}),
+    )
+
+    async def all_delivered() -> bool:
+        return not await outbox.batches()
+
+    await deliver_until(deliverer, all_delivered)
+    assert [e["id"] for e in receiver.events()] == ["e1"]
