@@ -104,6 +104,13 @@ async def test_every_action_is_in_the_outbox_and_the_audit_log_when_it_answers(
     assert all(a["addr"] and a["time"] and a["method"] for a in audit)
 
 
+def first_of_each(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    first: dict[str, dict[str, Any]] = {}
+    for event in events:
+        first.setdefault(event["id"], event)
+    return list(first.values())
+
+
 async def deliver_until(deliverer: Deliverer, done: Any, limit: float = 60.0) -> None:
     task = asyncio.create_task(deliverer.run())
     try:
@@ -154,10 +161,11 @@ async def test_delivery_after_an_outage_in_order_signed_filtered_and_the_outbox_
     assert all(d.signed_with(SECRET) for d in plain)
     assert all("x-dockyard-signature" not in d.headers for d in cloud)
     assert not plain[0].signed_with("another secret")
-    plain_events = [e for d in plain for e in d.json()["events"]]
+    # At least once: a request cut off by the end of the first round may still have been
+    # taken once the receiver is back, and is sent again; the first of each id counts.
+    plain_events = first_of_each([e for d in plain for e in d.json()["events"]])
     assert [e["action"] for e in plain_events] == ["push", "pull", "mount", "delete", "delete"]
-    assert len({e["id"] for e in plain_events}) == 5
-    cloud_events = [d.json() for d in cloud]
+    cloud_events = first_of_each([d.json() for d in cloud])
     assert [c["type"] for c in cloud_events] == [
         "io.dockyard.registry.push",
         "io.dockyard.registry.delete",
