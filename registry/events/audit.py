@@ -23,7 +23,7 @@ def audit_line(event: Event) -> str:
         "actor": event["actor"].get("name"),
         "action": event["action"],
         "repository": target["repository"],
-        "digest": target["digest"],
+        "digest": target.get("digest"),
         "tag": target.get("tag"),
         "media_type": target.get("mediaType"),
         "from_repository": target.get("fromRepository"),

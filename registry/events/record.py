@@ -37,7 +37,7 @@ def build_event(
     request: Request,
     action: str,
     name: str,
-    digest: Digest,
+    digest: Digest | None,
     *,
     media_type: str | None = None,
     size: int | None = None,
@@ -45,12 +45,15 @@ def build_event(
     from_repository: str | None = None,
 ) -> Event:
     """An event in the shape of docker distribution's notifications."""
-    target: dict[str, Any] = {"repository": name, "digest": str(digest)}
+    target: dict[str, Any] = {"repository": name}
+    if digest is not None:
+        target["digest"] = str(digest)
     if media_type is not None:
         target["mediaType"] = media_type
     if size is not None:
         target["size"] = target["length"] = size
-    if action != "delete":  # as docker's: a delete's target is its digest and repository
+    # as docker's: a delete's target is its digest and repository, and no URL
+    if action != "delete" and digest is not None:
         kind = "blobs" if action == "mount" else "manifests"
         target["url"] = f"{request.url.scheme}://{request.url.netloc}/v2/{name}/{kind}/{digest}"
     if tag is not None:

@@ -178,10 +178,11 @@ async def delete_manifest(request: Request) -> Response:
         tag = parse_tag(reference)
         digest = await manifests.resolve(name, tag)
         deleted = await manifests.untag(name, tag)
-    if not deleted or digest is None:
+    if not deleted:
         raise _unknown(reference)
     response = empty(202)
     response.background = refresh_usage_after(request, name)
     return response
     await emit(request, "delete", name, [(digest, tag)])
+    await emit(request, "delete", name, [(digest, tag)])  # no digest: a half-written tag
     return empty(202)
