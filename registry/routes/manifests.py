@@ -163,19 +163,13 @@ async def delete_manifest(request: Request) -> Response:
     manifests = store(request).manifests
     rules = config(request).immutable_tags
     if is_digest(reference):
-        digest = Digest.parse(reference)
+        digest: Digest | None = Digest.parse(reference)
+        tag = None
         await immutable_tags.check_delete(rules, store(request), name, digest)
         deleted = await manifests.delete(name, digest)
     else:
         tag = parse_tag(reference)
         await immutable_tags.check_untag(rules, store(request), name, tag)
-        deleted = await manifests.untag(name, tag)
-    if not deleted:
-        digest: Digest | None = Digest.parse(reference)
-        tag = None
-        deleted = await manifests.delete(name, digest)
-    else:
-        tag = parse_tag(reference)
         digest = await manifests.resolve(name, tag)
         deleted = await manifests.untag(name, tag)
     if not deleted:
