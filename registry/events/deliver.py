@@ -19,7 +19,7 @@ import logging
 
 import httpx
 
-from registry.auth.rules import compile_glob
+from oci.globs import matches_any
 from registry.config import NotificationsConfig, WebhookEndpoint
 from registry.events.formats import SIGNATURE_HEADER, bodies_of, signature
 from registry.metrics import TOTALS, Totals
@@ -143,5 +143,4 @@ def wanted(endpoint: WebhookEndpoint, event: Event) -> bool:
         return False
     if endpoint.media_types and target.get("mediaType", None) not in (None, *endpoint.media_types):
         return False
-    globs = [compile_glob(pattern, None) for pattern in endpoint.repositories]
-    return not globs or any(g is not None and g.fullmatch(target["repository"]) for g in globs)
+    return not endpoint.repositories or matches_any(endpoint.repositories, target["repository"])
