@@ -85,8 +85,7 @@ async def delete_blob(request: Request) -> Response:
     require_delete_enabled(request)
     if not await store(request).manifests.unlink_blob(name, digest):
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
+    await emit(request, "delete", name, [(digest, None)])
     response = empty(202)
     response.background = refresh_usage_after(request, name)
     return response
-    await emit(request, "delete", name, [(digest, None)])
-    return empty(202)

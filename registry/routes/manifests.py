@@ -174,9 +174,7 @@ async def delete_manifest(request: Request) -> Response:
         deleted = await manifests.untag(name, tag)
     if not deleted:
         raise _unknown(reference)
+    await emit(request, "delete", name, [(digest, tag)])  # no digest: a half-written tag
     response = empty(202)
     response.background = refresh_usage_after(request, name)
     return response
-    await emit(request, "delete", name, [(digest, tag)])
-    await emit(request, "delete", name, [(digest, tag)])  # no digest: a half-written tag
-    return empty(202)
