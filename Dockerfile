@@ -16,6 +16,7 @@ COPY pyproject.toml README.md ./
 COPY oci ./oci
 COPY registry ./registry
 COPY storage ./storage
+COPY collector ./collector
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /var/lib/dockyard --create-home dockyard
 COPY config.example.yaml /etc/dockyard/config.yaml
