@@ -16,6 +16,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from collector.background import collect_forever
+from collector.run import GcOptions
 from oci.errors import ErrorCode, RegistryError
 from registry import health, metrics, metrics_exposition
 from registry.access_log import AccessLog, LogLines
@@ -192,22 +194,6 @@ def s3_settings(config: S3Config) -> S3Settings:
     return S3Settings(**{**config.model_dump(exclude={"secret_key"}), "secret_key": secret})
 
 
-async def _purge_expired_uploads(store: Store, config: Config) -> None:
-    """Remove abandoned upload sessions now and then (every process does; see purge)."""
-    max_age = config.uploads.expire_after_hours * 3600
-    while True:
-        try:
-            if await store.maintenance.state() is not None:
-                removed = 0  # maintenance: the storage stays as it is
-            else:
-                removed = await store.uploads.purge(time.time() - max_age)
-            if removed:
-                log.info("removed %d expired upload sessions", removed)
-        except Exception:
-            log.exception("purging expired uploads failed")
-        await asyncio.sleep(min(max_age, 3600))
-
-
 def create_app(config: Config | None = None, driver: StorageDriver | None = None) -> Starlette:
     config = config or load_config()
     return_big_buffers_to_the_system()
@@ -215,7 +201,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     readiness = health.Readiness(driver, config.health.timeout)  # its probes are not timed
     if config.metrics.enabled:
         driver = InstrumentedDriver(driver, metrics.storage_observer(driver.name))
-    store = Store(driver, pull_interval=config.gc.grace)
+    store = Store(driver, pull_interval=config.gc.grace, touch_every=config.gc.grace / 10)
     if config.maintenance.readonly:
         store.maintenance.configured = Maintenance(config.maintenance.message, time.time())
     access_lines = LogLines()
@@ -223,7 +209,10 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        purger = asyncio.create_task(_purge_expired_uploads(store, config))
+        collector = None
+        if config.gc.enabled:
+            options = GcOptions(grace=config.gc.grace, upload_max_age=config.uploads.max_age)
+            collector = asyncio.create_task(collect_forever(store, options, config.gc.interval))
         delivering = asyncio.create_task(deliverer.run()) if deliverer else None
         publisher = asyncio.create_task(metrics.publish_periodically())
         with contextlib.suppress(ValueError):  # not in the main thread: nobody to signal us
@@ -232,7 +221,8 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
             yield
         finally:
             readiness.stopping = True
-            purger.cancel()
+            if collector is not None:
+                collector.cancel()
             if delivering is not None:
                 delivering.cancel()
             await events.close()

@@ -283,6 +283,13 @@ def _users_file_options(parser: argparse.ArgumentParser, default: Any = None) ->
     )
 
 
+def _gc(args: argparse.Namespace) -> int:
+    from collector.cli import run_gc
+
+    config = _load(args)
+    return 2 if config is None else run_gc(config, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dockyard", description="A private container registry.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
@@ -299,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--port", type=int, help="port to probe (default: http.port)")
     check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
     check.set_defaults(handler=_healthcheck)
+
+    gc = commands.add_parser("gc", help="collect garbage once (safe while servers run)")
+    gc.add_argument("--config", help=f"YAML configuration file (default: ${CONFIG_ENV})")
+    gc.add_argument("--dry-run", action="store_true", help="print what would go; delete nothing")
+    gc.add_argument("--json", action="store_true", help="print JSON lines")
+    gc.set_defaults(handler=_gc)
 
     user = commands.add_parser("user", help="manage the users file (htpasswd, bcrypt)")
     _users_file_options(user)

@@ -160,7 +160,9 @@ class UploadsConfig(Section):
     chunk_min_length: int = Field(
         5 << 20, ge=0, description="advertised as OCI-Chunk-Min-Length; 0 advertises none"
     )
-    expire_after_hours: float = Field(24.0, gt=0)
+    max_age: Duration = Field(
+        86400.0, gt=0, description="the collector removes sessions idle this long"
+    )
     manifest_max_bytes: int = Field(4 << 20, gt=0)
 
 

@@ -9,17 +9,34 @@ from its bytes (atomic). So a stored blob holds its digest's bytes, and a second
 upload of the same digest keeps it after one size check: that check (not the cached
 size) replaces a blob whose size is wrong, as older versions could store (an
 upload's bytes plus what a racing request appended).
+
+Before the API says a blob exists it `vouch`es for it: writes the blob's `touched`
+marker, then checks the collector has no `tomb` on it, then reads the blob again from
+storage (never from the size cache). The collector writes the tomb before it reads the
+touch, so one of the two always sees the other: see collector/__init__.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
+from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest, is_digest_of
 from storage import paths
 from storage.catalog import Catalog
 from storage.driver import PathNotFoundError, StorageDriver, Writer
+
+_REMEMBERED = 100_000
+
+
+def being_collected(digest: Digest) -> RegistryError:
+    return RegistryError(
+        ErrorCode.UNAVAILABLE,
+        f"blob {digest} is being removed by the garbage collector: retry the push",
+        detail={"digest": str(digest)},
+    )
 
 
 async def digests_below(driver: StorageDriver, directory: str) -> set[Digest]:
@@ -35,36 +52,63 @@ async def digests_below(driver: StorageDriver, directory: str) -> set[Digest]:
 
 
 class BlobStore:
-    def __init__(self, driver: StorageDriver, catalog: Catalog) -> None:
+    def __init__(self, driver: StorageDriver, catalog: Catalog, touch_every: float = 0.0) -> None:
         self._driver = driver
         self._catalog = catalog
-        # Content never changes under its digest, so its size can be remembered.
+        # Content never changes under its digest, so its size can be remembered; but
+        # the collector may delete it, so only `size` (a hint) answers from here.
         self._sizes: dict[Digest, int] = {}
+        # Our own last touch of each digest (monotonic time when we wrote it): a touch
+        # younger than `touch_every` is not written again. The collector allows for it.
+        self._touch_every = touch_every
+        self._touched: dict[Digest, float] = {}
 
     async def size(self, digest: Digest) -> int | None:
-        """Size of the blob's content, or None if the registry does not have it."""
+        """Size of the blob's content, or None: a hint (maybe cached), not a promise."""
         if digest in self._sizes:
             return self._sizes[digest]
+        return await self._stored_size(digest)
+
+    async def _stored_size(self, digest: Digest) -> int | None:
         try:
             info = await self._driver.stat(paths.blob_data(digest))
         except PathNotFoundError:
+            self._sizes.pop(digest, None)
             return None
         if info.size == 0 and digest != Digest.of(b"", digest.algorithm):
             return None  # a cut-off write some S3 servers keep as an empty object
-        if len(self._sizes) > 100_000:
+        if len(self._sizes) > _REMEMBERED:
             self._sizes.clear()
         self._sizes[digest] = info.size
         return info.size
 
-    async def linked_size(self, name: str, digest: Digest) -> int | None:
-        """Size of a blob this repository may serve, or None."""
-        if not await self._driver.exists(paths.layer_link(name, digest)):
+    async def vouch(self, digest: Digest) -> bool:
+        """Touch the blob, then check the collector is not deleting it (False: it is,
+        so answer that the blob is missing)."""
+        now = time.monotonic()
+        last = self._touched.get(digest)
+        if last is None or now - last >= self._touch_every:
+            await self._driver.put(paths.blob_touched(digest), b"")
+            if len(self._touched) > _REMEMBERED:
+                self._touched.clear()
+            self._touched[digest] = now
+        return not await self._driver.exists(paths.blob_tomb(digest))
+
+    async def vouched_size(self, digest: Digest, name: str | None = None) -> int | None:
+        """Size of a blob the API may now say exists (given to repository `name`, if
+        set), or None. Nothing it vouches for is deleted within the grace period."""
+        linked = paths.layer_link(name, digest) if name is not None else None
+        if linked is not None and not await self._driver.exists(linked):
+            return None  # the cheap answer for blobs we do not have: no touch written
+        if await self.size(digest) is None or not await self.vouch(digest):
             return None
-        return await self.size(digest)
+        if linked is not None and not await self._driver.exists(linked):
+            return None
+        return await self._stored_size(digest)
 
     async def link(self, name: str, digest: Digest) -> None:
-        await self._catalog.add(name)
         await self._driver.put(paths.layer_link(name, digest), str(digest).encode())
+        await self._catalog.add(name)  # after the content: see Catalog
 
     async def unlink(self, name: str, digest: Digest) -> bool:
         link = paths.layer_link(name, digest)
@@ -86,13 +130,17 @@ class BlobStore:
             stored = None
         if stored == writer.size:
             await writer.cancel()  # already stored: keep the one copy
-            return
-        await writer.commit(paths.blob_data(digest))  # absent, or wrong: replace atomically
-        self._sizes[digest] = writer.size
+        else:
+            await writer.commit(paths.blob_data(digest))  # absent, or wrong: replace atomically
+            self._sizes[digest] = writer.size
+        if not await self.vouch(digest):
+            raise being_collected(digest)
 
     async def put(self, data: bytes, digest: Digest) -> None:
         """Store small content (a manifest) under its digest, once: kept if what is
         stored there has its size, else (absent, or a cut-off write) replaced."""
+        if not await self.vouch(digest):
+            raise being_collected(digest)
         try:
             stored = (await self._driver.stat(paths.blob_data(digest))).size
         except PathNotFoundError:

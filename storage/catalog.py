@@ -1,4 +1,10 @@
-"""Which repositories exist: one marker key per repository, listed flat and sorted."""
+"""Which repositories exist: one marker key per repository, listed flat and sorted.
+
+The collector removes the marker of a repository it emptied, so nothing here is
+remembered. Writers store content first and the marker after it (`add`); the collector
+deletes the marker first and then looks for content (putting the marker back if it
+finds any), so a repository holding content always ends up listed.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +15,18 @@ from storage.driver import StorageDriver
 class Catalog:
     def __init__(self, driver: StorageDriver) -> None:
         self._driver = driver
-        # Repositories are never removed, so "known to exist" can be remembered safely.
-        self._known: set[str] = set()
 
     async def add(self, name: str) -> None:
-        if name in self._known:
-            return
+        """List `name`; call after storing its content."""
         marker = paths.catalog_marker(name)
         if not await self._driver.exists(marker):
             await self._driver.put(marker, b"")
-        self._known.add(name)
+
+    async def remove(self, name: str) -> None:
+        await self._driver.delete(paths.catalog_marker(name))
 
     async def exists(self, name: str) -> bool:
-        if name in self._known:
-            return True
-        if await self._driver.exists(paths.catalog_marker(name)):
-            self._known.add(name)
-            return True
-        return False
+        return await self._driver.exists(paths.catalog_marker(name))
 
     async def names(self) -> list[str]:
         entries = await self._driver.list(paths.catalog_dir())

@@ -85,6 +85,15 @@ class FileInfo:
     modified: float
 
 
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A small object read together with what `replace` needs to change it safely."""
+
+    data: bytes
+    version: str
+    age: float  # seconds since it was written, by the storage's own clock
+
+
 class Writer(abc.ABC):
     """Appends bytes to a key that is not visible under its final name until commit."""
 
@@ -149,6 +158,32 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     async def delete(self, key: str) -> None:
         """Remove an object or everything below a prefix; missing keys are not an error."""
+
+    @abc.abstractmethod
+    async def scan(self, prefix: str) -> list[FileInfo]:
+        """Every object below the directory `prefix` (recursively), with its size and
+        time: one listing, not a request per object."""
+
+    async def delete_many(self, keys: list[str]) -> None:
+        """Remove these objects (not prefixes); missing ones are not an error."""
+        for key in keys:
+            await self.delete(key)
+
+    # -- leases: conditional writes of small objects -----------------------------
+
+    @abc.abstractmethod
+    async def read_versioned(self, key: str) -> Versioned:
+        """A small object with its version and age; raises PathNotFoundError."""
+
+    @abc.abstractmethod
+    async def create(self, key: str, data: bytes) -> str | None:
+        """Store `data` at `key` only if nothing is there, across processes and
+        replicas; returns its version, or None if the key exists."""
+
+    @abc.abstractmethod
+    async def replace(self, key: str, data: bytes, version: str) -> str | None:
+        """Store `data` at `key` only if the stored object still has `version`; returns
+        the new version, or None if it changed or is gone."""
 
     async def exists(self, key: str) -> bool:
         """Whether an object is stored at `key`. A writer's uncommitted bytes need not

@@ -37,6 +37,7 @@ from storage.driver import (
     StorageDriver,
     StorageError,
     StorageFullError,
+    Versioned,
     Writer,
     WriterBusyError,
     check_key,
@@ -120,7 +121,8 @@ def _replace_durably(source: Path, destination: Path) -> None:
         _fsync_dir(destination.parent)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _written_aside(path: Path, data: bytes) -> Path:
+    """A durable dot-file holding `data` next to `path`."""
     temp = path.parent / f".tmp-{uuid.uuid4().hex}"
 
     def write() -> None:
@@ -132,10 +134,89 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
     try:
         _in_new_folder(write)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temp = _written_aside(path, data)
+    try:
         _replace_durably(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _version(info: os.stat_result) -> str:
+    return f"{info.st_ino}:{info.st_mtime_ns}:{info.st_size}"
+
+
+def _read_versioned(path: Path) -> tuple[bytes, os.stat_result]:
+    with open(path, "rb") as file:
+        return file.read(), os.fstat(file.fileno())
+
+
+def _create(path: Path, data: bytes) -> str | None:
+    """link(2) of a complete dot-file: atomic, and fails if the name exists."""
+    temp = _written_aside(path, data)
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        return None
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return _version(os.stat(path))
+
+
+def _replace_if(path: Path, data: bytes, version: str) -> str | None:
+    """Compare and swap under an flock of a dot-file beside `path` (every `replace`
+    of the key takes it, in any process on this machine)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if _version(os.stat(path)) != version:
+                return None
+        except FileNotFoundError:
+            return None
+        _write_atomically(path, data)
+        return _version(os.stat(path))
+    finally:
+        os.close(fd)
+
+
+def _scan(root: Path, directory: Path) -> list[FileInfo]:
+    found = []
+    for folder, folders, files in os.walk(directory):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = Path(folder, name)
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                continue  # removed while we walked
+            found.append(FileInfo(path.relative_to(root).as_posix(), info.st_size, info.st_mtime))
+    return found
+
+
+def _delete_files(root: Path, paths: list[Path]) -> None:
+    """Unlink files, then remove the folders (below the top two levels) they emptied."""
+    folders = set()
+    for path in paths:
+        path.unlink(missing_ok=True)
+        parent = path.parent
+        while len(parent.relative_to(root).parts) > 2:
+            folders.add(parent)
+            parent = parent.parent
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty, or gone
+            folder.rmdir()
 
 
 class _Listings:
@@ -341,3 +422,24 @@ class FilesystemDriver(StorageDriver):
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(_remove, self.path(key), self.root)
+
+    async def scan(self, prefix: str) -> list[FileInfo]:
+        return await asyncio.to_thread(_scan, self.root, self.path(prefix))
+
+    async def delete_many(self, keys: list[str]) -> None:
+        await asyncio.to_thread(_delete_files, self.root, [self.path(key) for key in keys])
+
+    async def read_versioned(self, key: str) -> Versioned:
+        try:
+            data, info = await asyncio.to_thread(_read_versioned, self.path(key))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise PathNotFoundError(key) from None
+        return Versioned(data, _version(info), time.time() - info.st_mtime)
+
+    @_reports_full_disk
+    async def create(self, key: str, data: bytes) -> str | None:
+        return await asyncio.to_thread(_create, self.path(key), data)
+
+    @_reports_full_disk
+    async def replace(self, key: str, data: bytes, version: str) -> str | None:
+        return await asyncio.to_thread(_replace_if, self.path(key), data, version)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from time import perf_counter
 from typing import Any
 
-from storage.driver import FileInfo, StorageDriver, Writer
+from storage.driver import FileInfo, StorageDriver, Versioned, Writer
 
 Observe = Callable[[str, float], None]
 
@@ -144,6 +144,22 @@ class InstrumentedDriver(StorageDriver):
 
     async def redirect_url(self, key: str) -> str | None:
         return await self.driver.redirect_url(key)
+
+    # The collector's calls (scan, batch deletes, its lease) pass through untimed.
+    async def scan(self, prefix: str) -> list[FileInfo]:
+        return await self.driver.scan(prefix)
+
+    async def delete_many(self, keys: list[str]) -> None:
+        await self.driver.delete_many(keys)
+
+    async def read_versioned(self, key: str) -> Versioned:
+        return await self.driver.read_versioned(key)
+
+    async def create(self, key: str, data: bytes) -> str | None:
+        return await self.driver.create(key, data)
+
+    async def replace(self, key: str, data: bytes, version: str) -> str | None:
+        return await self.driver.replace(key, data, version)
 
     async def close(self) -> None:
         await self.driver.close()

@@ -1,6 +1,7 @@
 """Manifests, tags and the referrers index of each repository.
 
-Manifest bytes are stored once in the shared blob store (and never removed); a
+Manifest bytes are stored once in the shared blob store (removed only by the
+collector, when no revision references them any more: collector/__init__.py); a
 manifest M of a repository is its revision key R (media type, subject), an entry E
 in its subject's referrers index (if it has a subject) and its tags T (one key per
 tag, holding a digest). Every key is written or removed atomically. Readers trust a
@@ -158,7 +159,6 @@ class ManifestStore:
     ) -> None:
         """Store `manifest` in `name` with `tags`. The caller found `blobs` linked and
         `children` stored in `name`: they are re-checked, and restored, after writing."""
-        await self._catalog.add(name)
         await self._blobs.put(manifest.raw, manifest.digest)
         tag_value = str(manifest.digest).encode()
         for _ in range(_PUT_ROUNDS):
@@ -168,6 +168,7 @@ class ManifestStore:
             )
             await self._restore_references(name, blobs, children)
             if await self.exists(name, manifest.digest):
+                await self._catalog.add(name)  # after the content: see Catalog
                 return
         raise _contended(manifest.digest, "pushed", _PUT_ROUNDS)
 
@@ -184,9 +185,12 @@ class ManifestStore:
     ) -> None:
         """Give back blob links and child manifests a racing DELETE removed after the
         caller checked them (their content is still in the shared store)."""
-        linked = await asyncio.gather(*(self._blobs.linked_size(name, b.digest) for b in blobs))
-        for blob, size in zip(blobs, linked, strict=True):
-            if size is None and await self._blobs.size(blob.digest) is not None:
+        linked = await asyncio.gather(
+            *(self._driver.exists(paths.layer_link(name, b.digest)) for b in blobs)
+        )
+        for blob, found in zip(blobs, linked, strict=True):
+            # Vouched for by the caller's check: the collector leaves it for the grace.
+            if not found and await self._blobs.size(blob.digest) is not None:
                 await self._blobs.link(name, blob.digest)
         present = await asyncio.gather(*(self.exists(name, child.digest) for child in children))
         for child, found in zip(children, present, strict=True):

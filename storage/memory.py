@@ -11,6 +11,7 @@ from storage.driver import (
     FileInfo,
     PathNotFoundError,
     StorageDriver,
+    Versioned,
     Writer,
     WriterBusyError,
     check_key,
@@ -54,6 +55,8 @@ class MemoryDriver(StorageDriver):
         self.objects: dict[str, bytes] = {}
         self.modified: dict[str, float] = {}
         self.writing: set[str] = set()
+        self._versions: dict[str, int] = {}
+        self._written = 0
 
     async def get(self, key: str) -> bytes:
         try:
@@ -64,6 +67,35 @@ class MemoryDriver(StorageDriver):
     async def put(self, key: str, data: bytes) -> None:
         self.objects[check_key(key)] = bytes(data)
         self.modified[key] = time.time()
+        self._written += 1
+        self._versions[key] = self._written
+
+    def _version(self, key: str) -> str:
+        return str(self._versions[key])
+
+    async def read_versioned(self, key: str) -> Versioned:
+        data = await self.get(key)
+        return Versioned(data, self._version(key), time.time() - self.modified[key])
+
+    async def create(self, key: str, data: bytes) -> str | None:
+        if check_key(key) in self.objects:
+            return None
+        await self.put(key, data)
+        return self._version(key)
+
+    async def replace(self, key: str, data: bytes, version: str) -> str | None:
+        if check_key(key) not in self.objects or self._version(key) != version:
+            return None
+        await self.put(key, data)
+        return self._version(key)
+
+    async def scan(self, prefix: str) -> list[FileInfo]:
+        start = check_key(prefix) + "/"
+        return [
+            FileInfo(key, len(data), self.modified.get(key, 0.0))
+            for key, data in sorted(self.objects.items())
+            if key.startswith(start)
+        ]
 
     async def reader(
         self, key: str, offset: int = 0, length: int | None = None
@@ -98,3 +130,4 @@ class MemoryDriver(StorageDriver):
         for existing in [k for k in self.objects if k == key or k.startswith(key + "/")]:
             del self.objects[existing]
             self.modified.pop(existing, None)
+            self._versions.pop(existing, None)

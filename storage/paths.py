@@ -1,6 +1,8 @@
 """Where everything lives in a driver: the one place that builds storage keys.
 
     blobs/<alg>/<xx>/<hex>/data                              content, shared by all repositories
+    blobs/<alg>/<xx>/<hex>/touched                           time the API last vouched for it
+    blobs/<alg>/<xx>/<hex>/tomb                              the collector is deleting it
     catalog/<name with / as +>/repository                    marker: the repository exists
     repositories/<name>/_layers/<alg>/<hex>/link             blob given to this repository
     repositories/<name>/_manifests/revisions/<alg>/<hex>/link  manifest in this repository (JSON)
@@ -13,6 +15,7 @@
     quarantine/<alg>/<hex>                                   a corrupt blob moved aside (check)
     _maintenance                                             maintenance flag (JSON: message, since)
     _events/outbox/<batch>, _events/cursors/<endpoint>       event outbox (storage.outbox)
+    _gc/lease                                                the collector running now (collector/)
 
 Callers pass names, tags and digests already validated by `oci.references`.
 A tag is one object, not a folder: it exists exactly when its one atomic key does, so
@@ -43,6 +46,26 @@ def blobs_dir() -> str:
 
 def quarantined(digest: Digest) -> str:
     return f"quarantine/{digest.algorithm}/{digest.encoded}"
+
+
+def blobs_of(algorithm: str) -> str:
+    return f"blobs/{algorithm}"
+
+
+def blob_dir(digest: Digest) -> str:
+    return f"blobs/{digest.algorithm}/{digest.encoded[:2]}/{digest.encoded}"
+
+
+def blob_touched(digest: Digest) -> str:
+    return f"{blob_dir(digest)}/touched"
+
+
+def blob_tomb(digest: Digest) -> str:
+    return f"{blob_dir(digest)}/tomb"
+
+
+def gc_lease() -> str:
+    return "_gc/lease"
 
 
 def catalog_dir() -> str:

@@ -75,6 +75,7 @@ from storage.driver import (
     StorageFullError,
     StorageLimitError,
     StorageUnavailableError,
+    Versioned,
     Writer,
     WriterBusyError,
     check_key,
@@ -94,6 +95,7 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 _PRECONDITION_FAILED = {"412", "PreconditionFailed"}
 LEASE_SECONDS = 60.0
 _RENEW_AFTER = LEASE_SECONDS / 3
+_SETTLE_SECONDS = 0.5
 
 T = TypeVar("T")
 
@@ -372,18 +374,17 @@ class _Lease:
         if another writer took it over."""
         if self.released or (not now and time.monotonic() - self.renewed < _RENEW_AFTER):
             return
-        try:
-            self.etag = await driver.put_lease(self.key, self.owner, if_match=self.etag)
-        except _PreconditionFailedError:
-            raise WriterBusyError(self.key) from None
+        etag = await driver.replace(self.key, self.owner.encode(), self.etag)
+        if etag is None:
+            raise WriterBusyError(self.key)
+        self.etag = etag
         self.renewed = time.monotonic()
 
     async def release(self, driver: S3Driver) -> None:
         if self.released:
             return
         self.released = True
-        with contextlib.suppress(_PreconditionFailedError, PathNotFoundError):
-            await driver.put_lease(self.key, "", if_match=self.etag)
+        await driver.replace(self.key, b"", self.etag)
 
 
 class S3Driver(StorageDriver):
@@ -603,48 +604,72 @@ class S3Driver(StorageDriver):
         """Own the writer state of `key` (see `_Lease`), or raise WriterBusyError; without
         `create`, a state that has no lease (none, or committed) is PathNotFoundError."""
         lease_key, owner = self.writer_key(key, "lease"), uuid.uuid4().hex
-        conditional = await self._honours_conditional_writes()
-        if create:
-            try:
-                etag = await self.put_lease(lease_key, owner, if_none_match=conditional)
-                return _Lease(lease_key, owner, etag)
-            except _PreconditionFailedError:
-                pass  # a lease exists: take it over if it is free
-        try:
-            response = await self._s3("get_object", Key=self.object_key(lease_key))
-            with contextlib.closing(response["Body"]) as body:
-                holder = await self._call("GetObject", body.read)
+        if create and (etag := await self.create(lease_key, owner.encode())) is not None:
+            return _Lease(lease_key, owner, etag)
+        try:  # a lease exists: take it over if it is free
+            current = await self.read_versioned(lease_key)
         except PathNotFoundError:
             raise PathNotFoundError(key) from None
-        server_now = _parse_timestamp(response["ResponseMetadata"]["HTTPHeaders"]["date"])
-        age = (server_now - response["LastModified"]).total_seconds()
-        if holder and age < LEASE_SECONDS:
+        if current.data and current.age < LEASE_SECONDS:
             raise WriterBusyError(key)
-        try:
-            etag = await self.put_lease(
-                lease_key, owner, if_match=response["ETag"] if conditional else None
-            )
-        except (_PreconditionFailedError, PathNotFoundError):
-            raise WriterBusyError(key) from None
-        if not conditional and await self.get(lease_key) != owner.encode():
-            raise WriterBusyError(key)  # best effort: the last of two racing writes won
+        etag = await self.replace(lease_key, owner.encode(), current.version)
+        if etag is None:
+            raise WriterBusyError(key)
         return _Lease(lease_key, owner, etag)
 
-    async def put_lease(
-        self, key: str, owner: str, if_match: str | None = None, if_none_match: bool = False
-    ) -> str:
-        """Write a lease (empty `owner`: free) under a condition; returns its ETag."""
-        condition = {"IfMatch": if_match} if if_match else {}
-        if if_none_match:
-            condition["IfNoneMatch"] = "*"
+    async def _put_small(self, key: str, data: bytes, **condition: str) -> str:
+        """PutObject of a small object (under an If-Match / If-None-Match condition);
+        returns its ETag."""
         response = await self._s3(
-            "put_object",
-            Key=self.object_key(key),
-            Body=owner.encode(),
-            **condition,
-            **self._encryption(),
+            "put_object", Key=self.object_key(key), Body=data, **condition, **self._encryption()
         )
         return str(response["ETag"])
+
+    async def read_versioned(self, key: str) -> Versioned:
+        try:
+            response = await self._s3("get_object", Key=self.object_key(key))
+        except PathNotFoundError:
+            raise PathNotFoundError(key) from None
+        with contextlib.closing(response["Body"]) as body:
+            data = await self._call("GetObject", body.read)
+        server_now = _parse_timestamp(response["ResponseMetadata"]["HTTPHeaders"]["date"])
+        age = (server_now - response["LastModified"]).total_seconds()
+        return Versioned(data, str(response["ETag"]), age)
+
+    async def create(self, key: str, data: bytes) -> str | None:
+        if await self._honours_conditional_writes():
+            try:
+                return await self._put_small(key, data, IfNoneMatch="*")
+            except _PreconditionFailedError:
+                return None
+        if await self.exists(key):
+            return None
+        await self._put_small(key, data)
+        return await self._still_ours(key, data)
+
+    async def replace(self, key: str, data: bytes, version: str) -> str | None:
+        if await self._honours_conditional_writes():
+            try:
+                return await self._put_small(key, data, IfMatch=version)
+            except (_PreconditionFailedError, PathNotFoundError):
+                return None
+        try:
+            if (await self.read_versioned(key)).version != version:
+                return None
+        except PathNotFoundError:
+            return None
+        await self._put_small(key, data)
+        return await self._still_ours(key, data)
+
+    async def _still_ours(self, key: str, data: bytes) -> str | None:
+        """The fallback where the server ignores conditions: after a pause for racing
+        writes to land, the last of them won (best effort, logged at the probe)."""
+        await asyncio.sleep(_SETTLE_SECONDS)
+        try:
+            current = await self.read_versioned(key)
+        except PathNotFoundError:
+            return None
+        return current.version if current.data == data else None
 
     async def _honours_conditional_writes(self) -> bool:
         """Whether the server refuses a PutObject with If-None-Match: * on an existing
@@ -652,13 +677,14 @@ class S3Driver(StorageDriver):
         commits stay exact since they pin every piece by ETag."""
         if self._conditional is None:
             probe = self.writer_key(f"probe-{uuid.uuid4().hex}")
-            await self.put_lease(probe, "probe", if_none_match=True)
+            await self._put_small(probe, b"probe", IfNoneMatch="*")
             try:
-                await self.put_lease(probe, "probe", if_none_match=True)
+                await self._put_small(probe, b"probe", IfNoneMatch="*")
                 self._conditional = False
                 log.warning(
-                    "the S3 server ignores conditional writes: one writer per upload is"
-                    " best effort (a digest is still never stored over other bytes)"
+                    "the S3 server ignores conditional writes: one writer per upload and"
+                    " one garbage collector at a time are best effort (a digest is still"
+                    " never stored over other bytes)"
                 )
             except _PreconditionFailedError:
                 self._conditional = True
@@ -717,6 +743,16 @@ class S3Driver(StorageDriver):
         await self._delete_folders(key, below)
         if "/" in key:  # and the folder holding it, once emptied (as the filesystem does)
             await self.delete_objects([key.rsplit("/", 1)[0]], folders=True)
+
+    async def scan(self, prefix: str) -> list[FileInfo]:
+        return [
+            FileInfo(key, size, when) for key, size, when, _ in await self._list_objects(prefix)
+        ]
+
+    async def delete_many(self, keys: list[str]) -> None:
+        await self.delete_objects(keys)
+        for root in {"/".join(key.split("/")[:2]) for key in keys}:
+            await self._delete_folders(root, [key for key in keys if key.startswith(root + "/")])
 
     async def _delete_folders(self, root: str, deleted: Iterable[str]) -> None:
         """Remove the folders of `deleted` keys, up to `root`, deepest first.

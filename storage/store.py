@@ -12,11 +12,15 @@ from storage.usage import Usage
 
 
 class Store:
-    def __init__(self, driver: StorageDriver, pull_interval: float = 3600.0) -> None:
-        """`pull_interval`: how often one process records a pull of a manifest (`gc.grace`)."""
+    def __init__(
+        self, driver: StorageDriver, pull_interval: float = 3600.0, touch_every: float = 0.0
+    ) -> None:
+        """`pull_interval`: how often one process records a pull of a manifest (`gc.grace`);
+        `touch_every`: how long a process may skip re-touching a blob it touched (the
+        collector allows for it: a tenth of `gc.grace`)."""
         self.driver = driver
         self.catalog = Catalog(driver)
-        self.blobs = BlobStore(driver, self.catalog)
+        self.blobs = BlobStore(driver, self.catalog, touch_every)
         self.uploads = UploadStore(driver, self.blobs)
         self.manifests = ManifestStore(driver, self.blobs, self.catalog, pull_interval)
         self.usage = Usage(driver, self.blobs, self.manifests)

@@ -245,13 +245,20 @@ class UploadStore:
         async with self._writing(upload) as writer:
             await self._discard(upload, writer)
 
-    async def purge(self, older_than: float) -> int:
-        """Remove sessions idle since before `older_than` (epoch seconds); returns how
-        many. Safe to run in every process at once."""
-        removed = 0
+    async def purge(self, older_than: float, dry_run: bool = False) -> list[str]:
+        """Remove sessions idle since before `older_than` (epoch seconds); returns their
+        ids (`dry_run`: of those it would remove). Safe to run in every process at once."""
+        removed = []
         for upload_id in await self._driver.list(paths.uploads_dir()):
-            if paths.is_upload_id(upload_id) and await self._purge_idle(upload_id, older_than):
-                removed += 1
+            if not paths.is_upload_id(upload_id):
+                continue
+            if dry_run:
+                last = await self._last_activity(upload_id)
+                idle = last is not None and last < older_than
+            else:
+                idle = await self._purge_idle(upload_id, older_than)
+            if idle:
+                removed.append(upload_id)
         return removed
 
     async def _last_activity(self, upload_id: str) -> float | None:

@@ -49,7 +49,7 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 async def get_blob(request: Request) -> Response:
     name = repository(request)
     digest = digest_param(request.path_params["digest"])
-    size = await store(request).blobs.linked_size(name, digest)
+    size = await store(request).blobs.vouched_size(digest, name)
     if size is None:
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
     etag = f'"{digest}"'

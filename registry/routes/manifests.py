@@ -90,15 +90,20 @@ def required_blobs(manifest: Manifest, policy: ManifestValidationConfig) -> list
     return [manifest.config, *layers] if manifest.config is not None else layers
 
 
+async def _vouched_child(store: Store, name: str, digest: Digest) -> bool:
+    return await store.manifests.exists(name, digest) and await store.blobs.vouch(digest)
+
+
 async def _check_references(
     store: Store, name: str, manifest: Manifest, policy: ManifestValidationConfig
 ) -> tuple[list[Descriptor], tuple[Descriptor, ...]]:
-    """The blobs and child manifests the manifest names must be in this repository;
-    returns those it checked."""
+    """The blobs and child manifests the manifest names must be in this repository,
+    each vouched for (see collector/): none of them is collected within the grace.
+    Returns those it checked."""
     blobs = required_blobs(manifest, policy)
     children = () if policy.allow_missing_manifests else manifest.children
-    blob_sizes = asyncio.gather(*(store.blobs.linked_size(name, b.digest) for b in blobs))
-    present = asyncio.gather(*(store.manifests.exists(name, c.digest) for c in children))
+    blob_sizes = asyncio.gather(*(store.blobs.vouched_size(b.digest, name) for b in blobs))
+    present = asyncio.gather(*(_vouched_child(store, name, c.digest) for c in children))
     for blob, size in zip(blobs, await blob_sizes, strict=True):
         if size is None:
             raise RegistryError(

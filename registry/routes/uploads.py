@@ -78,10 +78,7 @@ async def start_upload(request: Request) -> Response:
         digest = digest_param(mount)
         source = query.get("from")
         blobs = store(request).blobs
-        if source:
-            size = await blobs.linked_size(parse_name(source), digest)
-        else:
-            size = await blobs.size(digest)
+        size = await blobs.vouched_size(digest, parse_name(source) if source else None)
         if size is not None:
             await blobs.link(name, digest)
             await emit(request, "mount", name, [(digest, None)], size=size, from_repository=source)

@@ -1,0 +1,72 @@
+"""`dockyard gc`: one collection, printing what it deletes and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from collector.run import Deletion, GcOptions, GcResult, collect
+from registry.config import Config
+
+
+def options_of(config: Config) -> GcOptions:
+    return GcOptions(grace=config.gc.grace, upload_max_age=config.uploads.max_age)
+
+
+def _print_deletion(deletion: Deletion, as_json: bool, dry_run: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "deleted" if not dry_run else "would_delete": deletion.kind,
+                    "what": deletion.what,
+                    "why": deletion.why,
+                    "size": deletion.size,
+                }
+            )
+        )
+        return
+    verb = "would delete" if dry_run else "deleted"
+    size = f" ({deletion.size} bytes)" if deletion.size is not None else ""
+    why = f": {deletion.why}" if deletion.why else ""
+    print(f"{verb} {deletion.kind} {deletion.what}{size}{why}")
+
+
+def _print_summary(result: GcResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"summary": result.as_dict()}))
+        return
+    if result.skipped:
+        print(f"gc skipped: {result.skipped}")
+        return
+    print(
+        f"{'would remove' if result.dry_run else 'removed'}: {result.manifests} manifests,"
+        f" {result.tags} tags, {result.blobs} blobs, {result.links} blob links,"
+        f" {result.uploads} uploads, {result.repositories} repositories;"
+        f" {result.bytes_freed} bytes freed in {result.duration:.1f}s"
+    )
+
+
+async def _collect(config: Config, dry_run: bool, as_json: bool) -> GcResult:
+    from registry.app import create_driver
+    from storage.store import Store
+
+    store = Store(create_driver(config))
+    try:
+        return await collect(
+            store,
+            options_of(config),
+            dry_run=dry_run,
+            report=lambda deletion: _print_deletion(deletion, as_json, dry_run),
+        )
+    finally:
+        await store.close()
+
+
+def run_gc(config: Config, args: argparse.Namespace) -> int:
+    result = asyncio.run(_collect(config, args.dry_run, args.json))
+    _print_summary(result, args.json)
+    sys.stdout.flush()
+    return 0 if result.skipped is None else 3

@@ -1,0 +1,210 @@
+"""One collection: purge idle uploads, mark every repository, sweep the rest."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from collector.lease import LEASE_SECONDS, Lease, take
+from collector.mark import Revision, layer_links, referenced, revisions
+from collector.sweep import Cutoffs, Hook, Sweeper, no_hook
+from oci.references import Digest
+from storage import paths
+from storage.store import Store
+
+log = logging.getLogger("dockyard.gc")
+
+
+@dataclass(frozen=True, slots=True)
+class GcOptions:
+    grace: float  # nothing younger than this is deleted
+    upload_max_age: float  # upload sessions idle this long are removed
+    lease_seconds: float = LEASE_SECONDS
+
+    @property
+    def touch_every(self) -> float:
+        """How long an API process may skip re-touching a blob (see BlobStore.vouch)."""
+        return self.grace / 10
+
+
+@dataclass(slots=True)
+class GcResult:
+    """What one run removed (or, in a dry run, would remove)."""
+
+    manifests: int = 0
+    tags: int = 0
+    blobs: int = 0
+    links: int = 0
+    uploads: int = 0
+    repositories: int = 0
+    bytes_freed: int = 0
+    duration: float = 0.0
+    dry_run: bool = False
+    skipped: str | None = None  # why nothing ran
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    kind: str  # blob, link, manifest, tag, upload, repository
+    what: str
+    why: str = ""
+    size: int | None = None
+
+
+Report = Callable[[Deletion], None]
+
+
+def _ignore(deletion: Deletion) -> None:
+    return None
+
+
+class _Run:
+    def __init__(
+        self, store: Store, options: GcOptions, lease: Lease | None, report: Report, hook: Hook
+    ) -> None:
+        self.store = store
+        self.options = options
+        self.lease = lease
+        self.report = report
+        self.hook = hook
+        self.result = GcResult(dry_run=lease is None)
+        self.live: set[str] = set()
+
+    async def storage_now(self) -> float:
+        """Now by the storage's clock (the times the cutoffs compare with): the time of
+        the lease we just wrote; a dry run writes nothing and uses ours."""
+        if self.lease is None:
+            return time.time()
+        return (await self.store.driver.stat(paths.gc_lease())).modified
+
+    async def run(self) -> GcResult:
+        now = await self.storage_now()
+        grace = self.options.grace
+        cutoffs = Cutoffs(data=now - grace, touch=now - grace - self.options.touch_every)
+        self.sweeper = Sweeper(self.store, self.lease, cutoffs, self.hook)
+        await self.purge_uploads()
+        for name in await self.store.catalog.names():
+            await self.repository(name, cutoffs)
+        await self.hook("marked")
+        for doomed in await self.sweeper.blobs(self.live):
+            if doomed.size is not None:
+                self.result.blobs += 1
+                self.result.bytes_freed += doomed.size
+                self.report(Deletion("blob", str(doomed.digest), size=doomed.size))
+        return self.result
+
+    async def purge_uploads(self) -> None:
+        older_than = time.time() - self.options.upload_max_age
+        if self.lease is not None:
+            await self.lease.keep()
+        for upload_id in await self.store.uploads.purge(older_than, dry_run=self.lease is None):
+            self.result.uploads += 1
+            self.report(Deletion("upload", upload_id, "idle longer than uploads.max_age"))
+
+    async def repository(self, name: str, cutoffs: Cutoffs) -> None:
+        stored = await revisions(self.store, name)
+        kept = await self.without_orphan_referrers(name, stored, cutoffs)
+        references: set[str] = set()
+        for revision in kept:
+            references |= await referenced(self.store, revision.digest)
+        self.live |= references
+        links = await layer_links(self.store, name)
+        unreferenced = [
+            digest
+            for digest, modified in links
+            if str(digest) not in references and modified < cutoffs.data
+        ]
+        unlinked = await self.sweeper.unlink(name, unreferenced)
+        for digest in unlinked:
+            self.result.links += 1
+            self.report(Deletion("link", f"{name}@{digest}", "not referenced in the repository"))
+        if not kept and len(unlinked) == len(links) and await self.remove_if_empty(name):
+            self.result.repositories += 1
+            self.report(Deletion("repository", name, "holds nothing"))
+
+    async def without_orphan_referrers(
+        self, name: str, stored: list[Revision], cutoffs: Cutoffs
+    ) -> list[Revision]:
+        """Delete referrers whose subject is not in the repository (stored before the
+        cutoff); returns the revisions that stay."""
+        present = {revision.digest for revision in stored}
+        kept = []
+        for revision in stored:
+            subject = revision.subject
+            if subject is None or subject in present or revision.modified >= cutoffs.data:
+                kept.append(revision)
+                continue
+            if await self.delete_manifest(name, revision.digest, f"its subject {subject} is gone"):
+                continue
+            kept.append(revision)
+        return kept
+
+    async def delete_manifest(self, name: str, digest: Digest, why: str) -> bool:
+        if self.lease is not None:
+            await self.lease.keep()
+            if not await self.store.manifests.delete(name, digest):
+                return False
+        self.result.manifests += 1
+        self.report(Deletion("manifest", f"{name}@{digest}", why))
+        return True
+
+    async def remove_if_empty(self, name: str) -> bool:
+        """Take an empty repository out of the catalog: marker first, then a last look
+        for content (put back if a push raced us; see Catalog)."""
+        if self.lease is None:
+            return not await self.holds_anything(name)
+        await self.lease.keep()
+        await self.store.catalog.remove(name)
+        if await self.holds_anything(name):
+            await self.store.catalog.add(name)
+            return False
+        return True
+
+    async def holds_anything(self, name: str) -> bool:
+        base = paths.repository(name)
+        for folder in ("_layers", "_manifests", "_referrers"):
+            if await self.store.driver.scan(f"{base}/{folder}"):
+                return True
+        return False
+
+
+async def collect(
+    store: Store,
+    options: GcOptions,
+    dry_run: bool = False,
+    report: Report = _ignore,
+    hook: Hook = no_hook,
+) -> GcResult:
+    """One run, holding the lease (a dry run takes none and deletes nothing); when
+    another collector holds it, returns at once with `skipped` set."""
+    started = time.monotonic()
+    lease = None
+    if not dry_run:
+        lease = await take(store.driver, options.lease_seconds)
+        if lease is None:
+            return GcResult(skipped="another collector is running")
+    try:
+        result = await _Run(store, options, lease, report, hook).run()
+    finally:
+        if lease is not None:
+            await lease.release()
+    result.duration = time.monotonic() - started
+    log.info(
+        "gc%s: removed %d manifests, %d tags, %d blobs (%d bytes), %d links, %d uploads,"
+        " %d repositories in %.1fs",
+        " (dry run)" if dry_run else "",
+        result.manifests,
+        result.tags,
+        result.blobs,
+        result.bytes_freed,
+        result.links,
+        result.uploads,
+        result.repositories,
+        result.duration,
+    )
+    return result
