@@ -160,6 +160,7 @@ class _Run:
             return not await self.holds_anything(name)
         await self.lease.keep()
         await self.store.catalog.remove(name)
+        await self.hook("uncataloged")
         if await self.holds_anything(name):
             await self.store.catalog.add(name)
             return False

@@ -79,6 +79,7 @@ class Sweeper:
         candidates = [digest for digest in links if not await self._touched_since(digest)]
         if self._lease is None or not candidates:
             return candidates
+        await self._hook("candidates")
         await self._entomb(candidates)
         doomed = [digest for digest in candidates if not await self._touched_since(digest)]
         await self._lease.keep()
@@ -131,6 +132,7 @@ class Sweeper:
         if self._lease is None:
             return [Doomed(digest, _size(files)) for digest, files in candidates.items()]
         if candidates:
+            await self._hook("candidates")
             await self._entomb(list(candidates))
             again = await self._blob_files(folder, algorithm)  # the touches, read again
             doomed = [

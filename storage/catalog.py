@@ -23,7 +23,7 @@ class Catalog:
             await self._driver.put(marker, b"")
 
     async def remove(self, name: str) -> None:
-        await self._driver.delete(paths.catalog_marker(name))
+        await self._driver.delete(paths.catalog_entry(name))
 
     async def exists(self, name: str) -> bool:
         return await self._driver.exists(paths.catalog_marker(name))

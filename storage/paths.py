@@ -72,10 +72,14 @@ def catalog_dir() -> str:
     return "catalog"
 
 
-def catalog_marker(name: str) -> str:
+def catalog_entry(name: str) -> str:
     # A folder per repository: S3 lists folders as bare common prefixes, which cost a
     # third of what listing as many objects (each with its size, time and ETag) does.
-    return f"catalog/{name.replace('/', '+')}/repository"
+    return f"catalog/{name.replace('/', '+')}"
+
+
+def catalog_marker(name: str) -> str:
+    return f"{catalog_entry(name)}/repository"
 
 
 def name_from_catalog_entry(entry: str) -> str:

@@ -1,0 +1,170 @@
+"""Step 1 (the touch/tomb handshake) and step 3 (manifests), with the API's requests
+forced between the collector's steps: every branch of the argument in the design note
+(collector/__init__.py), on every driver."""
+
+from __future__ import annotations
+
+import httpx
+
+from oci.references import Digest
+from storage import paths
+from storage.driver import StorageDriver
+from tests.api.helpers import (
+    OCI_MANIFEST,
+    digest_of,
+    error_code,
+    image_manifest,
+    push_blob,
+    put_manifest,
+)
+from tests.collector.support import Steps, age, run_gc
+
+LAYER = b"a layer nobody references yet"
+CONFIG = b'{"config": "nobody references yet"}'
+
+
+async def _orphans(client: httpx.AsyncClient, driver: StorageDriver) -> tuple[str, str]:
+    """A config and a layer in team/app that no manifest references, older than the cutoff."""
+    config = await push_blob(client, "team/app", CONFIG)
+    layer = await push_blob(client, "team/app", LAYER)
+    await age(driver)
+    return config, layer
+
+
+async def _stored(driver: StorageDriver, digest: str) -> bool:
+    return await driver.exists(paths.blob_data(Digest.parse(digest)))
+
+
+async def test_a_blob_vouched_for_before_the_tomb_is_spared(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """The API's touch completed before the collector's tomb: the collector's re-read
+    of the touch sees it (HEAD 200 within the grace: never deleted)."""
+    _, layer = await _orphans(client, driver)
+
+    async def head() -> None:
+        assert (await client.head(f"/v2/team/app/blobs/{layer}")).status_code == 200
+
+    result, _ = await run_gc(driver, hook=Steps("candidates", head))
+    assert await _stored(driver, layer)
+    assert result.blobs == 1  # the config, which nobody vouched for
+    assert (await client.head(f"/v2/team/app/blobs/{layer}")).status_code == 200
+
+
+async def test_a_touch_between_the_tomb_and_the_re_read_spares_the_blob(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """The API wrote its touch after the tomb but before the collector re-read touches
+    (its own tomb check then sees the tomb: it answers missing, and the blob stays)."""
+    _, layer = await _orphans(client, driver)
+
+    async def touch() -> None:
+        await driver.put(paths.blob_touched(Digest.parse(layer)), b"")
+
+    await run_gc(driver, hook=Steps("entombed", touch))
+    assert await _stored(driver, layer)
+
+
+async def test_a_blob_under_a_tomb_is_answered_missing(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """The API read the tomb: HEAD and GET 404, mount starts an upload instead, a
+    manifest naming it is refused, an upload of it fails with a retryable error; after
+    the run, pushing it again works and everything pulls."""
+    config, layer = await _orphans(client, driver)
+    answers: dict[str, object] = {}
+
+    async def meanwhile() -> None:
+        answers["head"] = (await client.head(f"/v2/team/app/blobs/{layer}")).status_code
+        answers["get"] = (await client.get(f"/v2/team/app/blobs/{layer}")).status_code
+        mount = await client.post(f"/v2/team/other/blobs/uploads/?mount={layer}&from=team/app")
+        answers["mount"] = mount.status_code
+        manifest = image_manifest(CONFIG, [LAYER])
+        put = await put_manifest(client, "team/app", "v1", manifest, OCI_MANIFEST)
+        answers["manifest"] = (put.status_code, error_code(put))
+        upload = await client.post(f"/v2/team/app/blobs/uploads/?digest={layer}", content=LAYER)
+        answers["upload"] = (upload.status_code, error_code(upload))
+
+    result, _ = await run_gc(driver, hook=Steps("entombed", meanwhile))
+    assert answers == {
+        "head": 404,
+        "get": 404,
+        "mount": 202,
+        "manifest": (400, "MANIFEST_BLOB_UNKNOWN"),
+        "upload": (503, "UNAVAILABLE"),
+    }
+    # The requests touched the blobs before reading the tombs, so the collector spared
+    # them (conservative); either way, the client's second push succeeds and is whole.
+    assert result.blobs == 0
+    await push_blob(client, "team/app", LAYER)
+    await push_blob(client, "team/app", CONFIG)
+    manifest = image_manifest(CONFIG, [LAYER])
+    assert (await put_manifest(client, "team/app", "v1", manifest, OCI_MANIFEST)).status_code == 201
+    for digest, data in ((layer, LAYER), (config, CONFIG)):
+        got = await client.get(f"/v2/team/app/blobs/{digest}")
+        assert got.status_code == 200 and got.content == data
+
+
+async def test_a_manifest_pushed_after_the_mark_keeps_its_blobs(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """Step 3: a manifest stored after the run marked its repository (so it is not in the
+    live set) references old blobs; as docker does, the client HEADs them (while the run
+    looks at the repository's links), then PUTs the manifest after the mark: the HEADs and
+    the PUT vouched for them, so the sweep spares them."""
+    config, layer = await _orphans(client, driver)
+    manifest = image_manifest(CONFIG, [LAYER])
+
+    async def client_pushes(step: str) -> None:
+        if step == "candidates" and not answers:
+            for digest in (config, layer):
+                answers.append((await client.head(f"/v2/team/app/blobs/{digest}")).status_code)
+        if step == "marked":
+            put = await put_manifest(client, "team/app", "v1", manifest, OCI_MANIFEST)
+            answers.append(put.status_code)
+
+    answers: list[int] = []
+    result, _ = await run_gc(driver, hook=client_pushes)
+    assert answers == [200, 200, 201]
+    assert result.blobs == 0
+    assert await _stored(driver, config) and await _stored(driver, layer)
+    got = await client.get("/v2/team/app/manifests/v1", headers={"Accept": OCI_MANIFEST})
+    assert got.status_code == 200 and digest_of(got.content) == digest_of(manifest)
+    # ... and the next run marks it.
+    await age(driver)
+    assert (await run_gc(driver))[0].blobs == 0
+
+
+async def test_a_mount_before_the_tomb_keeps_the_link(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """Step 4 with step 1: a link the repository does not reference is spared when a mount
+    (or HEAD) vouched for its blob within the grace."""
+    _, layer = await _orphans(client, driver)
+
+    async def mount() -> None:
+        response = await client.post(f"/v2/team/other/blobs/uploads/?mount={layer}&from=team/app")
+        assert response.status_code == 201
+
+    result, _ = await run_gc(driver, hook=Steps("candidates", mount))
+    assert await _stored(driver, layer)
+    assert (await client.head(f"/v2/team/other/blobs/{layer}")).status_code == 200
+    assert (await client.head(f"/v2/team/app/blobs/{layer}")).status_code == 200
+    assert result.links == 1  # the config's link: nobody vouched for it
+
+
+async def test_a_push_into_a_repository_being_uncataloged_keeps_it_listed(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """Step 4: content stored between the collector's removal of the catalog marker and its
+    last look puts the repository back in the catalog."""
+    digest = await push_blob(client, "team/empty", b"soon unlinked")
+    assert (await client.delete(f"/v2/team/empty/blobs/{digest}")).status_code == 202
+    await age(driver)
+
+    async def push() -> None:
+        await push_blob(client, "team/empty", b"pushed meanwhile")
+
+    result, _ = await run_gc(driver, hook=Steps("uncataloged", push))
+    assert result.repositories == 0
+    assert "team/empty" in (await client.get("/v2/_catalog")).json()["repositories"]

@@ -1,0 +1,98 @@
+"""Step 5 (one collector at a time) and step 6 (crashes), and the driver primitive the
+lease is built on (create / replace), on every driver."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from collector import lease
+from collector.lease import LeaseLostError
+from oci.references import Digest
+from storage import paths
+from storage.driver import StorageDriver
+from tests.api.helpers import push_blob, push_image
+from tests.collector.support import age, run_gc
+from tests.support.drivers import twin
+
+
+async def test_create_and_replace_are_conditional_across_processes(
+    driver: StorageDriver,
+) -> None:
+    other = twin(driver)
+    try:
+        first = await driver.create("_gc/test", b"one")
+        assert first is not None
+        assert await other.create("_gc/test", b"two") is None
+        current = await other.read_versioned("_gc/test")
+        assert (current.data, current.version) == (b"one", first)
+        second = await other.replace("_gc/test", b"two", first)
+        assert second is not None and second != first
+        assert await driver.replace("_gc/test", b"three", first) is None  # stale version
+        assert (await driver.read_versioned("_gc/test")).data == b"two"
+        assert await driver.replace("_gc/missing", b"x", second) is None
+    finally:
+        if other is not driver:
+            await other.close()
+
+
+async def test_racing_creates_let_exactly_one_win(driver: StorageDriver) -> None:
+    others = [twin(driver) for _ in range(4)]
+    try:
+        won = await asyncio.gather(
+            *(d.create("_gc/race", f"{i}".encode()) for i, d in enumerate(others))
+        )
+        assert sum(version is not None for version in won) == 1
+    finally:
+        for other in others:
+            if other is not driver:
+                await other.close()
+
+
+async def test_one_collector_at_a_time(driver: StorageDriver) -> None:
+    held = await lease.take(driver)
+    assert held is not None
+    assert await lease.take(twin(driver)) is None
+    result, deletions = await run_gc(driver)
+    assert result.skipped and deletions == []
+    await held.release()
+    again = await lease.take(twin(driver))
+    assert again is not None
+    await again.release()
+
+
+async def test_a_lease_its_holder_stopped_renewing_is_taken_over(driver: StorageDriver) -> None:
+    stalled = await lease.take(driver, seconds=0.5)
+    assert stalled is not None
+    await asyncio.sleep(1.05)  # storage clocks (S3) count whole seconds
+    taker = await lease.take(twin(driver), seconds=0.5)
+    assert taker is not None
+    stalled.renewed -= 1  # due for renewal: it finds out it lost the lease
+    try:
+        await stalled.keep()
+        raise AssertionError("the stalled collector kept a lease another took over")
+    except LeaseLostError:
+        pass
+    await taker.release()
+
+
+async def test_a_tomb_left_by_a_killed_collector_is_cleared_by_the_next_run(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """Step 6: a run killed after writing a tomb (on a blob an image uses, and on an orphan)
+    leaves the blob answered missing until the next run, which clears the tomb of what
+    stays and finishes deleting the rest."""
+    await push_image(client, "team/app", "v1", seed="kept")
+    layer = Digest.parse(await push_blob(client, "team/app", b"layer of kept"))
+    orphan = Digest.parse(await push_blob(client, "team/app", b"orphan"))
+    for digest in (layer, orphan):
+        await driver.put(paths.blob_tomb(digest), b"")
+    assert (await client.head(f"/v2/team/app/blobs/{layer}")).status_code == 404
+    await age(driver)
+    result, _ = await run_gc(driver)
+    assert result.blobs == 1
+    assert not await driver.exists(paths.blob_tomb(layer))
+    assert not await driver.exists(paths.blob_data(orphan))
+    assert not await driver.exists(paths.blob_tomb(orphan))
+    assert (await client.head(f"/v2/team/app/blobs/{layer}")).status_code == 200
