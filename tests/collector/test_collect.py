@@ -77,7 +77,7 @@ async def test_nothing_younger_than_the_grace_goes(
 async def test_a_deleted_image_goes_whole_and_pushing_it_again_uploads(
     client: httpx.AsyncClient, driver: StorageDriver
 ) -> None:
-    digest, manifest = await push_image(client, "team/gone", "v1", seed="gone")
+    digest, _ = await push_image(client, "team/gone", "v1", seed="gone")
     assert (await client.delete(f"/v2/team/gone/manifests/{digest}")).status_code == 202
     await age(driver)
     result, _ = await run_gc(driver)
