@@ -1,0 +1,259 @@
+"""The collector against real servers (issue 11 §4): a 2-worker `dockyard serve` (and, on
+S3, two replicas on one bucket) serving pushes, re-pushes, mounts, deletes and pulls while
+collectors run in a tight loop (the servers' own, every second, and `dockyard gc`
+processes, some killed with -9 mid-run). Afterwards every manifest that got a 201 and was
+not deleted pulls whole with every digest verified, and, after one more run past the
+grace, storage holds exactly the blobs those manifests reference."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from registry.app import s3_settings
+from registry.config import S3Config
+from storage.driver import StorageDriver
+from storage.filesystem import FilesystemDriver
+from storage.s3 import S3Driver
+from tests.support.processes import kill_process_group
+from tests.support.seaweedfs import SeaweedFS, unique_prefix
+from tests.support.server import ROOT, RegistryProcess
+
+pytestmark = pytest.mark.e2e
+
+GRACE = 2.0
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+BASES = [f"base layer {n} ".encode() * 500 for n in range(3)]  # shared by every image
+ROUNDS = 40
+CLIENTS = 3
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class Client(threading.Thread):
+    """Pushes, re-pushes, mounts, deletes and pulls in repositories of its own, recording
+    which manifests were answered 201 and not deleted since (`alive`)."""
+
+    def __init__(self, number: int, servers: list[RegistryProcess], seed: int) -> None:
+        super().__init__(daemon=True)
+        self.number, self.servers = number, servers
+        self.random = random.Random(seed)
+        self.alive: dict[tuple[str, str], bytes] = {}  # (repository, digest) -> manifest
+        self.pushed: dict[tuple[str, str], tuple[bytes, list[bytes]]] = {}  # ever, its blobs
+        self.retries = 0
+        self.error: BaseException | None = None
+
+    def url(self) -> str:
+        return self.random.choice(self.servers).url
+
+    def push_blob(self, http: httpx.Client, name: str, data: bytes) -> None:
+        digest = sha256(data)
+        if http.head(f"{self.url()}/v2/{name}/blobs/{digest}").status_code == 200:
+            return
+        source = f"team{(self.number + 1) % CLIENTS}/app"
+        mount = http.post(f"{self.url()}/v2/{name}/blobs/uploads/?mount={digest}&from={source}")
+        if mount.status_code == 201:
+            return
+        for _ in range(20):
+            answer = http.post(
+                f"{self.url()}/v2/{name}/blobs/uploads/?digest={digest}", content=data
+            )
+            if answer.status_code == 201:
+                return
+            assert answer.status_code == 503, answer.text  # being collected: retry
+            self.retries += 1
+            time.sleep(0.05)
+        raise AssertionError(f"upload of {digest} kept failing")
+
+    def image(self, unique: bytes) -> tuple[bytes, list[bytes]]:
+        """Blobs of a new image: a config, two shared base layers and a layer of its own."""
+        config = json.dumps({"image": unique.decode()}).encode()
+        return config, [*self.random.sample(BASES, 2), unique * 50]
+
+    def push_image(
+        self, http: httpx.Client, name: str, tag: str, config: bytes, layers: list[bytes]
+    ) -> None:
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": sha256(config), "size": len(config)},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                            "digest": sha256(layer), "size": len(layer)} for layer in layers],
+            }
+        ).encode()  # fmt: skip
+        for _ in range(20):
+            for blob in (config, *layers):
+                self.push_blob(http, name, blob)
+            answer = http.put(
+                f"{self.url()}/v2/{name}/manifests/{tag}",
+                content=manifest,
+                headers={"Content-Type": MANIFEST},
+            )
+            if answer.status_code == 201:
+                self.alive[(name, sha256(manifest))] = manifest
+                self.pushed[(name, sha256(manifest))] = (config, layers)
+                return
+            assert answer.status_code in (400, 503), answer.text  # a blob went: push again
+            assert answer.json()["errors"][0]["code"] in ("MANIFEST_BLOB_UNKNOWN", "UNAVAILABLE")
+            self.retries += 1
+        raise AssertionError(f"push of {name}:{tag} kept failing")
+
+    def run(self) -> None:
+        try:
+            with httpx.Client(timeout=60) as http:
+                for round_ in range(ROUNDS):
+                    self.step(http, round_)
+                    time.sleep(self.random.uniform(0, 0.3))  # spread over many runs
+        except BaseException as error:  # reported by the test
+            self.error = error
+
+    def step(self, http: httpx.Client, round_: int) -> None:
+        name = f"team{self.number}/{self.random.choice(['app', 'tool'])}"
+        action = self.random.random()
+        unique = f"client {self.number} round {round_} ".encode()
+        if action < 0.5 or not self.alive:
+            self.push_image(http, name, f"v{round_ % 4}", *self.image(unique))
+        elif action < 0.65:  # push an image again (maybe one deleted meanwhile), as it was
+            (repository, _), (config, layers) = self.random.choice(list(self.pushed.items()))
+            self.push_image(http, repository, "again", config, layers)
+        elif action < 0.85:  # delete a manifest
+            (repository, digest) = self.random.choice(list(self.alive))
+            answer = http.delete(f"{self.url()}/v2/{repository}/manifests/{digest}")
+            assert answer.status_code == 202, answer.text
+            del self.alive[(repository, digest)]
+        else:  # delete a tag (the manifest stays) and pull something
+            http.delete(f"{self.url()}/v2/{name}/manifests/v{round_ % 4}")
+            (repository, digest) = self.random.choice(list(self.alive))
+            pull(http, self.url(), repository, digest)
+
+
+def pull(http: httpx.Client, url: str, repository: str, digest: str) -> None:
+    """The manifest and every blob it names, each verified against its digest."""
+    answer = http.get(f"{url}/v2/{repository}/manifests/{digest}", headers={"Accept": MANIFEST})
+    assert answer.status_code == 200, (repository, digest, answer.text)
+    assert sha256(answer.content) == digest
+    document = answer.json()
+    for item in [document["config"], *document["layers"]]:
+        blob = http.get(f"{url}/v2/{repository}/blobs/{item['digest']}", follow_redirects=True)
+        assert blob.status_code == 200, (repository, item["digest"], blob.text)
+        assert sha256(blob.content) == item["digest"]
+
+
+def gc_process(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "registry", "gc", "--json", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        process_group=0,
+    )
+
+
+def stored_blobs(driver: StorageDriver) -> set[str]:
+    async def scan() -> set[str]:
+        try:
+            keys = [info.key for info in await driver.scan("blobs") if info.key.endswith("/data")]
+        finally:
+            await driver.close()
+        return {f"{key.split('/')[1]}:{key.split('/')[3]}" for key in keys}
+
+    return asyncio.run(scan())
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    if request.param == "s3":
+        seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
+        return seaweedfs.storage_config(request.getfixturevalue("s3_bucket"), unique_prefix())
+    return {"filesystem": {"root": str(tmp_path / "data")}}
+
+
+def _driver(storage: dict[str, Any]) -> StorageDriver:
+    if "s3" in storage:
+        return S3Driver(s3_settings(S3Config(**storage["s3"])))
+    return FilesystemDriver(storage["filesystem"]["root"])
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["clean", "kill-9"])
+def test_collectors_in_a_tight_loop_never_break_a_stored_image(
+    tmp_path: Path, storage: dict[str, Any], kill: bool
+) -> None:
+    config = {"storage": storage, "gc": {"enabled": True, "interval": "1s", "grace": f"{GRACE}s"}}
+    replicas = 2 if "s3" in storage else 1
+    servers = [RegistryProcess(tmp_path / f"r{n}", config, workers=2) for n in range(replicas)]
+    for server in servers:
+        server.start()
+    try:
+        clients = [Client(n, servers, seed=n) for n in range(CLIENTS)]
+        for client in clients:
+            client.start()
+        runs, killed, removed = 0, 0, 0
+        chooser = random.Random(7)
+        while any(client.is_alive() for client in clients):
+            collector = gc_process(servers[0].config_path)
+            if kill and chooser.random() < 0.5:
+                time.sleep(chooser.uniform(0.5, 1.5))  # past the start-up: mid-run, mostly
+                kill_process_group(collector)
+                killed += 1
+            else:
+                out, err = collector.communicate(timeout=120)
+                assert collector.returncode in (0, 3), err.decode()
+                summary = json.loads(out.splitlines()[-1])["summary"]
+                removed += summary["blobs"] + summary["links"] + summary["repositories"]
+            runs += 1
+        for client in clients:
+            client.join()
+            assert client.error is None, repr(client.error)
+        with httpx.Client(timeout=60) as http:
+            for client in clients:
+                for repository, digest in client.alive:
+                    pull(http, servers[0].url, repository, digest)
+        # Nothing collectable is left once a run starts past the grace: the kill -9
+        # variant's last lease frees itself after 60 s; no collector runs now, so the
+        # test frees it rather than wait.
+        for server in servers:
+            server.stop()
+        asyncio.run(_free_lease(_driver(storage)))
+        time.sleep(GRACE * 1.2 + 1.1)
+        out, err = gc_process(servers[0].config_path).communicate(timeout=300)
+        assert json.loads(out.splitlines()[-1])["summary"]["skipped"] is None, err.decode()
+        referenced = set()
+        for client in clients:
+            for (_, digest), manifest in client.alive.items():
+                document = json.loads(manifest)
+                referenced |= {digest, document["config"]["digest"]}
+                referenced |= {layer["digest"] for layer in document["layers"]}
+        assert stored_blobs(_driver(storage)) == referenced
+        retried = sum(client.retries for client in clients)
+        print(f"{runs} gc runs ({killed} killed), {removed} things removed, {retried} retries")
+        for server in servers:
+            server.start()
+        with httpx.Client(timeout=60) as http:
+            for client in clients:
+                for repository, digest in client.alive:
+                    pull(http, servers[-1].url, repository, digest)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def _free_lease(driver: StorageDriver) -> None:
+    try:
+        await driver.delete("_gc/lease")
+    finally:
+        await driver.close()
