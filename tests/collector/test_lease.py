@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from collector import lease
 from collector.lease import LeaseLostError
 from oci.references import Digest
 from storage import paths
 from storage.driver import StorageDriver
+from storage.s3 import S3Driver
 from tests.api.helpers import push_blob, push_image
 from tests.collector.support import age, run_gc
 from tests.support.drivers import twin
@@ -35,6 +37,22 @@ async def test_create_and_replace_are_conditional_across_processes(
     finally:
         if other is not driver:
             await other.close()
+
+
+async def test_s3_without_conditional_writes_falls_back_to_reading_back(
+    driver: StorageDriver,
+) -> None:
+    """Where the server ignores If-None-Match / If-Match, create and replace still refuse
+    an existing key or a changed version (by reading first, then reading back)."""
+    if not isinstance(driver, S3Driver):
+        pytest.skip("S3 only")
+    driver._conditional = False  # as the probe finds on such a server
+    first = await driver.create("_gc/fallback", b"one")
+    assert first is not None and await driver.create("_gc/fallback", b"two") is None
+    second = await driver.replace("_gc/fallback", b"two", first)
+    assert second is not None
+    assert await driver.replace("_gc/fallback", b"three", first) is None
+    assert (await driver.read_versioned("_gc/fallback")).data == b"two"
 
 
 async def test_racing_creates_let_exactly_one_win(driver: StorageDriver) -> None:
