@@ -11,7 +11,7 @@ import pytest
 
 from registry.app import s3_settings
 from registry.config import S3Config
-from storage.driver import FileInfo, StorageDriver, Writer
+from storage.driver import FileInfo, StorageDriver, Versioned, Writer
 from storage.filesystem import FilesystemDriver
 from storage.memory import MemoryDriver
 from storage.s3 import S3Driver
@@ -69,6 +69,26 @@ class InterleavingDriver(StorageDriver):
     async def delete(self, key: str) -> None:
         await self._pause()
         await self._inner.delete(key)
+
+    async def scan(self, prefix: str) -> list[FileInfo]:
+        await self._pause()
+        return await self._inner.scan(prefix)
+
+    async def delete_many(self, keys: list[str]) -> None:
+        await self._pause()
+        await self._inner.delete_many(keys)
+
+    async def read_versioned(self, key: str) -> Versioned:
+        await self._pause()
+        return await self._inner.read_versioned(key)
+
+    async def create(self, key: str, data: bytes) -> str | None:
+        await self._pause()
+        return await self._inner.create(key, data)
+
+    async def replace(self, key: str, data: bytes, version: str) -> str | None:
+        await self._pause()
+        return await self._inner.replace(key, data, version)
 
 
 def twin(driver: StorageDriver) -> StorageDriver:
