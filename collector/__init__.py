@@ -1,61 +1,69 @@
 """The online garbage collector: safe beside any number of servers and replicas.
 
 Design note (issue 11). No database, no process's memory: everything below is stored.
-Tests: tests/collector/ (the step each one checks is named in its docstring).
+Tests: tests/collector/ (each names the step it checks), tests/e2e/test_gc_*.py.
 
 Vocabulary. The *live set* is every digest a manifest revision of any repository
 references (mark.py: the manifest itself and every `digest` in its document: config,
 layers, index children, subject). A blob's *touch* (`blobs/<alg>/<xx>/<hex>/touched`)
 is written by the API whenever it vouches for the blob (BlobStore.vouch): blob HEAD and
 GET 200, mount 201, upload 201, each blob and child a manifest PUT checks, and the
-manifest's own bytes. A blob's *tomb* (`.../tomb`) is written by the collector before
+manifest's own bytes. A *tomb* (`.../tomb-<run>`) is written by a collector run before
 it deletes the blob's data or any repository's link to it. Times are the storage's.
 
-Step 1, the handshake (sweep.py; test_handshake.py). The API, before answering that
-B exists: W(touch_B), then R(tomb_B) (present: answer B is missing, or fail the upload
-or manifest PUT with a retryable error), then R(link/data of B) from storage, never
-from a cache. The collector, for a candidate B: W(tomb_B), then R(touch_B) (touched
-since the cutoff: spare B), then delete, then remove the tomb. Storage is
-linearizable per key and a read (or listing) started after a write completed sees it.
-If the API's R(tomb) found none, the collector's W(tomb) completed after that read
-began, so after the API's W(touch) completed, so the collector's R(touch) sees the
-touch and spares B. If the collector deleted B before removing its tomb, the API
-either saw the tomb, or read after the deletion and answers "missing". Either way a
-blob the API vouched for is never deleted while the touch is within the cutoff.
+Step 1, the handshake (sweep.py; tests/collector/test_handshake.py forces the API's
+requests between the collector's steps). The API, before answering that B exists:
+W(touch_B), then R(tombs of B) (one: answer B is missing, or fail the upload or
+manifest PUT with a retryable error), then R(link/data of B) from storage, never from
+a cache. A collector, for a candidate B: W(its tomb), then R(touch_B) (touched since
+the cutoff: spare B), then delete, then remove its tomb. Storage is linearizable per
+key and a read (or listing) started after a write completed sees it. If the API's
+R(tombs) found none, the collector's W(tomb) completed after that read began, so
+after the API's W(touch) completed, so the collector's R(touch) sees the touch and
+spares B. If the collector deleted B before removing its tomb, the API either saw the
+tomb, or read after the deletion and answers "missing". Each run removes only its own
+tombs (and, after `stale_tomb_after`, ones a dead run left), so this holds for any
+number of collectors at once; the lease (step 5) is there to not do the work twice.
 
-Step 2, the cutoffs (run.py; test_grace.py). A run takes `now` from the storage's clock
-(the time of the lease it just wrote); it deletes a blob or link only if the data or
-link was written before `now - grace` and the touch before `now - grace - grace/10` (a
-process may skip re-touching a blob it touched less than grace/10 ago). So nothing
-younger than `gc.grace`, and nothing vouched for within it, is deleted.
+Step 2, the cutoffs (run.py; test_collect.py, test_nothing_younger_than_the_grace_goes).
+A run takes `now` from the storage's clock (the time of the lease it just wrote); it
+deletes a blob or link only if the data or link was written before `now - grace` and
+the touch before `now - grace - grace/10` (a server may skip re-touching a blob it
+touched less than grace/10 ago). So nothing younger than `gc.grace`, and nothing
+vouched for within it, is deleted.
 
-Step 3, manifests (test_manifest_race.py). A manifest PUT vouches for every blob and
-child it references and for its own bytes before writing its revision, and answers
-201 only after. A run whose mark of that repository began after the revision write
-marks them live; a run whose mark began before it sweeps later, and by step 1 spares
-every vouched blob (their touches are younger than the run's cutoff, provided the PUT
-does not stall between its checks and its write for longer than the grace). So a
-stored manifest that got 201 never references a deleted blob; a race costs at most a
-PUT answered MANIFEST_BLOB_UNKNOWN or 503 (the client pushes again, which uploads).
+Step 3, manifests (test_handshake.py, test_a_manifest_pushed_after_the_mark_...). A
+manifest PUT vouches for every blob and child it references and for its own bytes
+before writing its revision, and answers 201 only after. A run whose mark of that
+repository began after the revision write marks them live; a run whose mark began
+before it sweeps later and, by step 1, spares every vouched blob (its touch is younger
+than the run's cutoff unless the PUT stalled between its checks and its write for
+longer than the grace). So a stored manifest that got 201 never references a deleted
+blob; a race costs at most a PUT answered MANIFEST_BLOB_UNKNOWN or 503, and the
+client's next push uploads again.
 
-Step 4, links and repositories (test_links.py). A repository's link to a blob it no
-longer references goes by the same handshake (the link is what HEAD and mount read).
-An emptied repository leaves the catalog: the collector deletes the marker first, then
-looks for content and puts the marker back if a push raced it; writers store content
-first and the marker after (Catalog), so a repository with content stays listed.
+Step 4, links and repositories (test_collect.py, test_a_link_the_repository_...;
+test_handshake.py, test_a_mount_before_the_tomb_... and test_a_push_into_a_...). A
+repository's link to a blob it no longer references goes by the same handshake (the
+link is what HEAD and mount read). An emptied repository leaves the catalog: the
+collector deletes the marker first, then looks for content and puts the marker back
+if a push raced it; writers store content first and the marker after (Catalog), so a
+repository with content always ends up listed.
 
 Step 5, one collector (lease.py; test_lease.py). A lease object taken and renewed by
 conditional writes (driver `create` / `replace`), renewed before every batch of
-deletions; a collector that lost it stops before deleting more. The handshake, not
-the lease, is what keeps data safe: two collectors at once could only waste work.
+deletions; a collector that lost it stops before deleting more.
 
-Step 6, crashes (test_crash.py). Every step is idempotent. A killed run leaves tombs
-(the API answers those blobs missing, and uploads of them fail retryably, until the
-next run, which removes tombs of blobs it keeps and finishes deleting the rest),
-links without data (the API checks the data too), or a removed catalog marker of a
-repository that had nothing left.
+Step 6, crashes (test_lease.py, test_a_tomb_left_by_a_killed_collector_...;
+tests/e2e/test_gc_stress.py kills `dockyard gc` with -9 at random moments). Every step
+is idempotent. A killed run leaves its tombs (the API answers those blobs missing, and
+uploads of them fail retryably, until a run after `stale_tomb_after` removes them and
+deletes what is still unreferenced), links without data (the API checks the data
+too), or a removed catalog marker of a repository that had nothing left.
 
-Cost: the mark keeps the live set as strings (~15 MB per 100,000 digests); the sweep
-lists one fan-out folder (`blobs/<alg>/<xx>`) at a time in one listing (S3: ListObjects
-pages, not a request per blob) and deletes in batches (S3 DeleteObjects, 1,000 keys).
+Cost: the mark keeps the live set as strings (16 MB measured for 100,000 digests); the
+sweep lists one fan-out folder (`blobs/<alg>/<xx>`) at a time in one listing (S3:
+ListObjects pages, not a request per blob) and deletes in batches (S3 DeleteObjects,
+1,000 keys). The API pays per vouched blob: a touch write (at most every grace/10 per
+process), a listing of the blob's folder and a fresh stat.
 """

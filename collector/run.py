@@ -22,6 +22,9 @@ class GcOptions:
     grace: float  # nothing younger than this is deleted
     upload_max_age: float  # upload sessions idle this long are removed
     lease_seconds: float = LEASE_SECONDS
+    # A tomb is never kept this long by a live collector (it renews its lease, of
+    # `lease_seconds`, before every batch): older ones were left by a dead one.
+    stale_tomb_after: float = 2 * LEASE_SECONDS
 
     @property
     def touch_every(self) -> float:
@@ -85,7 +88,11 @@ class _Run:
     async def run(self) -> GcResult:
         now = await self.storage_now()
         grace = self.options.grace
-        cutoffs = Cutoffs(data=now - grace, touch=now - grace - self.options.touch_every)
+        cutoffs = Cutoffs(
+            data=now - grace,
+            touch=now - grace - self.options.touch_every,
+            tomb=now - self.options.stale_tomb_after,
+        )
         self.sweeper = Sweeper(self.store, self.lease, cutoffs, self.hook)
         await self.purge_uploads()
         for name in await self.store.catalog.names():

@@ -35,6 +35,7 @@ class Cutoffs:
 
     data: float
     touch: float
+    tomb: float  # another collector's tomb older than this was left by a dead one
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +50,15 @@ def _size(files: dict[str, FileInfo]) -> int | None:
 
 class Sweeper:
     def __init__(self, store: Store, lease: Lease | None, cutoffs: Cutoffs, hook: Hook) -> None:
-        """`lease` None: a dry run, which deletes nothing and writes no tombs."""
+        """`lease` None: a dry run, which deletes nothing and writes no tombs. Tombs
+        carry the lease's owner, so a collector only ever removes its own (or ones a
+        dead collector left long ago): even two collectors at once keep the handshake."""
         self._store = store
         self._driver = store.driver
         self._lease = lease
         self._cutoffs = cutoffs
         self._hook = hook
+        self._owner = lease.owner if lease is not None else ""
 
     def _stale(self, info: FileInfo | None, cutoff: float) -> bool:
         return info is None or info.modified < cutoff
@@ -70,7 +74,7 @@ class Sweeper:
         assert self._lease is not None
         await self._lease.keep()
         for digest in digests:
-            await self._driver.put(paths.blob_tomb(digest), b"")
+            await self._driver.put(paths.blob_tomb(digest, self._owner), b"")
         await self._hook("entombed")
 
     async def unlink(self, name: str, links: list[Digest]) -> list[Digest]:
@@ -85,7 +89,9 @@ class Sweeper:
         await self._lease.keep()
         await self._driver.delete_many([paths.layer_link(name, digest) for digest in doomed])
         await self._hook("unlinked")
-        await self._driver.delete_many([paths.blob_tomb(digest) for digest in candidates])
+        await self._driver.delete_many(
+            [paths.blob_tomb(digest, self._owner) for digest in candidates]
+        )
         return doomed
 
     async def blobs(self, live: set[str]) -> list[Doomed]:
@@ -123,11 +129,12 @@ class Sweeper:
             for digest, files in found.items()
             if str(digest) not in live and self._collectable(files)
         }
-        # Tombs a collector that died or lost its lease left on blobs that stay.
+        # Tombs a collector that died or lost its lease left long ago.
         stale_tombs = [
-            paths.blob_tomb(digest)
-            for digest, files in found.items()
-            if "tomb" in files and digest not in candidates
+            info.key
+            for files in found.values()
+            for name, info in files.items()
+            if paths.is_tomb(name) and info.modified < self._cutoffs.tomb
         ]
         if self._lease is None:
             return [Doomed(digest, _size(files)) for digest, files in candidates.items()]
@@ -149,6 +156,6 @@ class Sweeper:
         else:
             doomed = []
         await self._driver.delete_many(
-            [*(paths.blob_tomb(digest) for digest in candidates), *stale_tombs]
+            [*(paths.blob_tomb(digest, self._owner) for digest in candidates), *stale_tombs]
         )
         return doomed

@@ -11,7 +11,7 @@ size) replaces a blob whose size is wrong, as older versions could store (an
 upload's bytes plus what a racing request appended).
 
 Before the API says a blob exists it `vouch`es for it: writes the blob's `touched`
-marker, then checks the collector has no `tomb` on it, then reads the blob again from
+marker, then checks no collector has a `tomb` on it, then reads the blob again from
 storage (never from the size cache). The collector writes the tomb before it reads the
 touch, so one of the two always sees the other: see collector/__init__.py.
 """
@@ -92,7 +92,8 @@ class BlobStore:
             if len(self._touched) > _REMEMBERED:
                 self._touched.clear()
             self._touched[digest] = now
-        return not await self._driver.exists(paths.blob_tomb(digest))
+        entries = await self._driver.list(paths.blob_dir(digest))
+        return not any(paths.is_tomb(entry) for entry in entries)
 
     async def vouched_size(self, digest: Digest, name: str | None = None) -> int | None:
         """Size of a blob the API may now say exists (given to repository `name`, if

@@ -2,7 +2,7 @@
 
     blobs/<alg>/<xx>/<hex>/data                              content, shared by all repositories
     blobs/<alg>/<xx>/<hex>/touched                           time the API last vouched for it
-    blobs/<alg>/<xx>/<hex>/tomb                              the collector is deleting it
+    blobs/<alg>/<xx>/<hex>/tomb-<run>                        a collector is deleting it
     catalog/<name with / as +>/repository                    marker: the repository exists
     repositories/<name>/_layers/<alg>/<hex>/link             blob given to this repository
     repositories/<name>/_manifests/revisions/<alg>/<hex>/link  manifest in this repository (JSON)
@@ -60,8 +60,14 @@ def blob_touched(digest: Digest) -> str:
     return f"{blob_dir(digest)}/touched"
 
 
-def blob_tomb(digest: Digest) -> str:
-    return f"{blob_dir(digest)}/tomb"
+def blob_tomb(digest: Digest, owner: str) -> str:
+    """The tomb one collector (`owner`) puts on a blob it is about to delete."""
+    return f"{blob_dir(digest)}/tomb-{owner}"
+
+
+def is_tomb(entry: str) -> bool:
+    """Whether an entry of `blob_dir` is a tomb (of any collector)."""
+    return entry.startswith("tomb-")
 
 
 def gc_lease() -> str:
