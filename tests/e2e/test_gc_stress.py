@@ -67,7 +67,7 @@ class Client(threading.Thread):
         mount = http.post(f"{self.url()}/v2/{name}/blobs/uploads/?mount={digest}&from={source}")
         if mount.status_code == 201:
             return
-        for _ in range(20):
+        for _ in range(300):  # a killed run's tombs may stay up to 2 minutes
             answer = http.post(
                 f"{self.url()}/v2/{name}/blobs/uploads/?digest={digest}", content=data
             )
@@ -75,7 +75,7 @@ class Client(threading.Thread):
                 return
             assert answer.status_code == 503, answer.text  # being collected: retry
             self.retries += 1
-            time.sleep(0.05)
+            time.sleep(0.5)
         raise AssertionError(f"upload of {digest} kept failing")
 
     def image(self, unique: bytes) -> tuple[bytes, list[bytes]]:
