@@ -147,6 +147,7 @@ class Sweeper:
                 for digest, files in again.items()
                 if digest in candidates and self._collectable(files)
             ]
+            await self._hook("checked")
             await self._lease.keep()
             keys = []
             for item in doomed:

@@ -4,11 +4,18 @@ forced between the collector's steps: every branch of the argument in the design
 
 from __future__ import annotations
 
+import math
+import time
+
 import httpx
 
+from collector.lease import LEASE_SECONDS, Lease
+from collector.sweep import Cutoffs, Sweeper, no_hook
 from oci.references import Digest
 from storage import paths
 from storage.driver import StorageDriver
+from storage.s3 import S3Driver
+from storage.store import Store
 from tests.api.helpers import (
     OCI_MANIFEST,
     digest_of,
@@ -18,6 +25,7 @@ from tests.api.helpers import (
     put_manifest,
 )
 from tests.collector.support import Steps, age, run_gc
+from tests.support.drivers import twin
 
 LAYER = b"a layer nobody references yet"
 CONFIG = b'{"config": "nobody references yet"}'
@@ -168,3 +176,33 @@ async def test_a_push_into_a_repository_being_uncataloged_keeps_it_listed(
     result, _ = await run_gc(driver, hook=Steps("uncataloged", push))
     assert result.repositories == 0
     assert "team/empty" in (await client.get("/v2/_catalog")).json()["repositories"]
+
+
+async def test_two_collectors_at_once_keep_the_handshake(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """Step 1 with two runs at once (a lease lost to a stall, or an S3 server without
+    conditional writes): a run that keeps the blob must not clear the other's tomb, so a
+    HEAD after the other read the touches, before it deletes, answers 404, never 200."""
+    _, layer = await _orphans(client, driver)
+    now = time.time()
+    if isinstance(driver, S3Driver):
+        now = float(math.floor(now))  # S3 stores whole seconds
+    cutoffs = Cutoffs(data=now, touch=now, tomb=now - 120)
+    answers: list[int] = []
+
+    async def meanwhile(step: str) -> None:
+        if step != "checked" or answers:
+            return
+        keeper = Sweeper(Store(twin(driver)), _lease(driver, "keeper"), cutoffs, no_hook)
+        await keeper.blobs(live={layer})  # its mark saw a manifest referencing the layer
+        answers.append((await client.head(f"/v2/team/app/blobs/{layer}")).status_code)
+
+    deleter = Sweeper(Store(twin(driver)), _lease(driver, "deleter"), cutoffs, meanwhile)
+    doomed = await deleter.blobs(live=set())
+    assert answers == [404]
+    assert layer in {str(item.digest) for item in doomed} and not await _stored(driver, layer)
+
+
+def _lease(driver: StorageDriver, owner: str) -> Lease:
+    return Lease(driver, owner, version="unused", seconds=LEASE_SECONDS)  # renewed just now
