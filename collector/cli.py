@@ -11,10 +11,6 @@ from collector.run import Deletion, GcOptions, GcResult, collect
 from registry.config import Config
 
 
-def options_of(config: Config) -> GcOptions:
-    return GcOptions(grace=config.gc.grace, upload_max_age=config.uploads.max_age)
-
-
 def _print_deletion(deletion: Deletion, as_json: bool, dry_run: bool) -> None:
     if as_json:
         print(
@@ -57,7 +53,7 @@ async def _collect(config: Config, dry_run: bool, as_json: bool) -> GcResult:
     try:
         return await collect(
             store,
-            options_of(config),
+            GcOptions.of(config),
             dry_run=dry_run,
             report=lambda deletion: _print_deletion(deletion, as_json, dry_run),
         )

@@ -9,8 +9,11 @@ from dataclasses import asdict, dataclass
 
 from collector.lease import LEASE_SECONDS, Lease, take
 from collector.mark import Revision, layer_links, referenced, revisions
+from collector.retention import condemned
 from collector.sweep import Cutoffs, Hook, Sweeper, no_hook
+from oci.errors import RegistryError
 from oci.references import Digest
+from registry.config import Config, ImmutableTagRule, RetentionRule
 from storage import paths
 from storage.store import Store
 
@@ -25,6 +28,17 @@ class GcOptions:
     # A tomb is never kept this long by a live collector (it renews its lease, of
     # `lease_seconds`, before every batch): older ones were left by a dead one.
     stale_tomb_after: float = 2 * LEASE_SECONDS
+    retention: tuple[RetentionRule, ...] = ()  # `retention.policies`
+    immutable: tuple[ImmutableTagRule, ...] = ()  # `immutable_tags`: never condemned
+
+    @classmethod
+    def of(cls, config: Config) -> GcOptions:
+        return cls(
+            grace=config.gc.grace,
+            upload_max_age=config.uploads.max_age,
+            retention=tuple(config.retention.policies),
+            immutable=tuple(config.immutable_tags),
+        )
 
     @property
     def touch_every(self) -> float:
@@ -86,7 +100,7 @@ class _Run:
         return (await self.store.driver.stat(paths.gc_lease())).modified
 
     async def run(self) -> GcResult:
-        now = await self.storage_now()
+        now = self.now = await self.storage_now()
         grace = self.options.grace
         cutoffs = Cutoffs(
             data=now - grace,
@@ -114,6 +128,8 @@ class _Run:
             self.report(Deletion("upload", upload_id, "idle longer than uploads.max_age"))
 
     async def repository(self, name: str, cutoffs: Cutoffs) -> None:
+        if self.options.retention:
+            await self.apply_retention(name)
         stored = await revisions(self.store, name)
         kept = await self.without_orphan_referrers(name, stored, cutoffs)
         references: set[str] = set()
@@ -150,6 +166,31 @@ class _Run:
                 continue
             kept.append(revision)
         return kept
+
+    async def apply_retention(self, name: str) -> None:
+        """Delete what `retention.policies` condemn in `name` (collector/retention.py),
+        tags first; a dry run reports them (and, not deleting them, still marks them)."""
+        found = await condemned(
+            self.store,
+            name,
+            self.options.retention,
+            self.now,
+            grace=self.options.grace,
+            immutable=self.options.immutable,
+        )
+        for item in found:
+            if item.kind == "tag":
+                if self.lease is not None:
+                    await self.lease.keep()
+                    if not await self.store.manifests.untag(name, item.reference):
+                        continue
+                self.result.tags += 1
+                self.report(Deletion("tag", f"{name}:{item.reference}", item.rule))
+                continue
+            try:
+                await self.delete_manifest(name, Digest.parse(item.reference), item.rule)
+            except RegistryError as error:  # a push made it referenced meanwhile: it stays
+                log.info("retention keeps %s@%s: %s", name, item.reference, error.message)
 
     async def delete_manifest(self, name: str, digest: Digest, why: str) -> bool:
         if self.lease is not None:

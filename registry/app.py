@@ -211,7 +211,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         collector = None
         if config.gc.enabled:
-            options = GcOptions(grace=config.gc.grace, upload_max_age=config.uploads.max_age)
+            options = GcOptions.of(config)
             collector = asyncio.create_task(collect_forever(store, options, config.gc.interval))
         delivering = asyncio.create_task(deliverer.run()) if deliverer else None
         publisher = asyncio.create_task(metrics.publish_periodically())
