@@ -128,6 +128,13 @@ class _Run:
             self.report(Deletion("upload", upload_id, "idle longer than uploads.max_age"))
 
     async def repository(self, name: str, cutoffs: Cutoffs) -> None:
+        before = (self.result.tags, self.result.manifests, self.result.links)
+        await self.collect_repository(name, cutoffs)
+        changed = before != (self.result.tags, self.result.manifests, self.result.links)
+        if changed and self.lease is not None and await self.store.catalog.exists(name):
+            await self.store.usage.refresh(name, exact=True)  # its usage summary
+
+    async def collect_repository(self, name: str, cutoffs: Cutoffs) -> None:
         if self.options.retention:
             await self.apply_retention(name)
         stored = await revisions(self.store, name)

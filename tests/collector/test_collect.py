@@ -9,6 +9,7 @@ from collector.run import GcOptions
 from oci.references import Digest
 from storage import paths
 from storage.driver import StorageDriver
+from storage.store import Store
 from tests.api.helpers import (
     OCI_LAYER,
     OCI_MANIFEST,
@@ -170,3 +171,17 @@ async def test_a_blob_deleted_by_another_process_is_not_answered_from_a_cache(
     mounted = await client.post(f"/v2/team/other/blobs/uploads/?mount={orphan}")
     assert mounted.status_code == 202  # not "already exists": an upload starts instead
     _ = NO_GRACE
+
+
+async def test_the_usage_summary_of_a_swept_repository_is_refreshed(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    await push_image(client, "team/uses", "v1", seed="shared")
+    extra = await push_blob(client, "team/uses", b"an unreferenced extra blob")
+    usage = Store(driver).usage
+    assert (await usage.refresh("team/uses")).blobs == 4  # config, layer, manifest, extra
+    await age(driver)
+    result, _ = await run_gc(driver)
+    assert result.links == 1 and not await _stored(driver, extra)
+    summary = await usage.summary("team/uses")
+    assert summary is not None and summary.blobs == 3
