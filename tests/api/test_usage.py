@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 
 from registry.app import create_app
 from registry.config import Config
-from storage.driver import FileInfo, StorageDriver, Writer
+from storage.driver import FileInfo, StorageDriver, Versioned, Writer
 from storage.store import Store
 from storage.usage import Summary, usage_report
 from tests.api.helpers import (
@@ -152,6 +152,18 @@ class HeldSummaryWrites(StorageDriver):
 
     async def writer(self, key: str, append: bool = False) -> Writer:
         return await self._driver.writer(key, append)
+
+    async def scan(self, prefix: str) -> list[FileInfo]:
+        return await self._driver.scan(prefix)
+
+    async def read_versioned(self, key: str) -> Versioned:
+        return await self._driver.read_versioned(key)
+
+    async def create(self, key: str, data: bytes) -> str | None:
+        return await self._driver.create(key, data)
+
+    async def replace(self, key: str, data: bytes, version: str) -> str | None:
+        return await self._driver.replace(key, data, version)
 
     async def stat(self, key: str) -> FileInfo:
         return await self._driver.stat(key)
