@@ -239,6 +239,8 @@ async def collect(
     """One run, holding the lease (a dry run takes none and deletes nothing); when
     another collector holds it, returns at once with `skipped` set."""
     started = time.monotonic()
+    if not dry_run and await store.maintenance.state() is not None:
+        return GcResult(skipped="maintenance: the storage stays as it is")
     lease = None
     if not dry_run:
         lease = await take(store.driver, options.lease_seconds)
