@@ -50,7 +50,7 @@ collector deletes the marker first, then looks for content and puts the marker b
 if a push raced it; writers store content first and the marker after (Catalog), so a
 repository with content always ends up listed.
 
-Step 5, one collector (lease.py; test_lease.py). A lease object taken and renewed by
+Step 5, one collector (storage/lease.py; test_lease.py). A lease object taken and renewed by
 conditional writes (driver `create` / `replace`), renewed before every batch of
 deletions; a collector that lost it stops before deleting more.
 

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from collector.lease import LEASE_SECONDS, Lease, take
 from collector.mark import Revision, layer_links, referenced, revisions
 from collector.retention import condemned
 from collector.sweep import Cutoffs, Hook, Sweeper, no_hook
@@ -15,6 +14,7 @@ from oci.errors import RegistryError
 from oci.references import Digest
 from registry.config import Config, ImmutableTagRule, RetentionRule
 from storage import paths
+from storage.lease import LEASE_SECONDS, Lease, take
 from storage.store import Store
 
 log = logging.getLogger("dockyard.gc")
@@ -243,7 +243,7 @@ async def collect(
         return GcResult(skipped="maintenance: the storage stays as it is")
     lease = None
     if not dry_run:
-        lease = await take(store.driver, options.lease_seconds)
+        lease = await take(store.driver, paths.gc_lease(), options.lease_seconds)
         if lease is None:
             return GcResult(skipped="another collector is running")
     try:

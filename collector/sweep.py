@@ -12,11 +12,11 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from collector.lease import Lease
 from oci.errors import RegistryError
 from oci.references import Digest
 from storage import paths
 from storage.driver import FileInfo, PathNotFoundError
+from storage.lease import Lease
 from storage.store import Store
 
 # Called with a step's name between the steps of the handshake; tests use it to

@@ -224,7 +224,8 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
             if collector is not None:
                 collector.cancel()
             if delivering is not None:
-                delivering.cancel()
+                delivering.cancel()  # it frees its lease for another process on its way out
+                await asyncio.gather(delivering, return_exceptions=True)
             await events.close()
             publisher.cancel()
             access_lines.flush()

@@ -15,6 +15,7 @@
     quarantine/<alg>/<hex>                                   a corrupt blob moved aside (check)
     _maintenance                                             maintenance flag (JSON: message, since)
     _events/outbox/<batch>, _events/cursors/<endpoint>       event outbox (storage.outbox)
+    _events/lease                                            the webhook deliverer now (registry/)
     _gc/lease                                                the collector running now (collector/)
 
 Callers pass names, tags and digests already validated by `oci.references`.
@@ -178,3 +179,7 @@ def outbox_batch(name: str) -> str:
 
 def outbox_cursor(endpoint: str) -> str:
     return f"_events/cursors/{endpoint}"
+
+
+def events_lease() -> str:
+    return "_events/lease"

@@ -9,11 +9,18 @@ removed. An endpoint that fails is retried after 1 s, doubling up to `max_backof
 holds up only itself; nothing of a stuck endpoint stays in memory but the names of the
 batches (bounded by `outbox_max_batches`). Delivery restarts from the cursors after a
 restart or a crash: a batch sent but not yet marked is sent again (at least once).
+
+One process delivers at a time, across every process and replica sharing the storage:
+the one holding the lease `_events/lease` (storage.lease). It renews the lease as it
+goes and before every batch it sends; one that loses it stops, and every process that
+does not hold it tries to take it each third of `lease_seconds`, so a dead holder's
+lease is taken over once it expires.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
@@ -25,6 +32,7 @@ from registry.events.formats import SIGNATURE_HEADER, bodies_of, signature
 from registry.metrics import TOTALS, Totals
 from storage import paths
 from storage.driver import PathNotFoundError
+from storage.lease import LEASE_SECONDS, Lease, LeaseLostError, take
 from storage.outbox import Event, Outbox
 
 log = logging.getLogger("dockyard")
@@ -41,18 +49,61 @@ def producer(batch: str) -> str:
 
 class Deliverer:
     def __init__(
-        self, outbox: Outbox, config: NotificationsConfig, totals: Totals = TOTALS
+        self,
+        outbox: Outbox,
+        config: NotificationsConfig,
+        totals: Totals = TOTALS,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.outbox = outbox
         self.config = config
         self.totals = totals
+        self.lease_seconds = lease_seconds
 
     async def run(self) -> None:
-        """Deliver forever: a task per endpoint, and the removal of delivered batches."""
+        """Deliver forever while holding the lease; without it, try to take it again."""
+        while True:
+            lease = await self._take_lease()
+            if lease is None:
+                await asyncio.sleep(self.lease_seconds / 3)
+                continue
+            try:
+                await self._deliver_holding(lease)
+            except* LeaseLostError:
+                log.warning("webhook delivery: another process took the lease over")
+            finally:
+                await self._release(lease)
+
+    async def _take_lease(self) -> Lease | None:
+        try:
+            return await take(self.outbox.driver, paths.events_lease(), self.lease_seconds)
+        except Exception:
+            log.exception("webhook delivery: taking the lease failed")
+            return None
+
+    async def _release(self, lease: Lease) -> None:
+        """Free the lease for another process now rather than after its expiry."""
+        with contextlib.suppress(Exception):  # it expires anyway
+            await lease.release()
+
+    async def _deliver_holding(self, lease: Lease) -> None:
+        """A task per endpoint, the removal of delivered batches and the lease's renewal;
+        all end (LeaseLostError) when the lease is lost."""
         async with httpx.AsyncClient(follow_redirects=True) as client, asyncio.TaskGroup() as tg:
+            tg.create_task(self._renew(lease))
             for endpoint in self.config.endpoints:
-                tg.create_task(self._serve(client, endpoint))
+                tg.create_task(self._serve(client, endpoint, lease))
             tg.create_task(self._remove_delivered())
+
+    async def _renew(self, lease: Lease) -> None:
+        while True:
+            try:
+                await lease.keep()
+            except LeaseLostError:
+                raise
+            except Exception:
+                log.exception("webhook delivery: renewing the lease failed")
+            await asyncio.sleep(lease.seconds / 6)
 
     async def cursor(self, endpoint: str) -> Cursor:
         """What `endpoint` has taken; a cursor that is not whole is none (all is sent again)."""
@@ -65,11 +116,13 @@ class Deliverer:
     async def _save_cursor(self, endpoint: str, cursor: Cursor) -> None:
         await self.outbox.driver.put(paths.outbox_cursor(endpoint), json.dumps(cursor).encode())
 
-    async def _serve(self, client: httpx.AsyncClient, endpoint: WebhookEndpoint) -> None:
+    async def _serve(
+        self, client: httpx.AsyncClient, endpoint: WebhookEndpoint, lease: Lease
+    ) -> None:
         backoff = 0.0
         while True:
             try:
-                delivered = await self._deliver_pending(client, endpoint)
+                delivered = await self._deliver_pending(client, endpoint, lease)
                 backoff = 0.0
                 if not delivered:
                     await asyncio.sleep(POLL_SECONDS)
@@ -77,11 +130,15 @@ class Deliverer:
                 backoff = min(self.config.max_backoff, max(FIRST_BACKOFF, backoff * 2))
                 log.warning("webhook %s: %s; next try in %.0fs", endpoint.name, error, backoff)
                 await asyncio.sleep(backoff)
+            except LeaseLostError:
+                raise
             except Exception:
                 log.exception("webhook %s: delivery failed", endpoint.name)
                 await asyncio.sleep(max(FIRST_BACKOFF, backoff))
 
-    async def _deliver_pending(self, client: httpx.AsyncClient, endpoint: WebhookEndpoint) -> int:
+    async def _deliver_pending(
+        self, client: httpx.AsyncClient, endpoint: WebhookEndpoint, lease: Lease
+    ) -> int:
         """Send every batch the endpoint has not taken, oldest first; how many were sent."""
         batches = await self.outbox.batches()
         producers = {producer(batch) for batch in batches}
@@ -90,6 +147,7 @@ class Deliverer:
         pending = [b for b in batches if b > cursor.get(producer(b), "")]
         self.totals.webhook_pending[endpoint.name] = len(pending)
         for batch in pending:
+            await lease.keep()  # LeaseLostError if another process delivers now
             events = await self.outbox.read(batch)
             if events is not None:
                 await self._send(client, endpoint, [e for e in events if wanted(endpoint, e)])

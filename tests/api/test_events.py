@@ -20,8 +20,10 @@ from registry.config import Config
 from registry.events.deliver import Deliverer
 from registry.metrics import Totals
 from storage.driver import StorageDriver
+from storage.lease import Lease
 from storage.outbox import Outbox
 from tests.api.helpers import OCI_MANIFEST, digest_of, push_image
+from tests.support.drivers import twin
 from tests.support.webhooks import WebhookReceiver
 
 SECRET = "s3cret"
@@ -111,14 +113,18 @@ def first_of_each(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(first.values())
 
 
+async def wait_until(done: Any, limit: float = 60.0) -> None:
+    for _ in range(int(limit / 0.05)):
+        if await done():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("delivery did not finish")
+
+
 async def deliver_until(deliverer: Deliverer, done: Any, limit: float = 60.0) -> None:
     task = asyncio.create_task(deliverer.run())
     try:
-        for _ in range(int(limit / 0.05)):
-            if await done():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("delivery did not finish")
+        await wait_until(done, limit)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -217,3 +223,61 @@ async def test_batches_and_cursors_cut_off_empty_are_skipped_and_resent(
 
     await deliver_until(deliverer, all_delivered)
     assert [e["id"] for e in receiver.events()] == ["e1"]
+
+
+async def test_one_deliverer_at_a_time_and_another_takes_over_when_it_dies(
+    client: httpx.AsyncClient,
+    driver: StorageDriver,
+    receiver: WebhookReceiver,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two processes deliver at once: the receiver gets each event once. The holder of
+    the lease stopped as a crash would (not freeing it), the other takes over once the
+    lease expires and delivers the rest."""
+    monkeypatch.setattr(registry.events.deliver, "POLL_SECONDS", 0.05)
+
+    async def left_held(lease: Lease) -> None:
+        pass
+
+    monkeypatch.setattr(Lease, "release", left_held)
+    plain = config.notifications.model_copy(
+        update={"endpoints": [config.notifications.endpoints[0]]}
+    )
+    drivers = [driver, twin(driver)]
+    totals = [Totals(), Totals()]
+    deliverers = [
+        Deliverer(Outbox(d, 100), plain, t, lease_seconds=1.0)
+        for d, t in zip(drivers, totals, strict=True)
+    ]
+    tasks = [asyncio.create_task(d.run()) for d in deliverers]
+    outbox = Outbox(driver, 100)
+
+    def delivered_by(index: int) -> int:
+        return totals[index].webhook_deliveries.get(("plain", "sent"), 0)
+
+    async def all_delivered() -> bool:
+        return not await outbox.batches()
+
+    try:
+        for tag in ("1", "2", "3"):
+            await push_image(client, "team/app", tag)
+        await wait_until(all_delivered)
+        holders = [i for i in (0, 1) if delivered_by(i)]
+        assert len(holders) == 1, "both processes delivered"
+        holder = holders[0]
+        tasks[holder].cancel()
+        await asyncio.gather(tasks[holder], return_exceptions=True)
+        for tag in ("4", "5"):
+            await push_image(client, "team/app", tag)
+        await wait_until(all_delivered)
+        assert delivered_by(1 - holder) > 0
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if drivers[1] is not driver:
+            await drivers[1].close()
+    ids = [event["id"] for event in receiver.events()]
+    assert len(ids) == 5 and len(set(ids)) == 5
+    assert [e["target"]["tag"] for e in receiver.events()] == ["1", "2", "3", "4", "5"]

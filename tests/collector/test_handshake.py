@@ -9,11 +9,11 @@ import time
 
 import httpx
 
-from collector.lease import LEASE_SECONDS, Lease
 from collector.sweep import Cutoffs, Sweeper, no_hook
 from oci.references import Digest
 from storage import paths
 from storage.driver import StorageDriver
+from storage.lease import LEASE_SECONDS, Lease
 from storage.s3 import S3Driver
 from storage.store import Store
 from tests.api.helpers import (
@@ -205,4 +205,6 @@ async def test_two_collectors_at_once_keep_the_handshake(
 
 
 def _lease(driver: StorageDriver, owner: str) -> Lease:
-    return Lease(driver, owner, version="unused", seconds=LEASE_SECONDS)  # renewed just now
+    return Lease(
+        driver, paths.gc_lease(), owner, version="unused", seconds=LEASE_SECONDS
+    )  # renewed just now

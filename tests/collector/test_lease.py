@@ -9,11 +9,10 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from collector import lease
-from collector.lease import LeaseLostError
 from oci.references import Digest
-from storage import paths
+from storage import lease, paths
 from storage.driver import StorageDriver
+from storage.lease import LeaseLostError
 from storage.s3 import S3Driver
 from tests.api.helpers import push_blob, push_image
 from tests.collector.support import NO_GRACE, age, run_gc
@@ -70,22 +69,22 @@ async def test_racing_creates_let_exactly_one_win(driver: StorageDriver) -> None
 
 
 async def test_one_collector_at_a_time(driver: StorageDriver) -> None:
-    held = await lease.take(driver)
+    held = await lease.take(driver, paths.gc_lease())
     assert held is not None
-    assert await lease.take(twin(driver)) is None
+    assert await lease.take(twin(driver), paths.gc_lease()) is None
     result, deletions = await run_gc(driver)
     assert result.skipped and deletions == []
     await held.release()
-    again = await lease.take(twin(driver))
+    again = await lease.take(twin(driver), paths.gc_lease())
     assert again is not None
     await again.release()
 
 
 async def test_a_lease_its_holder_stopped_renewing_is_taken_over(driver: StorageDriver) -> None:
-    stalled = await lease.take(driver, seconds=0.5)
+    stalled = await lease.take(driver, paths.gc_lease(), seconds=0.5)
     assert stalled is not None
     await asyncio.sleep(1.05)  # storage clocks (S3) count whole seconds
-    taker = await lease.take(twin(driver), seconds=0.5)
+    taker = await lease.take(twin(driver), paths.gc_lease(), seconds=0.5)
     assert taker is not None
     stalled.renewed -= 1  # due for renewal: it finds out it lost the lease
     try:
