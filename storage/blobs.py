@@ -18,7 +18,6 @@ touch, so one of the two always sees the other: see collector/__init__.py.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -40,15 +39,19 @@ def being_collected(digest: Digest) -> RegistryError:
 
 
 async def digests_below(driver: StorageDriver, directory: str) -> set[Digest]:
-    """The digests of a `<alg>/<hex>/...` tree (links, revisions), from its listings."""
-    algorithms = await driver.list(directory)
-    listed = await asyncio.gather(*(driver.list(f"{directory}/{a}") for a in algorithms))
-    return {
-        Digest(algorithm, encoded)
-        for algorithm, encodings in zip(algorithms, listed, strict=True)
-        for encoded in encodings
-        if is_digest_of(algorithm, encoded)
-    }
+    """The digests of a `<alg>/<hex>/link` tree (links, revisions) whose link is stored.
+
+    One listing of the objects below, not of folders: servers with real folders
+    (SeaweedFS) go on listing an emptied folder for minutes, and removing the folder as
+    well races a concurrent write into it (which then stores an object no listing shows).
+    """
+    start = directory + "/"
+    found = set()
+    for info in await driver.scan(directory):
+        parts = info.key.removeprefix(start).split("/")
+        if len(parts) == 3 and parts[2] == "link" and is_digest_of(parts[0], parts[1]):
+            found.add(Digest(parts[0], parts[1]))
+    return found
 
 
 class BlobStore:

@@ -741,8 +741,6 @@ class S3Driver(StorageDriver):
         below = [name for name, *_ in await self._list_objects(key)]
         await self.delete_objects([key, *below])
         await self._delete_folders(key, below)
-        if "/" in key:  # and the folder holding it, once emptied (as the filesystem does)
-            await self.delete_objects([key.rsplit("/", 1)[0]], folders=True)
 
     async def scan(self, prefix: str) -> list[FileInfo]:
         return [
