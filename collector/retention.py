@@ -49,13 +49,6 @@ class Condemned:
     rule: str  # e.g. "retention.policies[0] (repositories: ci/**): keep_last 5"
 
 
-def describe(condemned: Condemned) -> str:
-    """One line for `dockyard gc --dry-run`."""
-    separator = ":" if condemned.kind == "tag" else "@"
-    target = f"{condemned.repository}{separator}{condemned.reference}"
-    return f"{condemned.kind} {target} condemned by {condemned.rule}"
-
-
 async def condemned(
     store: Store,
     name: str,

@@ -22,8 +22,6 @@ from starlette.routing import Route
 from storage import paths
 from storage.driver import StorageDriver
 
-PATHS = ("/healthz", "/readyz")
-
 
 class Readiness:
     def __init__(self, driver: StorageDriver, timeout: float) -> None:

@@ -11,13 +11,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 from storage import paths
 from storage.driver import PathNotFoundError, StorageDriver
-
-if TYPE_CHECKING:
-    from storage.store import Store
 
 REFRESH_SECONDS = 2.0
 DEFAULT_MESSAGE = "the registry is in maintenance mode: it is read-only for now"
@@ -72,9 +68,3 @@ class MaintenanceFlag:
     async def switch_off(self) -> None:
         await self.driver.delete(paths.maintenance_flag())
         self._read_at = float("-inf")
-
-
-async def maintenance_state(store: Store) -> Maintenance | None:
-    """Whether the registry is in maintenance (read-only) now, with the bounded staleness
-    of `MaintenanceFlag.state`; for the background jobs that pause meanwhile."""
-    return await store.maintenance.state()

@@ -10,7 +10,7 @@ import storage.maintenance
 from registry.app import create_app
 from registry.config import Config
 from storage.driver import StorageDriver
-from storage.maintenance import MaintenanceFlag, maintenance_state
+from storage.maintenance import MaintenanceFlag
 from tests.api.helpers import OCI_MANIFEST, digest_of, error_code, push_blob, push_image
 
 MESSAGE = "moving to new disks, back at 02:00"
@@ -40,7 +40,7 @@ async def test_flag_set_by_another_process_refuses_writes_and_serves_reads(
 
     other_process = MaintenanceFlag(driver)
     await other_process.switch_on(MESSAGE)
-    assert await maintenance_state(app.state.store) is not None
+    assert await app.state.store.maintenance.state() is not None
 
     assert_refused(await client.post("/v2/team/app/blobs/uploads/"))
     assert_refused(await client.post(f"/v2/team/app/blobs/uploads/?digest={layer_digest}"))
@@ -62,7 +62,7 @@ async def test_flag_set_by_another_process_refuses_writes_and_serves_reads(
     assert (await client.get(upload)).status_code == 204
 
     await other_process.switch_off()
-    assert await maintenance_state(app.state.store) is None
+    assert await app.state.store.maintenance.state() is None
     assert await push_blob(client, "team/app", b"after") == digest_of(b"after")
     assert (await client.delete(f"/v2/team/app/manifests/{digest}")).status_code == 202
 
@@ -77,7 +77,7 @@ async def test_config_readonly_refuses_writes_with_its_message(driver: StorageDr
         assert_refused(await client.post("/v2/a/blobs/uploads/"), "read-only replica")
         await MaintenanceFlag(driver).switch_off()  # the storage flag cannot undo the config
         assert_refused(await client.delete("/v2/a/manifests/1"), "read-only replica")
-    state = await maintenance_state(app.state.store)
+    state = await app.state.store.maintenance.state()
     assert state is not None and state.message == "read-only replica"
 
 

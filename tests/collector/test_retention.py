@@ -14,7 +14,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from collector.retention import Condemned, condemned, describe
+from collector.retention import Condemned, condemned
 from oci.references import Digest
 from registry.app import create_app
 from registry.config import Config, ImmutableTagRule, RetentionRule
@@ -304,19 +304,6 @@ async def test_immutable_tags_are_never_condemned(repo: Repo, store: Store) -> N
     await repo.image("build-1", days_ago=100)
     immutable = [ImmutableTagRule(repositories=["team/**"], tags=["v*"])]
     assert await doomed(store, [rule(keep_last=0)], immutable=immutable) == ["build-1"]
-
-
-def test_describe() -> None:
-    rule_text = "retention.policies[0] (repositories: ci/**): keep_last 5"
-    tag = Condemned("tag", "ci/app", "build-17", rule_text)
-    assert describe(tag) == f"tag ci/app:build-17 condemned by {rule_text}"
-    digest = "sha256:" + "a" * 64
-    manifest = Condemned(
-        "manifest", "ci/app", digest, "retention.policies[0] (x): untagged_after 7d"
-    )
-    assert describe(manifest) == (
-        f"manifest ci/app@{digest} condemned by retention.policies[0] (x): untagged_after 7d"
-    )
 
 
 async def test_half_written_entries_are_no_tags_or_manifests(
