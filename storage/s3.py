@@ -7,8 +7,9 @@ what still fails becomes `StorageUnavailableError` (the API answers 503).
 A writer keeps its state in the bucket, so any process can resume it:
 
     _writers/<key>/lease           owner id of the writer owning it (empty: free)
-    _writers/<key>/part-00001 ...  full parts, `part_size` bytes each (>= 5 MiB)
-    _writers/<key>/tail-<offset>   bytes after the last full part (< part_size)
+    _writers/<key>/part-00001 ...  full parts, `part_size` bytes at first, growing
+                                   as the blob grows (storage/s3_part_sizes.py)
+    _writers/<key>/tail-<offset>   bytes after the last full part (< the next part)
     _writers/<key>/commit          id of the multipart upload a commit has open
 
 A tail is valid only when its offset equals the size of all parts: a part that
@@ -30,11 +31,11 @@ the writer's key see the parts and the tail.
 
 A writer fills one part at a time in a `PartBuffer`: in memory when the per-process
 budget (`BufferBudget`, `buffer_memory` bytes in slots of `part_size`) has a free
-slot when `writer()` opens it, else in an unnamed temporary file in the system's
-temp directory. Nothing ever waits for a slot, so slow uploads holding memory never
-stall the others, and memory stays bounded however many uploads run. A full part
-in memory goes to S3 on a second slot when one is free, while the next part fills;
-otherwise (and always from a file, which boto3 reads in the pool) it is uploaded
+slot when `writer()` opens it and the part fits a slot, else in an unnamed temporary
+file in the system's temp directory. Nothing ever waits for a slot, so slow uploads
+holding memory never stall the others, and memory stays bounded however many uploads
+run. A full part in memory goes to S3 on a second slot when one is free, while the
+next part fills; otherwise (and always from a file, which boto3 reads in the pool) it is uploaded
 before the writer takes more bytes. File I/O runs in the driver's thread pool. A
 buffer is freed (slot returned, file closed and gone) on `close()`, `commit()` or
 `cancel()`, also when they fail or are cancelled.
@@ -81,11 +82,16 @@ from storage.driver import (
     check_key,
 )
 from storage.s3_buffers import BufferBudget, FileBuffer, MemoryBuffer, PartBuffer
+from storage.s3_part_sizes import (
+    MAX_OBJECT_SIZE,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    PARTS_PER_STEP,
+    part_size,
+)
 
 log = logging.getLogger("dockyard.s3")
 
-MIN_PART_SIZE = 5 << 20
-MAX_PARTS = 10_000
 PRESIGN_SECONDS = 20 * 60
 _WRITERS = "_writers"
 _DELETE_BATCH = 1000
@@ -112,6 +118,7 @@ class S3Settings:
     secret_key: str | None = field(default=None, repr=False)
     addressing: str = "auto"
     part_size: int = 10 << 20
+    parts_per_step: int = PARTS_PER_STEP
     buffer_memory: int = 40 << 20
     server_side_encryption: str | None = None
     kms_key_id: str | None = None
@@ -211,6 +218,7 @@ class S3Writer(Writer):
         self._driver = driver
         self._key = key
         self._parts = list(state.parts)
+        self._filling = len(self._parts) + 1  # the number of the part the buffer fills
         self._saved_tail = state.tail
         self._stale = list(state.stale)
         self._buffer = tail
@@ -228,15 +236,20 @@ class S3Writer(Writer):
         return self._driver.writer_key(self._key, name)
 
     async def write(self, data: bytes) -> None:
+        if self.size + len(data) > MAX_OBJECT_SIZE:
+            raise StorageLimitError(f"a blob holds at most {MAX_OBJECT_SIZE >> 40} TiB on S3")
         await self._lease.keep(self._driver)
-        part_size = self._driver.settings.part_size
         rest = memoryview(data)
         while rest:
-            piece = rest[: part_size - self._buffer.size]
+            limit = self._driver.part_size(self._filling)
+            if not self._buffer.size and not self._driver.fits_budget(self._buffer, limit):
+                await self._buffer.close()  # a part bigger than a memory slot: to a file
+                self._buffer = await self._driver.part_buffer(limit)
+            piece = rest[: limit - self._buffer.size]
             await self._buffer.append(piece)
             self.size += len(piece)
             rest = rest[len(piece) :]
-            if self._buffer.size == part_size:
+            if self._buffer.size == limit:
                 await self._send_part()
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -251,6 +264,7 @@ class S3Writer(Writer):
         """Store the full buffer as the next part: in the background on a second slot
         if one is free (the next part fills meanwhile), else before going on."""
         await self._settle()  # parts stay numbered in order
+        self._filling += 1
         part = self._buffer.take(self._driver.buffer_budget)
         if part is not None:
             self._uploading = asyncio.create_task(self._put_taken_part(part))
@@ -276,9 +290,7 @@ class S3Writer(Writer):
     async def _put_part(self, part: PartBuffer) -> None:
         number = len(self._parts) + 1
         if number >= MAX_PARTS:  # the tail still needs a part number of its own
-            raise StorageLimitError(
-                f"a blob holds at most {MAX_PARTS - 1} parts of storage.s3.part_size bytes"
-            )
+            raise StorageLimitError(f"a blob holds at most {MAX_PARTS - 1} full parts on S3")
         key = self._state_key(f"part-{number:05d}")
         etag = await part.send(functools.partial(self._driver.put_body, key))
         self._parts.append(_Piece(key, part.size, etag))
@@ -580,23 +592,21 @@ class S3Driver(StorageDriver):
         has a free slot, else in a temporary file: it never waits for another writer."""
         check_key(key)
         lease = await self._take_lease(key, create=not append)
-        try:
-            buffer = await self.part_buffer()
-        except BaseException:
-            await lease.release(self)
-            raise
+        buffer: PartBuffer | None = None
         try:
             state = await self._writer_state(key)
             if not append and state.exists:  # start over
                 await self.delete_objects([p.key for p in state.parts] + state.stale)
                 await self.delete_objects([state.tail.key] if state.tail else [])
                 state = _WriterState([], None, [], state.modified)
+            buffer = await self.part_buffer(self.part_size(len(state.parts) + 1))
             if state.tail:
                 async for chunk in self.read_pinned(state.tail):
                     await buffer.append(chunk)
             return S3Writer(self, key, state, buffer, lease)
         except BaseException:
-            await buffer.close()
+            if buffer is not None:
+                await buffer.close()
             await lease.release(self)
             raise
 
@@ -784,9 +794,18 @@ class S3Driver(StorageDriver):
 
     # -- helpers the writer uses -----------------------------------------------
 
-    async def part_buffer(self) -> PartBuffer:
-        """An empty part buffer: in memory on a free slot of the budget, else in a file."""
-        if self.buffer_budget.try_acquire():
+    def part_size(self, number: int) -> int:
+        """The size of a writer's part `number` (from 1), by the growing schedule."""
+        return part_size(number, self.settings.part_size, self.settings.parts_per_step)
+
+    def fits_budget(self, buffer: PartBuffer, size: int) -> bool:
+        """Whether `buffer` may hold a part of `size` bytes (one in memory holds a slot)."""
+        return not isinstance(buffer, MemoryBuffer) or size <= self.settings.part_size
+
+    async def part_buffer(self, size: int) -> PartBuffer:
+        """An empty buffer for a part of `size` bytes: in memory on a free slot of the
+        budget when it fits one, else in a file."""
+        if size <= self.settings.part_size and self.buffer_budget.try_acquire():
             return MemoryBuffer(self.buffer_budget)
         return await FileBuffer.create(self.in_pool)
 

@@ -307,7 +307,7 @@ async def test_a_blob_beyond_the_part_limit_is_refused_clearly(
         answer = await client.patch(location, content=os.urandom(16 << 20))
     assert answer.status_code == 413
     assert answer.json()["errors"][0]["code"] == "SIZE_INVALID"
-    assert "at most 2 parts of storage.s3.part_size" in answer.json()["errors"][0]["message"]
+    assert "at most 2 full parts on S3" in answer.json()["errors"][0]["message"]
     await small_parts.close()
 
 
@@ -606,3 +606,36 @@ async def test_a_server_ignoring_conditional_writes_is_detected(
     await writer.commit("blobs/content")
     assert await s3.get("blobs/content") == b"abc"
     await ignoring.close()
+
+
+async def test_parts_grow_past_the_memory_slots_into_files_and_commit_whole(
+    s3: S3Driver, seaweedfs: SeaweedFS, spill_dir: Path
+) -> None:
+    """The schedule of storage/s3_part_sizes.py, two parts a step instead of 500: parts of
+    5, 5, 10, 10 and 20 MiB; parts bigger than a slot of the budget fill a file."""
+    mib = 1 << 20
+    settings = {"part_size": 5 * mib, "buffer_memory": 10 * mib, "parts_per_step": 2}
+    driver = S3Driver(S3Settings(**{**s3_settings_dict(s3), **settings}))
+    driver.buffer_budget = budget = RecordingBudget(2)
+    data = os.urandom(50 * mib + 3 * mib)
+    writer = await writer_without_waiting(driver, "session/data")
+    await write_in_pieces(writer, data[: 15 * mib])  # parts 1, 2 and half of part 3
+    assert open_files_in(spill_dir) == 1
+    await writer.close()
+    assert budget.in_use == 0
+    # A later request resumes with its 5 MiB tail in a file: part 3 is 10 MiB.
+    writer = await writer_without_waiting(driver, "session/data", append=True)
+    assert open_files_in(spill_dir) == 1
+    await write_in_pieces(writer, data[15 * mib :])
+    await writer.close()
+    state = f"{s3.settings.prefix}/_writers/session/data/"
+    listed = seaweedfs.client().list_objects_v2(Bucket=s3.settings.bucket, Prefix=state)
+    sizes = {item["Key"][len(state) :]: item["Size"] for item in listed["Contents"]}
+    parts = [sizes[f"part-{n:05d}"] for n in range(1, 6)]
+    assert parts == [5 * mib, 5 * mib, 10 * mib, 10 * mib, 20 * mib]
+    assert sizes[f"tail-{50 * mib}"] == 3 * mib
+    writer = await writer_without_waiting(driver, "session/data", append=True)
+    await writer.commit("blobs/content")
+    assert await driver.get("blobs/content") == data
+    assert budget.in_use == 0 and open_files_in(spill_dir) == 0
+    await driver.close()
