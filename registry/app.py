@@ -209,6 +209,8 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if access.startup is not None:
+            await access.startup(driver)
         collector = None
         if config.gc.enabled:
             options = GcOptions.of(config)

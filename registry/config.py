@@ -413,23 +413,6 @@ class Config(BaseSettings):
     metrics: MetricsConfig = MetricsConfig()
     health: HealthConfig = HealthConfig()
 
-    @model_validator(mode="after")
-    def _shared_storage_needs_a_shared_key(self) -> Config:
-        # A generated key lives on one machine's disk; replicas sharing a bucket would
-        # each make their own and refuse each other's tokens.
-        token = self.auth.token
-        if (
-            self.storage.driver == "s3"
-            and self.auth.mode == "token"
-            and not token.external
-            and token.signing_key is None
-        ):
-            raise ValueError(
-                "auth.token.signing_key is required with storage.driver s3: every replica "
-                "sharing the bucket must sign and verify tokens with the same key"
-            )
-        return self
-
     @classmethod
     def settings_customise_sources(
         cls,

@@ -65,7 +65,11 @@ def _storage(config: Config) -> str:
 
 
 def _auth(config: Config) -> str:
-    from registry.auth.setup import signing_key_path  # the auth package only when needed
+    from registry.auth.setup import (  # the auth package only when needed
+        SIGNING_KEY_NAME,
+        key_in_bucket,
+        signing_key_path,
+    )
 
     auth = config.auth
     if auth.mode == "none":
@@ -75,6 +79,8 @@ def _auth(config: Config) -> str:
         return f"auth basic ({users})"
     if auth.token.external:
         return f"auth token (tokens of issuer {auth.token.issuer})"
+    if key_in_bucket(config):
+        return f"auth token ({users}, signing key {SIGNING_KEY_NAME} in the bucket)"
     return f"auth token ({users}, signing key {signing_key_path(config).resolve()})"
 
 

@@ -44,10 +44,6 @@ def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("storage:\n  s3:\n    addressing: sideways\n", "storage.s3.addressing"),
         ("storage:\n  s3:\n    access_key: a\n", "given together"),
         ("storage:\n  s3:\n    buckt: c\n", "storage.s3.buckt"),
-        (
-            "storage:\n  driver: s3\n  s3:\n    bucket: b\nauth:\n  mode: token\n",
-            "auth.token.signing_key is required",
-        ),
     ],
 )
 def test_bad_file_names_the_key(tmp_path: Path, text: str, named: str) -> None:

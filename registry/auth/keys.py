@@ -1,9 +1,12 @@
 """Token signing and verification keys.
 
 The built-in issuer signs with `auth.token.signing_key` (which must exist), or
-with a P-256 key generated on first start and kept in the data directory. Creation is race-free:
-the key is written aside and hard-linked into place, so when several workers
-(or restarts) race, exactly one key wins and every process reads that one.
+with a P-256 key generated on first start and kept in the storage: on the filesystem
+in the data directory (mode 0600), on S3 in the bucket, so replicas sharing it agree
+with no key to distribute. Creation is race-free either way: on disk the key is
+written aside and hard-linked into place, in a bucket it is stored by a conditional
+write (If-None-Match); when several workers, replicas or restarts race, exactly one
+key wins and every process reads that one.
 An external issuer is trusted through its PEM public key (or certificate) or
 a JWKS file.
 """
@@ -24,6 +27,8 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from storage.driver import PathNotFoundError, StorageDriver
 
 
 class KeyConfigError(Exception):
@@ -116,13 +121,37 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
     return load_signing_key(path)
 
 
-def _create_exclusively(path: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
+async def load_or_create_stored_signing_key(driver: StorageDriver, key: str) -> SigningKey:
+    """The signing key stored at `key`, created there by whichever process comes first.
+
+    An empty object is a creation cut off half-way (some S3 servers keep one): it is
+    replaced, conditionally, so racing processes still end with one key.
+    """
+    source = f"signing key {key} in the storage"
+    for _ in range(3):
+        if await driver.create(key, pem := _new_pem()) is not None:
+            return SigningKey.from_pem(pem, source)
+        try:
+            stored = await driver.read_versioned(key)
+        except PathNotFoundError:
+            continue  # removed meanwhile: create it again
+        if stored.data:
+            return SigningKey.from_pem(stored.data, source)
+        if await driver.replace(key, pem, stored.version) is not None:
+            return SigningKey.from_pem(pem, source)
+    raise KeyConfigError(f"{source}: could not be created or read (it keeps changing)")
+
+
+def _new_pem() -> bytes:
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+
+
+def _create_exclusively(path: Path) -> None:
+    pem = _new_pem()
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from registry.auth.keys import (
     KeyConfigError,
     SigningKey,
     load_or_create_signing_key,
+    load_or_create_stored_signing_key,
     load_public_keys,
     load_signing_key,
 )
@@ -23,6 +25,7 @@ from registry.auth.rules import Rules
 from registry.auth.throttle import Throttle
 from registry.auth.tokens import TokenSigner, TokenVerifier
 from registry.config import Config
+from storage.driver import StorageDriver
 
 SIGNING_KEY_NAME = "auth/token-signing-key.pem"
 
@@ -31,6 +34,15 @@ SIGNING_KEY_NAME = "auth/token-signing-key.pem"
 class AccessSetup:
     guard: Guard | None = None
     routes: list[Route] = field(default_factory=list)
+    startup: Callable[[StorageDriver], Awaitable[None]] | None = None
+    """What the app awaits before serving (reading a signing key kept in the bucket)."""
+
+
+def key_in_bucket(config: Config) -> bool:
+    """Whether the signing key is generated and kept in the S3 bucket: replicas sharing
+    it must sign with one key, and have no data directory in common."""
+    token = config.auth.token
+    return config.storage.driver == "s3" and not token.external and token.signing_key is None
 
 
 def signing_key_path(config: Config) -> Path:
@@ -39,8 +51,11 @@ def signing_key_path(config: Config) -> Path:
     return configured or config.storage.filesystem.root / SIGNING_KEY_NAME
 
 
-def _signing_key(config: Config) -> SigningKey:
+def _signing_key(config: Config) -> SigningKey | None:
+    """The key, or None when it is read from the bucket at startup."""
     configured = config.auth.token.signing_key
+    if key_in_bucket(config):
+        return None
     if configured is None:
         return load_or_create_signing_key(signing_key_path(config))
     # Never generated: replicas sharing storage must all sign with this very key.
@@ -79,7 +94,8 @@ def build_access(config: Config) -> AccessSetup:
         verifier = TokenVerifier(keys, token.issuer, token.service)
         return AccessSetup(TokenGuard(token.realm, token.service, verifier, None))
     key = _signing_key(config)
-    verifier = TokenVerifier([key.verification_key()], token.issuer, token.service)
+    keys = [key.verification_key()] if key else []
+    verifier = TokenVerifier(keys, token.issuer, token.service)
     signer = TokenSigner(
         key, token.issuer, token.service, token.expires_in, token.refresh_expires_in
     )
@@ -87,4 +103,13 @@ def build_access(config: Config) -> AccessSetup:
         signer, verifier, _password_login(config, users), users, rules, auth.realm
     )
     guard = TokenGuard(token.realm, token.service, verifier, rules)
-    return AccessSetup(guard, endpoint.routes())
+    setup = AccessSetup(guard, endpoint.routes())
+    if key is None:
+
+        async def read_key_from_bucket(driver: StorageDriver) -> None:
+            stored = await load_or_create_stored_signing_key(driver, SIGNING_KEY_NAME)
+            signer.key = stored
+            verifier.keys = {stored.kid: stored.verification_key()}
+
+        setup.startup = read_key_from_bucket
+    return setup

@@ -80,8 +80,16 @@ def _size(verified: _Verified) -> int:
 
 
 class TokenSigner:
+    """Signs tokens with `key`; a key kept in the storage is set at startup, before any
+    request (until then the signer refuses to sign)."""
+
     def __init__(
-        self, key: SigningKey, issuer: str, service: str, expires_in: int, refresh_expires_in: int
+        self,
+        key: SigningKey | None,
+        issuer: str,
+        service: str,
+        expires_in: int,
+        refresh_expires_in: int,
     ) -> None:
         self.key = key
         self.issuer = issuer
@@ -90,6 +98,8 @@ class TokenSigner:
         self.refresh_expires_in = refresh_expires_in
 
     def _sign(self, subject: str, lifetime: int, extra: dict[str, Any]) -> tuple[str, int]:
+        if self.key is None:
+            raise RuntimeError("the token signing key is read at startup: not started")
         now = int(time.time())
         claims = {
             "iss": self.issuer,
