@@ -17,6 +17,7 @@ COPY oci ./oci
 COPY registry ./registry
 COPY storage ./storage
 COPY collector ./collector
+COPY proxy ./proxy
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /var/lib/dockyard --create-home dockyard
 COPY config.example.yaml /etc/dockyard/config.yaml

@@ -26,9 +26,13 @@ _ALGORITHMS: Final[dict[str, int]] = {"sha256": 64, "sha512": 128}
 _HEX = re.compile(r"[a-f0-9]+")
 
 
+def is_name(name: str) -> bool:
+    return len(name) <= NAME_MAX_LENGTH and _NAME.fullmatch(name) is not None
+
+
 def parse_name(name: str) -> str:
     """Return `name` if it is a valid repository name, else raise NAME_INVALID."""
-    if len(name) > NAME_MAX_LENGTH or not _NAME.fullmatch(name):
+    if not is_name(name):
         raise RegistryError(
             ErrorCode.NAME_INVALID,
             f"invalid repository name {name[:NAME_MAX_LENGTH]!r}",

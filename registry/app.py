@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from collector.background import collect_forever
 from collector.run import GcOptions
 from oci.errors import ErrorCode, RegistryError
+from proxy import build_proxy
 from registry import health, metrics, metrics_exposition
 from registry.access_log import AccessLog, LogLines
 from registry.auth.middleware import AccessControl
@@ -206,6 +207,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
         store.maintenance.configured = Maintenance(config.maintenance.message, time.time())
     access_lines = LogLines()
     events, deliverer = build_events(config.notifications, store)
+    proxy = build_proxy(config, store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -229,6 +231,8 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
                 delivering.cancel()  # it frees its lease for another process on its way out
                 await asyncio.gather(delivering, return_exceptions=True)
             await events.close()
+            if proxy is not None:
+                await proxy.close()
             publisher.cancel()
             access_lines.flush()
             await store.close()
@@ -256,6 +260,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     app.state.config = config
     app.state.store = store
     app.state.events = events
+    app.state.proxy = proxy
     app.state.readiness = readiness
     app.add_middleware(MaintenanceGuard, store=store)  # after access control: 401 comes first
     if access.guard is not None:

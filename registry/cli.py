@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from proxy.credentials import check_credentials
 from registry import cli_storage
 from registry.auth import htpasswd
 from registry.config import CONFIG_ENV, Config, ConfigError, HttpConfig, TlsConfig, load_config
@@ -133,6 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         check_tls(config.tls)
+        check_credentials(config.proxy)
     except ConfigError as error:
         print(f"dockyard: {error}", file=sys.stderr)
         return 2

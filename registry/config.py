@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from oci.globs import compile_tag_pattern
+from oci.references import is_name
 from storage.maintenance import DEFAULT_MESSAGE
 
 CONFIG_ENV = "DOCKYARD_CONFIG"
@@ -153,6 +154,15 @@ def _valid_tag_pattern(pattern: str) -> str:
 
 
 TagPattern = Annotated[str, AfterValidator(_valid_tag_pattern)]
+
+
+def _valid_name(name: str) -> str:
+    if not is_name(name):
+        raise ValueError(f"{name!r} is not a valid repository name")
+    return name
+
+
+RepositoryName = Annotated[str, AfterValidator(_valid_name)]
 """A tag glob (`v*`), or a regular expression between slashes (`/^v[0-9]+$/`)."""
 
 
@@ -390,6 +400,55 @@ class ImmutableTagRule(Section):
     tags: list[TagPattern] = Field(min_length=1, description="tag globs (or /regexes/), e.g. v*")
 
 
+class UpstreamConfig(Section):
+    """One registry mirrored under a local namespace (README, "Pull-through cache")."""
+
+    prefix: RepositoryName = Field(
+        description="local namespace: <prefix>/<name> is the upstream's <name>"
+    )
+    url: str = Field(pattern=r"^https?://[^/]+/?$", description="the upstream's base URL")
+    registry: str | None = Field(
+        None, description="the name clients give it in ?ns= (containerd), e.g. docker.io"
+    )
+    default: bool = Field(
+        False, description="names under no prefix that are not local repositories come here"
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    credentials_file: Path | None = Field(
+        None, description="a docker config.json whose `auths` entry for the url's host is used"
+    )
+    tag_ttl: Duration = Field(600.0, description="how long a cached tag is served unchecked")
+    timeout: Duration = Field(
+        30.0, gt=0, description="seconds to connect and between bytes; then served stale"
+    )
+    repositories: list[str] = Field(
+        default_factory=list, description="globs of upstream names that may be fetched; empty: all"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind_of_credentials(self) -> UpstreamConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password must be given together")
+        if self.username is not None and self.credentials_file is not None:
+            raise ValueError("give username/password or credentials_file, not both")
+        return self
+
+
+class ProxyConfig(Section):
+    upstreams: list[UpstreamConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _prefixes_apart(self) -> ProxyConfig:
+        prefixes = [upstream.prefix for upstream in self.upstreams]
+        for prefix in prefixes:
+            if sum(other == prefix or other.startswith(prefix + "/") for other in prefixes) > 1:
+                raise ValueError(f"proxy.upstreams: prefix {prefix!r} overlaps another")
+        if sum(upstream.default for upstream in self.upstreams) > 1:
+            raise ValueError("proxy.upstreams: at most one upstream may be the default")
+        return self
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DOCKYARD_",
@@ -412,6 +471,7 @@ class Config(BaseSettings):
     immutable_tags: list[ImmutableTagRule] = Field(default_factory=list)
     metrics: MetricsConfig = MetricsConfig()
     health: HealthConfig = HealthConfig()
+    proxy: ProxyConfig = ProxyConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -54,10 +54,15 @@ class Totals:
         self.events_dropped = 0
         self.webhook_deliveries: dict[tuple[str, str], int] = {}  # (endpoint, outcome)
         self.webhook_pending: dict[str, int] = {}  # endpoint -> batches it has not taken
+        self.proxy: dict[tuple[str, str], int] = {}  # (upstream, hit|miss|stale|error|bytes)
 
     def count_delivery(self, endpoint: str, outcome: str) -> None:
         key = (endpoint, outcome)
         self.webhook_deliveries[key] = self.webhook_deliveries.get(key, 0) + 1
+
+    def count_proxy(self, upstream: str, what: str, amount: int = 1) -> None:
+        key = (upstream, what)
+        self.proxy[key] = self.proxy.get(key, 0) + amount
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of everything, as JSON-ready lists (keys are label values)."""
@@ -74,6 +79,7 @@ class Totals:
             "events_dropped": self.events_dropped,
             "webhook_deliveries": [[*key, n] for key, n in self.webhook_deliveries.items()],
             "webhook_pending": [[name, n] for name, n in self.webhook_pending.items()],
+            "proxy": [[*key, n] for key, n in self.proxy.items()],
         }
 
 

@@ -109,6 +109,7 @@ def families(snapshots: list[tuple[Snapshot, bool]]) -> Iterator[Metric]:
         ("storage", 2),
         ("auth_failures", 1),
         ("webhook_deliveries", 2),
+        ("proxy", 2),
     ):
         sums[field] = {}
         for snapshot, _ in snapshots:
@@ -166,6 +167,31 @@ def families(snapshots: list[tuple[Snapshot, bool]]) -> Iterator[Metric]:
         value=sum(s["throttled"] for s, _ in snapshots),
     )
     yield from _event_families(sums["webhook_deliveries"], snapshots, live)
+    yield from _proxy_families(sums["proxy"])
+
+
+def _proxy_families(sums: dict[tuple[str, ...], list[float]]) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        "registry_proxy_requests",
+        "Pull-through cache requests by upstream and result (hit, miss, stale)",
+        labels=["upstream", "result"],
+    )
+    received = CounterMetricFamily(
+        "registry_proxy_upstream_bytes", "Bytes fetched from each upstream", labels=["upstream"]
+    )
+    errors = CounterMetricFamily(
+        "registry_proxy_upstream_errors",
+        "Upstream requests that failed (unreachable, slow, 5xx, 429, wrong content)",
+        labels=["upstream"],
+    )
+    for (upstream, what), (count,) in sorted(sums.items()):
+        if what == "bytes":
+            received.add_metric([upstream], count)
+        elif what == "error":
+            errors.add_metric([upstream], count)
+        else:
+            requests.add_metric([upstream, what], count)
+    yield from (requests, received, errors)
 
 
 def _event_families(

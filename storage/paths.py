@@ -12,6 +12,7 @@
     uploads/<id>/{data,info}                                 upload session (info: its repository)
     repositories/<name>/_summary                             usage numbers (storage.usage)
     repositories/<name>/_summary_blobs                       its blobs' sizes (storage.usage)
+    repositories/<name>/_proxy/checked/<tag>                 digest; modified: checked upstream
     quarantine/<alg>/<hex>                                   a corrupt blob moved aside (check)
     _maintenance                                             maintenance flag (JSON: message, since)
     _events/outbox/<batch>, _events/cursors/<endpoint>       event outbox (storage.outbox)
@@ -134,6 +135,11 @@ def tags_dir(name: str) -> str:
 
 def tag_link(name: str, tag: str) -> str:
     return f"repositories/{name}/_manifests/tags/{tag}"
+
+
+def proxy_checked(name: str, tag: str) -> str:
+    """When a pull-through cache last confirmed the tag with its upstream (proxy/)."""
+    return f"repositories/{name}/_proxy/checked/{tag}"
 
 
 def referrers_dir(name: str, subject: Digest) -> str:

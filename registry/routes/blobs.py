@@ -13,7 +13,9 @@ from registry.routes.common import (
     digest_param,
     empty,
     header_number,
+    pull_target,
     refresh_usage_after,
+    refuse_proxied_writes,
     repository,
     require_delete_enabled,
     store,
@@ -49,6 +51,11 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 async def get_blob(request: Request) -> Response:
     name = repository(request)
     digest = digest_param(request.path_params["digest"])
+    if pulled := await pull_target(request, name):
+        cache, target = pulled
+        name = target.local
+        if cold := await cache.blob(target, digest, request.method):
+            return cold
     size = await store(request).blobs.vouched_size(digest, name)
     if size is None:
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
@@ -81,6 +88,7 @@ async def get_blob(request: Request) -> Response:
 
 async def delete_blob(request: Request) -> Response:
     name = repository(request)
+    refuse_proxied_writes(request, name)
     digest = digest_param(request.path_params["digest"])
     require_delete_enabled(request)
     if not await store(request).manifests.unlink_blob(name, digest):

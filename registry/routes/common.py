@@ -10,6 +10,8 @@ from starlette.responses import Response
 
 from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest, parse_name
+from proxy.cache import PullThrough
+from proxy.routing import Target
 from registry.config import Config
 from storage.store import Store
 
@@ -22,6 +24,24 @@ def store(request: Request) -> Store:
 
 def config(request: Request) -> Config:
     return request.app.state.config
+
+
+def proxy(request: Request) -> PullThrough | None:
+    """The pull-through cache, when `proxy.upstreams` configures one."""
+    return request.app.state.proxy
+
+
+async def pull_target(request: Request, name: str) -> tuple[PullThrough, Target] | None:
+    """The pull-through cache and where it takes a pull of `name`; None: a local pull."""
+    cache = proxy(request)
+    target = await cache.target(name, request.query_params.get("ns")) if cache else None
+    return (cache, target) if cache and target else None
+
+
+def refuse_proxied_writes(request: Request, name: str) -> None:
+    """Pushes and deletes into an upstream's namespace are refused (DENIED)."""
+    if cache := proxy(request):
+        cache.routes.refuse_writes(name)
 
 
 def refresh_usage_after(

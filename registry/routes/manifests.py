@@ -18,8 +18,10 @@ from registry.routes.common import (
     config,
     empty,
     manifest_location,
+    pull_target,
     read_limited,
     refresh_usage_after,
+    refuse_proxied_writes,
     repository,
     require_delete_enabled,
     store,
@@ -47,7 +49,13 @@ async def _resolve(store: Store, name: str, reference: str) -> Digest:
 async def get_manifest(request: Request) -> Response:
     name = repository(request)
     reference = request.path_params["reference"]
-    digest = await _resolve(store(request), name, reference)
+    warning = None
+    if pulled := await pull_target(request, name):
+        cache, target = pulled
+        name = target.local
+        digest, warning = await cache.manifest(target, reference)
+    else:
+        digest = await _resolve(store(request), name, reference)
     manifest = await store(request).manifests.get(name, digest)
     if manifest is None:
         raise _unknown(reference)
@@ -60,6 +68,8 @@ async def get_manifest(request: Request) -> Response:
         "Content-Type": manifest.media_type,
         "Content-Length": str(len(manifest.raw)),
     }
+    if warning:
+        headers["Warning"] = warning
     if request.headers.get("if-none-match") == etag:
         del headers["Content-Length"]
         return Response(status_code=304, headers=headers)
@@ -123,6 +133,7 @@ async def _check_references(
 
 async def put_manifest(request: Request) -> Response:
     name = repository(request)
+    refuse_proxied_writes(request, name)
     reference = request.path_params["reference"]
     query_tags = [parse_tag(tag) for tag in request.query_params.getlist("tag")]
     if len(query_tags) > MAX_TAGS_PER_PUT:
@@ -163,6 +174,7 @@ async def put_manifest(request: Request) -> Response:
 
 async def delete_manifest(request: Request) -> Response:
     name = repository(request)
+    refuse_proxied_writes(request, name)
     reference = request.path_params["reference"]
     require_delete_enabled(request)
     manifests = store(request).manifests

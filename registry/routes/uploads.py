@@ -20,6 +20,7 @@ from registry.routes.common import (
     empty,
     has_body,
     header_number,
+    refuse_proxied_writes,
     repository,
     store,
     upload_location,
@@ -72,6 +73,7 @@ def _check_range(request: Request, upload: Upload) -> int | None:
 
 async def start_upload(request: Request) -> Response:
     name = repository(request)
+    refuse_proxied_writes(request, name)
     query = request.query_params
     uploads = store(request).uploads
     if mount := query.get("mount"):

@@ -1,0 +1,297 @@
+"""The pull-through cache: manifests and blobs of upstream registries, kept in the store.
+
+- A manifest by digest is fetched once and then served from the store.
+- A tag is served from the store while it was confirmed upstream less than `tag_ttl`
+  ago (the time is a small object in the storage, `_proxy/checked/<tag>`, so every
+  process and replica shares it); after that one HEAD upstream confirms it (no body)
+  or finds the new digest, which is fetched. When the upstream is down, slow or rate
+  limiting, the cached tag is served stale with a `Warning` header and a log line;
+  only what was never cached fails, with an error naming the upstream and the cause.
+- A blob is streamed to the client while it is written through the store's upload
+  path, which verifies its digest before committing (`blob_fill`).
+- Concurrent requests for one manifest or blob share one upstream fetch per process
+  (`single_flight`); across processes each fetches at most once.
+Cached content is ordinary content of its repository (pushed and pulled times, usage,
+retention and GC apply unchanged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
+
+from starlette.responses import Response, StreamingResponse
+
+from oci.errors import ErrorCode, RegistryError
+from oci.manifests import parse_manifest
+from oci.references import Digest, is_digest, is_tag
+from proxy.blob_fill import BlobFill, not_upstream
+from proxy.routing import Routes, Target
+from proxy.single_flight import SingleFlight
+from proxy.upstream import MANIFEST_ACCEPT, Upstream, UpstreamError
+from registry import metrics
+from storage import paths
+from storage.driver import PathNotFoundError
+from storage.store import Store
+
+log = logging.getLogger("dockyard.proxy")
+
+_FILLED_KEPT = 4096
+_FILLED_FOR = 60.0  # seconds
+
+
+class PullThrough:
+    def __init__(
+        self,
+        upstreams: Sequence[Upstream],
+        store: Store,
+        manifest_max_bytes: int,
+        totals: metrics.Totals = metrics.TOTALS,
+    ) -> None:
+        self.routes = Routes(upstreams)
+        self._upstreams = list(upstreams)
+        self._store = store
+        self._manifest_max_bytes = manifest_max_bytes
+        self._totals = totals
+        self._manifests: SingleFlight[Digest] = SingleFlight()
+        self._fills: dict[tuple[str, Digest], BlobFill] = {}
+        # Fills that succeeded lately (monotonic time): a request that looked in the store
+        # just before one committed finds it here rather than fetching again.
+        self._filled: OrderedDict[tuple[str, Digest], float] = OrderedDict()
+
+    async def close(self) -> None:
+        for upstream in self._upstreams:
+            await upstream.close()
+
+    async def target(self, name: str, ns: str | None) -> Target | None:
+        return await self.routes.target(name, ns, self._store.catalog)
+
+    def _count(self, target: Target, what: str, amount: int = 1) -> None:
+        self._totals.count_proxy(target.upstream.prefix, what, amount)
+
+    def _failed(self, target: Target, error: UpstreamError) -> RegistryError:
+        """The error a client gets for content not cached that the upstream did not give
+        (counted where the upstream failed)."""
+        if error.rate_limited:
+            headers = {"Retry-After": error.retry_after or "60"}
+            return RegistryError(ErrorCode.TOOMANYREQUESTS, str(error), headers=headers)
+        return RegistryError(ErrorCode.UNAVAILABLE, str(error), status=502)
+
+    # -- manifests ---------------------------------------------------------------
+
+    async def manifest(self, target: Target, reference: str) -> tuple[Digest, str | None]:
+        """Make the manifest `reference` of `target` present in the store; returns its
+        digest and, when a stale tag is served, the `Warning` header to send."""
+        manifests = self._store.manifests
+        key = (target.local, reference)
+        if is_digest(reference):
+            digest = Digest.parse(reference)
+            if await manifests.exists(target.local, digest):
+                self._count(target, "hit")
+                return digest, None
+            self._count(target, "miss")
+            fetch = partial(self._fetch_manifest, target, reference, digest, None)
+        elif not is_tag(reference):
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference[:160]})
+        else:
+            cached = await manifests.resolve(target.local, reference)
+            if cached is not None and await manifests.exists(target.local, cached):
+                return await self._cached_tag(target, reference, cached)
+            self._count(target, "miss")
+            fetch = partial(self._fetch_manifest, target, reference, None, reference)
+        try:
+            return await self._manifests.run(key, fetch), None
+        except UpstreamError as error:
+            self._count(target, "error")
+            raise self._failed(target, error) from None
+
+    async def _cached_tag(
+        self, target: Target, tag: str, cached: Digest
+    ) -> tuple[Digest, str | None]:
+        age = await self._checked_age(target.local, tag)
+        if age is not None and age < target.upstream.config.tag_ttl:
+            self._count(target, "hit")
+            return cached, None
+        try:
+            revalidate = partial(self._revalidate, target, tag, cached)
+            return await self._manifests.run((target.local, tag), revalidate), None
+        except UpstreamError as error:
+            self._count(target, "error")
+            self._count(target, "stale")
+            log.warning("serving %s:%s stale from the cache: %s", target.local, tag, error)
+            text = str(error).replace('"', "'").encode("ascii", "replace").decode()
+            return cached, f'110 dockyard "stale: {text}"'
+
+    async def _revalidate(self, target: Target, tag: str, cached: Digest) -> Digest:
+        """One HEAD upstream: the same digest is confirmed, a new one fetched."""
+        upstream = target.upstream
+        path = f"manifests/{tag}"
+        async with upstream.open("HEAD", target.remote, path, MANIFEST_ACCEPT) as response:
+            if response.status_code == 404:
+                raise self._unknown(target, tag)
+            named = response.headers.get("docker-content-digest")
+        current = _digest_or_none(named)
+        if current == cached:
+            await self._confirm(target.local, tag, cached)
+            self._count(target, "hit")
+            return cached
+        self._count(target, "miss")
+        return await self._fetch_manifest(target, str(current or tag), current, tag)
+
+    async def _fetch_manifest(
+        self, target: Target, reference: str, expected: Digest | None, tag: str | None
+    ) -> Digest:
+        upstream = target.upstream
+        path = f"manifests/{reference}"
+        async with upstream.open("GET", target.remote, path, MANIFEST_ACCEPT) as response:
+            if response.status_code == 404:
+                raise self._unknown(target, reference)
+            raw = await self._read_manifest(upstream, response.aiter_bytes())
+            content_type = response.headers.get("content-type")
+            named = _digest_or_none(response.headers.get("docker-content-digest"))
+        self._count(target, "bytes", len(raw))
+        digest = Digest.of(raw, expected.algorithm if expected else "sha256")
+        for claimed in (expected, named):
+            if claimed is not None and claimed.algorithm == digest.algorithm and claimed != digest:
+                raise UpstreamError(upstream, f"sent a manifest of digest {digest}, not {claimed}")
+        try:
+            manifest = parse_manifest(raw, content_type, digest)
+        except RegistryError as error:
+            raise UpstreamError(upstream, f"sent an unusable manifest: {error.message}") from None
+        await self._store.manifests.put(target.local, manifest, [tag] if tag else [], [], [])
+        if tag is not None:
+            await self._confirm(target.local, tag, digest)
+        await self._store.usage.refresh_after_request(target.local, pushed_at=time.time())
+        return digest
+
+    async def _read_manifest(self, upstream: Upstream, chunks: AsyncIterator[bytes]) -> bytes:
+        parts, size = [], 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > self._manifest_max_bytes:
+                raise UpstreamError(
+                    upstream, f"sent a manifest larger than {self._manifest_max_bytes} bytes"
+                )
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def _unknown(self, target: Target, reference: str) -> RegistryError:
+        return RegistryError(
+            ErrorCode.MANIFEST_UNKNOWN,
+            not_upstream(target.upstream, f"manifest {target.remote}:{reference}"),
+            detail={"reference": reference[:160]},
+        )
+
+    async def _checked_age(self, local: str, tag: str) -> float | None:
+        """Seconds since the tag was last confirmed upstream (the storage's clock)."""
+        try:
+            return (await self._store.driver.read_versioned(paths.proxy_checked(local, tag))).age
+        except PathNotFoundError:
+            return None
+
+    async def _confirm(self, local: str, tag: str, digest: Digest) -> None:
+        await self._store.driver.put(paths.proxy_checked(local, tag), str(digest).encode())
+
+    # -- blobs -------------------------------------------------------------------
+
+    async def blob(self, target: Target, digest: Digest, method: str) -> Response | None:
+        """A response for a blob not cached yet (streamed from the upstream while it is
+        stored), or None once the store holds it for `target.local`."""
+        blobs = self._store.blobs
+        key = (target.local, digest)
+        if await blobs.vouched_size(digest, target.local) is not None or self._filled_lately(key):
+            self._count(target, "hit")
+            return None
+        running = self._fills.get(key)
+        try:
+            if method == "HEAD":
+                return await self._head_blob(target, digest)
+            if running is not None:  # another request is fetching it: share its result
+                self._count(target, "hit")
+                await asyncio.shield(running.task)
+                return None
+            if await blobs.size(digest) is not None:  # stored for another repository
+                await self._head_blob(target, digest)  # which the upstream must confirm here
+                await blobs.link(target.local, digest)
+                self._count(target, "hit")
+                return None
+        except UpstreamError as error:
+            if running is None:  # a failed fill counts itself
+                self._count(target, "error")
+            raise self._failed(target, error) from None
+        if key in self._fills or self._filled_lately(key):
+            return await self.blob(target, digest, method)  # started or done meanwhile
+        self._count(target, "miss")
+        fill = self._start_fill(target, digest)
+        try:
+            headers = await fill.started
+        except UpstreamError as error:  # counted by the fill
+            raise self._failed(target, error) from None
+        answer = {
+            "Docker-Content-Digest": str(digest),
+            "Content-Type": "application/octet-stream",
+        }
+        if "content-length" in headers and "content-encoding" not in headers:
+            answer["Content-Length"] = headers["content-length"]
+        return StreamingResponse(fill.stream(), headers=answer)
+
+    def _start_fill(self, target: Target, digest: Digest) -> BlobFill:
+        key = (target.local, digest)
+        fill = BlobFill(
+            self._store,
+            target.upstream,
+            target.remote,
+            target.local,
+            digest,
+            lambda amount: self._count(target, "bytes", amount),
+        )
+        self._fills[key] = fill
+
+        def finished(task: object) -> None:
+            if self._fills.get(key) is fill:
+                del self._fills[key]
+            if fill.task.cancelled():
+                return
+            error = fill.task.exception()
+            if error is None:
+                self._filled[key] = time.monotonic()
+                while len(self._filled) > _FILLED_KEPT:
+                    self._filled.popitem(last=False)
+            elif isinstance(error, UpstreamError):
+                self._count(target, "error")
+
+        fill.task.add_done_callback(finished)
+        return fill
+
+    def _filled_lately(self, key: tuple[str, Digest]) -> bool:
+        filled = self._filled.get(key)
+        return filled is not None and time.monotonic() - filled < _FILLED_FOR
+
+    async def _head_blob(self, target: Target, digest: Digest) -> Response:
+        async with target.upstream.open("HEAD", target.remote, f"blobs/{digest}") as response:
+            if response.status_code == 404:
+                raise RegistryError(
+                    ErrorCode.BLOB_UNKNOWN,
+                    not_upstream(target.upstream, f"blob {digest} of {target.remote}"),
+                    detail={"digest": str(digest)},
+                )
+            headers = {
+                "Docker-Content-Digest": str(digest),
+                "Content-Type": "application/octet-stream",
+            }
+            if length := response.headers.get("content-length"):
+                headers["Content-Length"] = length
+        return Response(headers=headers)
+
+
+def _digest_or_none(value: str | None) -> Digest | None:
+    if not value:
+        return None
+    try:
+        return Digest.parse(value)
+    except RegistryError:
+        return None

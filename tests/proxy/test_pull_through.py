@@ -1,0 +1,253 @@
+"""The pull-through cache in-process: an upstream Dockyard reached through a transport
+that records, refuses or corrupts its requests; the cache over every storage driver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from oci.references import Digest
+from registry import metrics
+from tests.api.helpers import OCI_MANIFEST, digest_of, push_image
+from tests.proxy.conftest import CacheFactory, UpstreamTransport, upstream_config
+
+
+def layer_digests(manifest: bytes) -> list[str]:
+    document = json.loads(manifest)
+    return [document["config"]["digest"], *(layer["digest"] for layer in document["layers"])]
+
+
+async def pull(client: httpx.AsyncClient, name: str, reference: str) -> tuple[str, bytes]:
+    """GET the manifest and every blob; returns the manifest's digest and bytes."""
+    response = await client.get(
+        f"/v2/{name}/manifests/{reference}", headers={"Accept": OCI_MANIFEST}
+    )
+    assert response.status_code == 200, response.text
+    for digest in layer_digests(response.content):
+        blob = await client.get(f"/v2/{name}/blobs/{digest}")
+        assert blob.status_code == 200, blob.text
+        assert digest_of(blob.content) == digest
+    return response.headers["Docker-Content-Digest"], response.content
+
+
+async def test_pull_through_a_prefix_serves_the_upstreams_bytes_then_the_cache(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    digest, manifest = await push_image(upstream, "library/app", "1", seed="first")
+    cache = open_cache()
+    assert await pull(cache, "hub/library/app", "1") == (digest, manifest)
+    assert transport.count("GET", "/blobs/") == 2
+
+    fetched = len(transport.requests)
+    assert await pull(cache, "hub/library/app", "1") == (digest, manifest)
+    assert await pull(cache, "hub/library/app", digest) == (digest, manifest)
+    assert len(transport.requests) == fetched  # the tag is young: no upstream request at all
+
+    tags = await cache.get("/v2/_catalog")
+    assert tags.json()["repositories"] == ["hub/library/app"]
+
+
+async def test_a_tag_older_than_its_ttl_is_checked_with_one_head(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    digest, manifest = await push_image(upstream, "library/app", "1", seed="first")
+    cache = open_cache(upstream_config(tag_ttl=0))
+    await pull(cache, "hub/library/app", "1")
+    transport.requests.clear()
+
+    assert await pull(cache, "hub/library/app", "1") == (digest, manifest)
+    assert transport.requests == [("HEAD", "/v2/library/app/manifests/1")]
+
+
+async def test_a_moved_tag_is_served_at_its_new_digest_after_the_ttl(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    first, _ = await push_image(upstream, "library/app", "1", seed="first")
+    young = open_cache(upstream_config(tag_ttl="1h"))
+    old = open_cache(upstream_config(tag_ttl=0))  # same storage, another replica's setting
+    assert (await pull(young, "hub/library/app", "1"))[0] == first
+    second, manifest = await push_image(upstream, "library/app", "1", seed="second")
+
+    assert (await pull(young, "hub/library/app", "1"))[0] == first  # trusted within the ttl
+    assert await pull(old, "hub/library/app", "1") == (second, manifest)
+    assert (await pull(young, "hub/library/app", "1"))[0] == second  # the stored tag moved
+
+
+@pytest.mark.parametrize("failure", ["down", "rate limited", "server error"])
+async def test_a_failing_upstream_gets_cached_tags_served_stale_and_uncached_refused(
+    upstream: httpx.AsyncClient,
+    transport: UpstreamTransport,
+    open_cache: CacheFactory,
+    failure: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    digest, manifest = await push_image(upstream, "library/app", "1", seed="first")
+    await push_image(upstream, "library/app", "2", seed="second")
+    cache = open_cache(upstream_config(tag_ttl=0))
+    await pull(cache, "hub/library/app", "1")
+    if failure == "down":
+        transport.down = True
+    else:
+        transport.status = 429 if failure == "rate limited" else 500
+
+    stale = await cache.get("/v2/hub/library/app/manifests/1")
+    assert stale.status_code == 200
+    assert stale.content == manifest
+    assert stale.headers["Warning"].startswith('110 dockyard "stale: upstream hub')
+    assert "serving hub/library/app:1 stale" in caplog.text
+    assert (await pull(cache, "hub/library/app", digest))[0] == digest
+
+    uncached = await cache.get("/v2/hub/library/app/manifests/2")
+    error = uncached.json()["errors"][0]
+    assert "upstream hub (http://upstream.test)" in error["message"]
+    if failure == "rate limited":
+        assert (uncached.status_code, error["code"]) == (429, "TOOMANYREQUESTS")
+        assert uncached.headers["Retry-After"] == "7"
+    else:
+        assert (uncached.status_code, error["code"]) == (502, "UNAVAILABLE")
+        assert ("unreachable" if failure == "down" else "answered 500") in error["message"]
+
+
+async def test_content_the_upstream_does_not_have_is_unknown(
+    upstream: httpx.AsyncClient, open_cache: CacheFactory
+) -> None:
+    cache = open_cache()
+    missing = await cache.get("/v2/hub/library/none/manifests/1")
+    assert missing.status_code == 404
+    assert missing.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    assert "not found at upstream hub" in missing.json()["errors"][0]["message"]
+    blob = await cache.get(f"/v2/hub/library/none/blobs/{digest_of(b'nothing')}")
+    assert blob.status_code == 404
+    assert blob.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+
+
+async def test_a_corrupted_blob_breaks_the_download_and_is_not_cached(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    _, manifest = await push_image(upstream, "library/app", "1", seed="first")
+    layer = layer_digests(manifest)[1]
+    cache = open_cache()
+    transport.corrupt = True
+    with pytest.raises(Exception, match="does not match"):
+        await cache.get(f"/v2/hub/library/app/blobs/{layer}")
+    store = cache.app.state.store  # type: ignore[attr-defined]
+    assert await store.blobs.size(Digest.parse(layer)) is None
+    assert await store.uploads.purge(float("inf"), dry_run=True) == []  # no session left
+
+    transport.corrupt = False
+    fixed = await cache.get(f"/v2/hub/library/app/blobs/{layer}")
+    assert digest_of(fixed.content) == layer
+
+
+async def test_concurrent_cold_pulls_fetch_each_blob_once(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    digest, manifest = await push_image(upstream, "library/app", "1", seed="first")
+    cache = open_cache()
+    pulled = await asyncio.gather(*(pull(cache, "hub/library/app", "1") for _ in range(20)))
+    assert set(pulled) == {(digest, manifest)}
+    for blob in layer_digests(manifest):
+        assert transport.count("GET", f"/blobs/{blob}") == 1
+    assert transport.count("GET", "/manifests/") == 1
+
+
+async def test_pushes_and_deletes_into_a_proxied_namespace_are_refused(
+    open_cache: CacheFactory,
+) -> None:
+    cache = open_cache()
+    layer = b"a layer"
+    for method, path in [
+        ("POST", f"/v2/hub/team/app/blobs/uploads/?digest={digest_of(layer)}"),
+        ("PUT", "/v2/hub/team/app/manifests/1"),
+        ("DELETE", "/v2/hub/team/app/manifests/1"),
+        ("DELETE", f"/v2/hub/team/app/blobs/{digest_of(layer)}"),
+    ]:
+        response = await cache.request(method, path, content=layer)
+        assert response.status_code == 403, (method, path)
+        error = response.json()["errors"][0]
+        assert error["code"] == "DENIED"
+        assert "pull-through cache of http://upstream.test" in error["message"]
+    # beside it, local repositories take pushes as before
+    digest, manifest = await push_image(cache, "team/app", "1", seed="local")
+    assert await pull(cache, "team/app", "1") == (digest, manifest)
+
+
+async def test_mirror_mode_sends_unknown_names_to_the_default_upstream(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    digest, manifest = await push_image(upstream, "library/app", "1", seed="hub")
+    await push_image(upstream, "library/mine", "1", seed="upstream's")
+    cache = open_cache(upstream_config(default=True, registry="docker.io"))
+    assert await pull(cache, "library/app", "1") == (digest, manifest)
+    assert await pull(cache, "app", "1") == (digest, manifest)  # docker.io: library/
+    # cached under the prefix: a prefix pull needs nothing more from upstream
+    transport.requests.clear()
+    assert await pull(cache, "hub/library/app", "1") == (digest, manifest)
+    assert transport.requests == []
+    # a local repository of that name is served as it is
+    local, local_manifest = await push_image(cache, "library/mine", "1", seed="local")
+    assert await pull(cache, "library/mine", "1") == (local, local_manifest)
+
+
+async def test_ns_selects_the_upstream_of_that_registry(
+    upstream: httpx.AsyncClient, open_cache: CacheFactory
+) -> None:
+    digest, _ = await push_image(upstream, "library/app", "1", seed="hub")
+    cache = open_cache(upstream_config(registry="docker.io"))
+    without = await cache.get("/v2/library/app/manifests/1")
+    assert without.status_code == 404  # no default upstream: a local name
+    other = await cache.get("/v2/library/app/manifests/1?ns=ghcr.io")
+    assert other.status_code == 404
+    response = await cache.get("/v2/library/app/manifests/1?ns=docker.io")
+    assert response.status_code == 200
+    assert response.headers["Docker-Content-Digest"] == digest
+
+
+async def test_repositories_outside_the_globs_are_not_fetched(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    await push_image(upstream, "library/app", "1")
+    await push_image(upstream, "other/app", "1")
+    cache = open_cache(upstream_config(repositories=["library/*"]))
+    assert (await cache.get("/v2/hub/library/app/manifests/1")).status_code == 200
+    refused = await cache.get("/v2/hub/other/app/manifests/1")
+    assert refused.status_code == 403
+    assert "not among the repositories mirrored" in refused.json()["errors"][0]["message"]
+    assert transport.count("GET", "/v2/other/") == 0
+
+
+async def test_cache_counts_hits_misses_bytes_and_errors(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    _, manifest = await push_image(upstream, "library/app", "1")
+    cache = open_cache(upstream_config(prefix="counted"))
+    before = dict(metrics.TOTALS.proxy)
+
+    def delta(what: str) -> int:
+        return metrics.TOTALS.proxy.get(("counted", what), 0) - before.get(("counted", what), 0)
+
+    await pull(cache, "counted/library/app", "1")
+    assert delta("miss") == 3  # the manifest and two blobs
+    blobs = [await upstream.get(f"/v2/library/app/blobs/{d}") for d in layer_digests(manifest)]
+    assert delta("bytes") == len(manifest) + sum(len(blob.content) for blob in blobs)
+    await pull(cache, "counted/library/app", "1")
+    assert delta("hit") == 3
+    transport.down = True
+    await cache.get("/v2/counted/library/app/manifests/2")
+    assert delta("error") == 1
+
+
+async def test_cached_content_has_push_and_pull_times(
+    upstream: httpx.AsyncClient, open_cache: CacheFactory
+) -> None:
+    digest, _ = await push_image(upstream, "library/app", "1")
+    cache = open_cache()
+    await pull(cache, "hub/library/app", "1")
+    store = cache.app.state.store  # type: ignore[attr-defined]
+    await store.manifests.pulls.close()  # the pull is recorded in the background
+    assert await store.manifests.pulls.last_pulled("hub/library/app", Digest.parse(digest))
+    summary = await store.usage.summary("hub/library/app")
+    assert summary.last_push is not None
