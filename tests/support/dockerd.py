@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
@@ -30,8 +31,10 @@ def docker_client() -> str | None:
 
 
 class DockerDaemon:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, registry_mirrors: Sequence[str] = ()) -> None:
+        """`registry_mirrors`: URLs dockerd pulls Docker Hub images through."""
         self.workdir = workdir
+        self.registry_mirrors = list(registry_mirrors)
         self.socket = workdir / "docker.sock"
         self.client_config = workdir / "client"
         self.process: subprocess.Popen[bytes] | None = None
@@ -64,6 +67,7 @@ class DockerDaemon:
             # keep out of the system daemon's namespace there.
             f"--containerd-namespace={namespace}",
             f"--containerd-plugins-namespace={namespace}-plugins",
+            *(f"--registry-mirror={mirror}" for mirror in self.registry_mirrors),
         ]  # fmt: skip
         log = open(self.workdir / "dockerd.log", "ab")  # noqa: SIM115 - kept open while it runs
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
