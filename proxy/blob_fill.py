@@ -17,6 +17,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import httpx
+from starlette.responses import StreamingResponse
+from starlette.types import Send
 
 from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest
@@ -32,7 +34,17 @@ _END = object()
 
 
 class BrokenUpstreamBody(Exception):
-    """Raised into a response whose headers are sent: the connection is cut."""
+    """The fetch failed after the response started: the reader's connection is cut."""
+
+
+class FilledResponse(StreamingResponse):
+    """A blob streamed from a fill: when the fill fails, the response ends unfinished,
+    which makes the server close the connection (one error line, no traceback: the
+    fill logged why)."""
+
+    async def stream_response(self, send: Send) -> None:
+        with contextlib.suppress(BrokenUpstreamBody):
+            await super().stream_response(send)
 
 
 def not_upstream(upstream: Upstream, what: str) -> str:

@@ -24,12 +24,12 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from oci.errors import ErrorCode, RegistryError
 from oci.manifests import parse_manifest
 from oci.references import Digest, is_digest, is_tag
-from proxy.blob_fill import BlobFill, not_upstream
+from proxy.blob_fill import BlobFill, FilledResponse, not_upstream
 from proxy.routing import Routes, Target
 from proxy.single_flight import SingleFlight
 from proxy.upstream import MANIFEST_ACCEPT, Upstream, UpstreamError
@@ -237,7 +237,7 @@ class PullThrough:
         }
         if "content-length" in headers and "content-encoding" not in headers:
             answer["Content-Length"] = headers["content-length"]
-        return StreamingResponse(fill.stream(), headers=answer)
+        return FilledResponse(fill.stream(), headers=answer)
 
     def _start_fill(self, target: Target, digest: Digest) -> BlobFill:
         key = (target.local, digest)

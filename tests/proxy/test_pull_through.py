@@ -131,7 +131,9 @@ async def test_a_corrupted_blob_breaks_the_download_and_is_not_cached(
     layer = layer_digests(manifest)[1]
     cache = open_cache()
     transport.corrupt = True
-    with pytest.raises(Exception, match="does not match"):
+    # the response is left unfinished (a cut connection on a real server, as the e2e
+    # test checks), which httpx's ASGI transport reports with an AssertionError
+    with pytest.raises(AssertionError):
         await cache.get(f"/v2/hub/library/app/blobs/{layer}")
     store = cache.app.state.store  # type: ignore[attr-defined]
     assert await store.blobs.size(Digest.parse(layer)) is None
