@@ -20,8 +20,9 @@ from bench.servers import ReferenceRegistry
 from tests.e2e.test_docker import pushed_digest
 from tests.e2e.test_skopeo import layout_digest, referenced_digests, skopeo
 from tests.support.auth import write_users
+from tests.support.containerd import Containerd, ContainerdUnavailableError
 from tests.support.dockerd import DockerDaemon
-from tests.support.required import require_tool
+from tests.support.required import require_tool, unavailable
 from tests.support.server import RegistryProcess
 
 pytestmark = pytest.mark.e2e
@@ -317,3 +318,41 @@ def test_concurrent_cold_pulls_fetch_each_blob_from_the_upstream_once(
     for blob in blobs:
         fetched = re.findall(rf'"GET /v2/team/app/blobs/{blob} HTTP', log)
         assert len(fetched) == 1, (blob, len(fetched))
+
+
+def test_ctr_pulls_through_the_upstream_its_ns_names(
+    dockerd: DockerDaemon,
+    images: list[str],
+    reference: ReferenceRegistry,
+    local_tags: list[str],
+    tmp_path: Path,
+) -> None:
+    digest = push(dockerd, images[0], f"{reference.host}/library/mirrored:1", local_tags)
+    # not the default: only containerd's ?ns=docker.io sends bare names to it
+    hub = {"prefix": "hub", "url": reference.url, "registry": "docker.io"}
+    workdir = Path(tempfile.mkdtemp(prefix="dy-ctr-"))  # short: the socket path must fit
+    with start_cache(tmp_path / "cache", hub) as cache:
+        hosts = workdir / "hosts" / "docker.io"
+        hosts.mkdir(parents=True)
+        (hosts / "hosts.toml").write_text(
+            'server = "https://registry-1.docker.io"\n'
+            f'[host."http://{cache.host}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
+        containerd = Containerd(workdir)
+        try:
+            try:
+                containerd.start()
+            except ContainerdUnavailableError as error:
+                unavailable(f"containerd cannot start: {error}")
+            containerd.ctr(
+                "content", "fetch", "--plain-http", "--hosts-dir", str(workdir / "hosts"),
+                "docker.io/library/mirrored:1",
+            )  # fmt: skip
+            listed = containerd.ctr("images", "list", "--quiet").stdout
+            assert "docker.io/library/mirrored:1" in listed
+            images_listed = containerd.ctr("images", "list").stdout
+            assert digest in images_listed
+        finally:
+            containerd.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+        assert re.search(r'"GET /v2/library/mirrored/manifests/\S+\?ns=docker.io HTTP', cache.log())
