@@ -18,11 +18,14 @@ retention and GC apply unchanged).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
+from urllib.parse import urlencode
 
 from starlette.responses import Response
 
@@ -40,6 +43,7 @@ from storage.store import Store
 
 log = logging.getLogger("dockyard.proxy")
 
+_LINK_QUERY = re.compile(r"<[^>?]*\?([!-=?-~]*)>")  # printable ASCII but `>`
 _FILLED_KEPT = 4096
 _FILLED_FOR = 60.0  # seconds
 
@@ -150,7 +154,7 @@ class PullThrough:
         async with upstream.open("GET", target.remote, path, MANIFEST_ACCEPT) as response:
             if response.status_code == 404:
                 raise self._unknown(target, reference)
-            raw = await self._read_manifest(upstream, response.aiter_bytes())
+            raw = await self._read_small(upstream, response.aiter_bytes())
             content_type = response.headers.get("content-type")
             named = _digest_or_none(response.headers.get("docker-content-digest"))
         self._count(target, "bytes", len(raw))
@@ -168,14 +172,13 @@ class PullThrough:
         await self._store.usage.refresh_after_request(target.local, pushed_at=time.time())
         return digest
 
-    async def _read_manifest(self, upstream: Upstream, chunks: AsyncIterator[bytes]) -> bytes:
+    async def _read_small(self, upstream: Upstream, chunks: AsyncIterator[bytes]) -> bytes:
+        """A manifest or tag list, at most `uploads.manifest_max_bytes`."""
         parts, size = [], 0
         async for chunk in chunks:
             size += len(chunk)
             if size > self._manifest_max_bytes:
-                raise UpstreamError(
-                    upstream, f"sent a manifest larger than {self._manifest_max_bytes} bytes"
-                )
+                raise UpstreamError(upstream, f"sent more than {self._manifest_max_bytes} bytes")
             parts.append(chunk)
         return b"".join(parts)
 
@@ -195,6 +198,42 @@ class PullThrough:
 
     async def _confirm(self, local: str, tag: str, digest: Digest) -> None:
         await self._store.driver.put(paths.proxy_checked(local, tag), str(digest).encode())
+
+    # -- tags --------------------------------------------------------------------
+
+    async def tags(
+        self, target: Target, params: dict[str, str]
+    ) -> tuple[list[str], str | None] | None:
+        """The upstream's tags of `target` (one page: `params` holds the client's `n` and
+        `last`) and the query of the next page's link, if any; None when the upstream
+        cannot answer (logged: the cached tags are listed instead)."""
+        upstream = target.upstream
+        path = "tags/list?" + urlencode(params) if params else "tags/list"
+        try:
+            async with upstream.open("GET", target.remote, path) as response:
+                if response.status_code == 404:
+                    raise RegistryError(
+                        ErrorCode.NAME_UNKNOWN,
+                        not_upstream(upstream, f"repository {target.remote}"),
+                        detail={"name": target.remote},
+                    )
+                raw = await self._read_small(upstream, response.aiter_bytes())
+                link = response.headers.get("link", "")
+            tags = json.loads(raw).get("tags") or []
+            if not all(isinstance(tag, str) for tag in tags):
+                raise ValueError("tags are not strings")
+        except UpstreamError as error:
+            self._count(target, "error")
+            log.warning("listing the cached tags of %s: %s", target.local, error)
+            return None
+        except (ValueError, AttributeError):
+            self._count(target, "error")
+            log.warning(
+                "listing the cached tags of %s: %s sent no tag list", target.local, upstream.url
+            )
+            return None
+        following = _LINK_QUERY.search(link)
+        return [tag for tag in tags if is_tag(tag)], following[1] if following else None
 
     # -- blobs -------------------------------------------------------------------
 
@@ -286,6 +325,16 @@ class PullThrough:
             if length := response.headers.get("content-length"):
                 headers["Content-Length"] = length
         return Response(headers=headers)
+
+
+def _tag_list(upstream: Upstream, raw: bytes) -> list[str]:
+    try:
+        tags = json.loads(raw).get("tags") or []
+    except (ValueError, AttributeError):
+        tags = None
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise UpstreamError(upstream, "sent no tag list")
+    return [tag for tag in tags if is_tag(tag)]
 
 
 def _digest_or_none(value: str | None) -> Digest | None:

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from oci.errors import ErrorCode, RegistryError
 from oci.manifests import OCI_INDEX
 from registry.auth.caller import may_pull
-from registry.routes.common import digest_param, page, repository, store
+from registry.routes.common import digest_param, page, pull_target, repository, store
 
 CATALOG_PAGE = 1000
 
@@ -21,10 +21,18 @@ async def api_base(request: Request) -> Response:
 
 async def list_tags(request: Request) -> Response:
     name = repository(request)
-    if not await store(request).catalog.exists(name):
+    if pulled := await pull_target(request, name):
+        cache, target = pulled
+        params = {k: v for k, v in request.query_params.items() if k in ("n", "last")}
+        if (listed := await cache.tags(target, params)) is not None:
+            tags, following = listed
+            link = {"Link": f'</v2/{name}/tags/list?{following}>; rel="next"'} if following else {}
+            return JSONResponse({"name": name, "tags": tags}, headers=link)
+    stored = pulled[1].local if pulled else name  # the upstream cannot answer: cached tags
+    if not await store(request).catalog.exists(stored):
         raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
     tags, headers = page(
-        await store(request).manifests.tags(name), request, f"/v2/{name}/tags/list", None
+        await store(request).manifests.tags(stored), request, f"/v2/{name}/tags/list", None
     )
     return JSONResponse({"name": name, "tags": tags}, headers=headers)
 

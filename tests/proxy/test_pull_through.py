@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from oci.references import Digest
-from registry import metrics
 from tests.api.helpers import OCI_MANIFEST, digest_of, push_image
+from tests.ops.test_metrics import sample
 from tests.proxy.conftest import CacheFactory, UpstreamTransport, upstream_config
 
 
@@ -221,15 +221,28 @@ async def test_repositories_outside_the_globs_are_not_fetched(
     assert transport.count("GET", "/v2/other/") == 0
 
 
-async def test_cache_counts_hits_misses_bytes_and_errors(
+async def test_cache_counts_hits_misses_bytes_and_errors_in_the_scrape(
     upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
 ) -> None:
     _, manifest = await push_image(upstream, "library/app", "1")
     cache = open_cache(upstream_config(prefix="counted"))
-    before = dict(metrics.TOTALS.proxy)
+    names = {
+        "hit": ("registry_proxy_requests_total", {"result": "hit"}),
+        "miss": ("registry_proxy_requests_total", {"result": "miss"}),
+        "bytes": ("registry_proxy_upstream_bytes_total", {}),
+        "error": ("registry_proxy_upstream_errors_total", {}),
+    }
 
-    def delta(what: str) -> int:
-        return metrics.TOTALS.proxy.get(("counted", what), 0) - before.get(("counted", what), 0)
+    def counted() -> dict[str, float]:
+        return {
+            what: sample(name, upstream="counted", **labels)
+            for what, (name, labels) in names.items()
+        }
+
+    before = counted()
+
+    def delta(what: str) -> float:
+        return counted()[what] - before[what]
 
     await pull(cache, "counted/library/app", "1")
     assert delta("miss") == 3  # the manifest and two blobs
@@ -253,3 +266,22 @@ async def test_cached_content_has_push_and_pull_times(
     assert await store.manifests.pulls.last_pulled("hub/library/app", Digest.parse(digest))
     summary = await store.usage.summary("hub/library/app")
     assert summary.last_push is not None
+
+
+async def test_tags_are_listed_from_the_upstream_or_from_the_cache_when_it_is_down(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    for tag in ("1", "2", "3"):
+        await push_image(upstream, "library/app", tag, seed=tag)
+    cache = open_cache()
+    listed = await cache.get("/v2/hub/library/app/tags/list")
+    assert listed.json() == {"name": "hub/library/app", "tags": ["1", "2", "3"]}
+    first = await cache.get("/v2/hub/library/app/tags/list?n=2")
+    assert first.json()["tags"] == ["1", "2"]
+    assert first.headers["Link"] == '</v2/hub/library/app/tags/list?n=2&last=2>; rel="next"'
+    assert (await cache.get("/v2/hub/library/other/tags/list")).status_code == 404
+
+    await pull(cache, "hub/library/app", "2")
+    transport.down = True
+    cached = await cache.get("/v2/hub/library/app/tags/list")
+    assert cached.json() == {"name": "hub/library/app", "tags": ["2"]}
