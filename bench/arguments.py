@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-GROUPS = ("blobs", "rates", "docker")
+GROUPS = ("blobs", "rates", "docker", "proxy")
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:

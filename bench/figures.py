@@ -59,6 +59,9 @@ FIGURES = [
     Figure("pull", "docker pull, ~200 MB in 5 layers", "s", False, 1.0),
     Figure("pulls", "20 concurrent docker pulls of one image", "s", False, 1.0),
     Figure("pushes", "20 concurrent docker pushes of different images", "s", False, 1.0),
+    Figure("proxy_cold", "docker pull through the cache, cold (vs direct)", "s", False, 1.1),
+    Figure("proxy_warm", "docker pull through the cache, warm (vs direct)", "s", False, 1.0),
+    Figure("proxy_pulls", "20 concurrent cold pulls through the cache", "s", False, 1.2),
 ]
 
 

@@ -21,6 +21,7 @@ from bench.figures import (
     request_rate,
     timed,
 )
+from bench.proxy import ProxyFigures
 from bench.s3 import SharedS3
 from bench.servers import (
     PeakMemory,
@@ -177,6 +178,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.time()
     load_before = os.getloadavg()
     dockerd: DockerDaemon | None = None
+    proxy: ProxyFigures | None = None
     shared_s3: SharedS3 | None = None
     bound = report.upload_bound(WORKDIR)
     try:
@@ -197,12 +199,15 @@ def main(args: argparse.Namespace) -> int:
             bench.notes.append("basic auth on both servers, one bcrypt htpasswd file")
         if left_out := [group for group in GROUPS if group not in groups]:
             bench.notes.append(f"figures left out: {', '.join(left_out)} (--only)")
-        if "docker" in groups:
+        if groups & {"docker", "proxy"}:
             try:
                 dockerd = DockerDaemon(WORKDIR / "dockerd").start()
                 bench.docker_login(dockerd)
             except DockerUnavailableError as error:
                 bench.notes.append(f"docker figures left out: {error}")
+        if "proxy" in groups:
+            reference = bench.servers["reference"]
+            proxy = ProxyFigures(WORKDIR / "proxy", reference, sizes, credentials)
         blob = BlobData(sizes.blob) if "blobs" in groups else None
         with PeakMemory(bench.servers) as memory:
             if blob is not None:
@@ -214,10 +219,15 @@ def main(args: argparse.Namespace) -> int:
                     bench.blob_round(round_, blob)
                 if "rates" in groups:
                     bench.rate_round(round_)
-                if dockerd is not None:
+                if dockerd is not None and "docker" in groups:
                     bench.docker_round(round_, dockerd)
+                if dockerd is not None and proxy is not None:
+                    proxy.round(round_, dockerd, bench.record)
         environment = report.environment(load_before, bound)
     finally:
+        if proxy is not None:
+            proxy.stop()
+            bench.notes += proxy.notes
         if dockerd is not None:
             dockerd.stop()
         for label, server in bench.servers.items():
