@@ -6,7 +6,8 @@ verifies the digest before it commits; a wrong or cut-off upstream body is disca
 The last chunk is held back from the reader until the blob is committed, so a reader
 never receives a whole body that is wrong: it gets a broken connection instead. The
 reader's queue is bounded; a slow reader slows the fetch, a reader that goes away
-does not stop it (others may be waiting for the blob).
+does not stop it (others may be waiting for the blob), nor does one that stalls: it is
+cut off after `_READER_PATIENCE`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from storage.uploads import Upload
 log = logging.getLogger("dockyard.proxy")
 
 _QUEUED_CHUNKS = 8
+_READER_PATIENCE = 30.0  # seconds a fetch waits for its reader to take a chunk
 _END = object()
 
 
@@ -92,8 +94,18 @@ class BlobFill:
             self._queue.get_nowait()
 
     async def _pass(self, item: object) -> None:
+        if not self._reading:
+            return
+        try:
+            await asyncio.wait_for(self._queue.put(item), _READER_PATIENCE)
+        except TimeoutError:  # a stalled reader must not hold up the others waiting
+            self._cut(BrokenUpstreamBody(f"the client took nothing for {_READER_PATIENCE:g} s"))
+
+    def _cut(self, error: BaseException) -> None:
+        """End the reader's response unfinished."""
         if self._reading:
-            await self._queue.put(item)
+            self._leave()
+            self._queue.put_nowait(error)
 
     async def _run(self) -> None:
         try:
@@ -115,9 +127,7 @@ class BlobFill:
                 self.started.set_exception(error)
             elif isinstance(error, Exception):
                 log.warning("caching blob %s of %s failed: %s", self._digest, self._local, error)
-            if self._reading:
-                self._leave()
-                self._queue.put_nowait(error)
+            self._cut(error)
             raise
 
     async def _store_blob(self, response: httpx.Response) -> bytes:
@@ -128,7 +138,8 @@ class BlobFill:
         async def chunks() -> AsyncIterator[bytes]:
             async for chunk in response.aiter_bytes():
                 self._count_bytes(len(chunk))
-                await self._pass(held[0])
+                if held[0]:
+                    await self._pass(held[0])
                 held[0] = chunk
                 yield chunk
 

@@ -217,23 +217,14 @@ class PullThrough:
                         not_upstream(upstream, f"repository {target.remote}"),
                         detail={"name": target.remote},
                     )
-                raw = await self._read_small(upstream, response.aiter_bytes())
+                tags = _tag_list(upstream, await self._read_small(upstream, response.aiter_bytes()))
                 link = response.headers.get("link", "")
-            tags = json.loads(raw).get("tags") or []
-            if not all(isinstance(tag, str) for tag in tags):
-                raise ValueError("tags are not strings")
         except UpstreamError as error:
             self._count(target, "error")
-            log.warning("listing the cached tags of %s: %s", target.local, error)
-            return None
-        except (ValueError, AttributeError):
-            self._count(target, "error")
-            log.warning(
-                "listing the cached tags of %s: %s sent no tag list", target.local, upstream.url
-            )
+            log.warning("listing the cached tags of %s instead: %s", target.local, error)
             return None
         following = _LINK_QUERY.search(link)
-        return [tag for tag in tags if is_tag(tag)], following[1] if following else None
+        return tags, following[1] if following else None
 
     # -- blobs -------------------------------------------------------------------
 

@@ -40,15 +40,23 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         if self.status is not None:
             return httpx.Response(self.status, headers={"Retry-After": "7"}, request=request)
         response = await self._inner.handle_async_request(request)
-        if self.corrupt and request.method == "GET" and "/blobs/" in request.url.path:
-            body = bytearray(await response.aread())
+        if request.method != "GET" or "/blobs/" not in request.url.path:
+            return response
+        body = bytearray(await response.aread())
+        if self.corrupt:
             body[0] ^= 0xFF
-            headers = {k: v for k, v in response.headers.items() if k != "content-length"}
-            return httpx.Response(response.status_code, headers=headers, content=bytes(body))
-        return response
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=_pieces(bytes(body))
+        )
 
     def count(self, method: str, path_part: str) -> int:
         return sum(1 for m, path in self.requests if m == method and path_part in path)
+
+
+async def _pieces(body: bytes, size: int = 64 << 10) -> AsyncIterator[bytes]:
+    """A body in pieces, as from a socket (the ASGI transport gives it whole)."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
 
 
 def upstream_config(**settings: Any) -> dict[str, Any]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import httpx
 import pytest
 
 from oci.references import Digest
-from tests.api.helpers import OCI_MANIFEST, digest_of, push_image
+from proxy import blob_fill
+from tests.api.helpers import OCI_MANIFEST, digest_of, push_blob, push_image
 from tests.ops.test_metrics import sample
 from tests.proxy.conftest import CacheFactory, UpstreamTransport, upstream_config
 
@@ -285,3 +287,20 @@ async def test_tags_are_listed_from_the_upstream_or_from_the_cache_when_it_is_do
     transport.down = True
     cached = await cache.get("/v2/hub/library/app/tags/list")
     assert cached.json() == {"name": "hub/library/app", "tags": ["2"]}
+
+
+async def test_a_client_that_stops_reading_does_not_hold_up_the_fill(
+    upstream: httpx.AsyncClient, open_cache: CacheFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blob_fill, "_READER_PATIENCE", 0.01)
+    layer = os.urandom(4 << 20)  # more pieces than the reader's queue holds
+    digest = await push_blob(upstream, "library/app", layer)
+    cache = open_cache()
+    proxy = cache.app.state.proxy  # type: ignore[attr-defined]
+    target = await proxy.target("hub/library/app", None)
+    response = await proxy.blob(target, Digest.parse(digest), "GET")
+    assert response is not None  # its body is never read, as by a stalled client
+    fill = proxy._fills[(target.local, Digest.parse(digest))]
+    await asyncio.wait_for(fill.task, 60)  # the fill went on without its reader
+    stored = await cache.get(f"/v2/hub/library/app/blobs/{digest}")
+    assert stored.content == layer
