@@ -85,6 +85,12 @@ class PullThrough:
             return RegistryError(ErrorCode.TOOMANYREQUESTS, str(error), headers=headers)
         return RegistryError(ErrorCode.UNAVAILABLE, str(error), status=502)
 
+    async def _refuse_if_read_only(self) -> None:
+        """Caching writes to storage: in maintenance mode only what is cached is served."""
+        if (maintenance := await self._store.maintenance.state()) is not None:
+            message = f"not cached, and the registry is read-only: {maintenance.message}"
+            raise RegistryError(ErrorCode.UNSUPPORTED, message)
+
     # -- manifests ---------------------------------------------------------------
 
     async def manifest(self, target: Target, reference: str) -> tuple[Digest, str | None]:
@@ -107,6 +113,7 @@ class PullThrough:
                 return await self._cached_tag(target, reference, cached)
             self._count(target, "miss")
             fetch = partial(self._fetch_manifest, target, reference, None, reference)
+        await self._refuse_if_read_only()
         try:
             return await self._manifests.run(key, fetch), None
         except UpstreamError as error:
@@ -120,6 +127,9 @@ class PullThrough:
         if age is not None and age < target.upstream.config.tag_ttl:
             self._count(target, "hit")
             return cached, None
+        if (maintenance := await self._store.maintenance.state()) is not None:
+            self._count(target, "stale")  # checking it would write: served as it is
+            return cached, _warning(f"the registry is read-only: {maintenance.message}")
         try:
             revalidate = partial(self._revalidate, target, tag, cached)
             return await self._manifests.run((target.local, tag), revalidate), None
@@ -127,8 +137,7 @@ class PullThrough:
             self._count(target, "error")
             self._count(target, "stale")
             log.warning("serving %s:%s stale from the cache: %s", target.local, tag, error)
-            text = str(error).replace('"', "'").encode("ascii", "replace").decode()
-            return cached, f'110 dockyard "stale: {text}"'
+            return cached, _warning(str(error))
 
     async def _revalidate(self, target: Target, tag: str, cached: Digest) -> Digest:
         """One HEAD upstream: the same digest is confirmed, a new one fetched."""
@@ -244,6 +253,7 @@ class PullThrough:
                 self._count(target, "hit")
                 await asyncio.shield(running.task)
                 return None
+            await self._refuse_if_read_only()
             if await blobs.size(digest) is not None:  # stored for another repository
                 await self._head_blob(target, digest)  # which the upstream must confirm here
                 await blobs.link(target.local, digest)
@@ -316,6 +326,12 @@ class PullThrough:
             if length := response.headers.get("content-length"):
                 headers["Content-Length"] = length
         return Response(headers=headers)
+
+
+def _warning(reason: str) -> str:
+    """The `Warning` header of a stale answer (RFC 9111's code 110, ASCII)."""
+    text = reason.replace('"', "'").encode("ascii", "replace").decode()
+    return f'110 dockyard "stale: {text}"'
 
 
 def _tag_list(upstream: Upstream, raw: bytes) -> list[str]:

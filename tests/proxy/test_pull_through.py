@@ -304,3 +304,24 @@ async def test_a_client_that_stops_reading_does_not_hold_up_the_fill(
     await asyncio.wait_for(fill.task, 60)  # the fill went on without its reader
     stored = await cache.get(f"/v2/hub/library/app/blobs/{digest}")
     assert stored.content == layer
+
+
+async def test_in_maintenance_mode_only_cached_content_is_served(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    digest, manifest = await push_image(upstream, "library/app", "1", seed="first")
+    _, other = await push_image(upstream, "library/app", "2", seed="second")
+    cache = open_cache(upstream_config(tag_ttl=0))
+    await pull(cache, "hub/library/app", "1")
+    await cache.app.state.store.maintenance.switch_on("moving storage")  # type: ignore[attr-defined]
+    transport.requests.clear()
+
+    stale = await cache.get("/v2/hub/library/app/manifests/1")
+    assert stale.content == manifest
+    assert "the registry is read-only: moving storage" in stale.headers["Warning"]
+    assert await pull(cache, "hub/library/app", digest) == (digest, manifest)
+    for path in ("manifests/2", f"blobs/{layer_digests(other)[1]}"):
+        refused = await cache.get(f"/v2/hub/library/app/{path}")
+        assert refused.status_code == 405
+        assert "not cached, and the registry is read-only: moving storage" in refused.text
+    assert transport.requests == []  # nothing fetched: it could not be stored
