@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from proxy import blob_fill
 from tests.api.helpers import OCI_MANIFEST, digest_of, push_blob, push_image
 from tests.ops.test_metrics import sample
 from tests.proxy.conftest import CacheFactory, UpstreamTransport, upstream_config
+from tests.support.auth import basic, write_users
 
 
 def layer_digests(manifest: bytes) -> list[str]:
@@ -325,3 +327,21 @@ async def test_in_maintenance_mode_only_cached_content_is_served(
         assert refused.status_code == 405
         assert "not cached, and the registry is read-only: moving storage" in refused.text
     assert transport.requests == []  # nothing fetched: it could not be stored
+
+
+async def test_access_rules_apply_to_proxied_names_before_any_upstream_request(
+    upstream: httpx.AsyncClient,
+    transport: UpstreamTransport,
+    open_cache: CacheFactory,
+    tmp_path: Path,
+) -> None:
+    digest, _ = await push_image(upstream, "library/app", "1")
+    users = write_users(tmp_path / "htpasswd", {"alice": "alice-pw", "bob": "bob-pw"})
+    rules = [{"repositories": ["hub/library/*"], "users": ["alice"], "actions": ["pull"]}]
+    cache = open_cache(auth={"mode": "basic", "htpasswd": str(users), "rules": rules})
+    path = "/v2/hub/library/app/manifests/1"
+    assert (await cache.get(path)).status_code == 401
+    assert (await cache.get(path, headers=basic("bob", "bob-pw"))).status_code == 403
+    assert transport.requests == []
+    allowed = await cache.get(path, headers=basic("alice", "alice-pw"))
+    assert allowed.headers["Docker-Content-Digest"] == digest
