@@ -154,6 +154,7 @@ def _valid_tag_pattern(pattern: str) -> str:
 
 
 TagPattern = Annotated[str, AfterValidator(_valid_tag_pattern)]
+"""A tag glob (`v*`), or a regular expression between slashes (`/^v[0-9]+$/`)."""
 
 
 def _valid_name(name: str) -> str:
@@ -163,7 +164,6 @@ def _valid_name(name: str) -> str:
 
 
 RepositoryName = Annotated[str, AfterValidator(_valid_name)]
-"""A tag glob (`v*`), or a regular expression between slashes (`/^v[0-9]+$/`)."""
 
 
 class UploadsConfig(Section):
