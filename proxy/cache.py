@@ -71,8 +71,8 @@ class PullThrough:
         for upstream in self._upstreams:
             await upstream.close()
 
-    async def target(self, name: str, ns: str | None) -> Target | None:
-        return await self.routes.target(name, ns, self._store.catalog)
+    async def target(self, name: str, ns: str | None, fallback: bool = True) -> Target | None:
+        return await self.routes.target(name, ns, self._store.catalog, fallback)
 
     def _count(self, target: Target, what: str, amount: int = 1) -> None:
         self._totals.count_proxy(target.upstream.prefix, what, amount)

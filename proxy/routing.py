@@ -40,11 +40,16 @@ class Routes:
         """The upstream whose prefix `name` is under."""
         return next((u for u in self._upstreams if name.startswith(u.prefix + "/")), None)
 
-    async def target(self, name: str, ns: str | None, catalog: Catalog) -> Target | None:
-        """Where a pull of `name` goes; None: it is a local repository's."""
+    async def target(
+        self, name: str, ns: str | None, catalog: Catalog, fallback: bool = True
+    ) -> Target | None:
+        """Where a pull of `name` goes; None: it is a local repository's. `fallback`
+        False: only names under a prefix go upstream."""
         upstream = self.owner(name)
         if upstream is not None:
             remote = name.removeprefix(upstream.prefix + "/")
+        elif not fallback:
+            return None
         else:
             upstream = self._by_registry.get(ns) if ns else self._default
             if upstream is None or await catalog.exists(name):

@@ -51,7 +51,9 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 async def get_blob(request: Request) -> Response:
     name = repository(request)
     digest = digest_param(request.path_params["digest"])
-    if pulled := await pull_target(request, name):
+    # A HEAD is how a push asks whether to upload: a new local repository of a mirrored
+    # name must not be told it holds what only the default upstream has.
+    if pulled := await pull_target(request, name, fallback=request.method == "GET"):
         cache, target = pulled
         name = target.local
         if cold := await cache.blob(target, digest, request.method):

@@ -31,10 +31,14 @@ def proxy(request: Request) -> PullThrough | None:
     return request.app.state.proxy
 
 
-async def pull_target(request: Request, name: str) -> tuple[PullThrough, Target] | None:
-    """The pull-through cache and where it takes a pull of `name`; None: a local pull."""
+async def pull_target(
+    request: Request, name: str, fallback: bool = True
+) -> tuple[PullThrough, Target] | None:
+    """The pull-through cache and where it takes a pull of `name`; None: a local pull.
+    `fallback` False: names under no prefix stay local (see `proxy.routing`)."""
     cache = proxy(request)
-    target = await cache.target(name, request.query_params.get("ns")) if cache else None
+    ns = request.query_params.get("ns")
+    target = await cache.target(name, ns, fallback) if cache else None
     return (cache, target) if cache and target else None
 
 

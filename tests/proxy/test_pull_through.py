@@ -185,7 +185,7 @@ async def test_mirror_mode_sends_unknown_names_to_the_default_upstream(
     upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
 ) -> None:
     digest, manifest = await push_image(upstream, "library/app", "1", seed="hub")
-    await push_image(upstream, "library/mine", "1", seed="upstream's")
+    _, upstream_mine = await push_image(upstream, "library/mine", "1", seed="upstream's")
     cache = open_cache(upstream_config(default=True, registry="docker.io"))
     assert await pull(cache, "library/app", "1") == (digest, manifest)
     assert await pull(cache, "app", "1") == (digest, manifest)  # docker.io: library/
@@ -193,7 +193,11 @@ async def test_mirror_mode_sends_unknown_names_to_the_default_upstream(
     transport.requests.clear()
     assert await pull(cache, "hub/library/app", "1") == (digest, manifest)
     assert transport.requests == []
-    # a local repository of that name is served as it is
+    # a push to a new local repository of a mirrored name is not told it holds the
+    # upstream's blobs (it would skip uploading them), and is served as it is afterwards
+    config_blob = layer_digests(upstream_mine)[0]
+    head = await cache.head(f"/v2/library/mine/blobs/{config_blob}")
+    assert head.status_code == 404
     local, local_manifest = await push_image(cache, "library/mine", "1", seed="local")
     assert await pull(cache, "library/mine", "1") == (local, local_manifest)
 
