@@ -97,7 +97,12 @@ class Upstream:
                 self, "rate limited (429)", response.headers.get("retry-after", "60")
             )
         if status in (401, 403):
-            raise UpstreamError(self, f"refused our credentials ({status})")
+            # Docker Hub answers 401 for a repository that does not exist, too
+            raise UpstreamError(
+                self,
+                f"refused access ({status}): no such repository, or our credentials may not"
+                " pull it",
+            )
         raise UpstreamError(self, f"answered {status}")
 
     def _auth(self, scope: str) -> dict[str, str]:

@@ -76,7 +76,7 @@ async def test_without_credentials_the_error_says_the_upstream_refused(
     assert response.status_code == 502
     message = response.json()["errors"][0]["message"]
     assert message.startswith("upstream hub (http://upstream.test): ")
-    assert "credentials" in message
+    assert "refused access (401)" in message
 
 
 def test_an_unusable_credentials_file_stops_the_start(tmp_path: Path) -> None:
