@@ -70,6 +70,8 @@ class BlobFill:
         self._digest = digest
         self._count_bytes = count_bytes
         self.started: asyncio.Future[httpx.Headers] = asyncio.get_running_loop().create_future()
+        # Its reader may be gone before it is set: a failure is retrieved here, not lost.
+        self.started.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._queue: asyncio.Queue[object] = asyncio.Queue(_QUEUED_CHUNKS)
         self._reading = True
         self.task = asyncio.create_task(self._run())
