@@ -22,14 +22,15 @@ UPSTREAM_URL = "http://upstream.test"
 
 class UpstreamTransport(httpx.AsyncBaseTransport):
     """An app reached in-process; `requests` records (method, path) of each request.
-    `down` refuses connections, `status` answers every request with it, `corrupt`
-    changes one byte of every blob body."""
+    `down` refuses connections, `slow` times out, `status` answers every request with
+    it, `corrupt` changes one byte of every blob body."""
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
         self._inner = httpx.ASGITransport(app=app)
         self.requests: list[tuple[str, str]] = []
         self.down = False
+        self.slow = False
         self.status: int | None = None
         self.corrupt = False
 
@@ -37,6 +38,8 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         self.requests.append((request.method, request.url.path))
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
+        if self.slow:  # what httpx raises when the upstream exceeds the timeout
+            raise httpx.ReadTimeout("timed out", request=request)
         if self.status is not None:
             return httpx.Response(self.status, headers={"Retry-After": "7"}, request=request)
         response = await self._inner.handle_async_request(request)

@@ -80,7 +80,7 @@ async def test_a_moved_tag_is_served_at_its_new_digest_after_the_ttl(
     assert (await pull(young, "hub/library/app", "1"))[0] == second  # the stored tag moved
 
 
-@pytest.mark.parametrize("failure", ["down", "rate limited", "server error"])
+@pytest.mark.parametrize("failure", ["down", "slow", "rate limited", "server error"])
 async def test_a_failing_upstream_gets_cached_tags_served_stale_and_uncached_refused(
     upstream: httpx.AsyncClient,
     transport: UpstreamTransport,
@@ -92,8 +92,8 @@ async def test_a_failing_upstream_gets_cached_tags_served_stale_and_uncached_ref
     await push_image(upstream, "library/app", "2", seed="second")
     cache = open_cache(upstream_config(tag_ttl=0))
     await pull(cache, "hub/library/app", "1")
-    if failure == "down":
-        transport.down = True
+    if failure in ("down", "slow"):
+        setattr(transport, failure, True)
     else:
         transport.status = 429 if failure == "rate limited" else 500
 
@@ -112,7 +112,8 @@ async def test_a_failing_upstream_gets_cached_tags_served_stale_and_uncached_ref
         assert uncached.headers["Retry-After"] == "7"
     else:
         assert (uncached.status_code, error["code"]) == (502, "UNAVAILABLE")
-        assert ("unreachable" if failure == "down" else "answered 500") in error["message"]
+        cause = {"down": "unreachable", "slow": "no answer within the timeout"}
+        assert cause.get(failure, "answered 500") in error["message"]
 
 
 async def test_content_the_upstream_does_not_have_is_unknown(
