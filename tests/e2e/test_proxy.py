@@ -288,7 +288,9 @@ def test_a_corrupted_upstream_blob_breaks_the_download_and_is_not_cached(
         assert blob_path(cache.workdir / "data", layer).read_bytes() == original
 
 
-def test_concurrent_cold_pulls_fetch_each_blob_from_the_upstream_once(
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_cold_pulls_fetch_each_blob_from_the_upstream_once_per_process(
+    workers: int,
     dockerd: DockerDaemon,
     images: list[str],
     reference: ReferenceRegistry,
@@ -299,9 +301,9 @@ def test_concurrent_cold_pulls_fetch_each_blob_from_the_upstream_once(
     manifest = httpx.get(f"{reference.url}/v2/team/app/manifests/1", headers={"Accept": ACCEPT})
     blobs = referenced_digests(manifest.content)
     before = reference.log_path.read_text()
-    # one worker: concurrent requests of one process share a fetch (processes each fetch)
+    # concurrent requests of one process share a fetch; processes fetch at most once each
     upstream = {"prefix": "ref", "url": reference.url}
-    with start_cache(tmp_path / "cache", upstream, workers=1) as cache:
+    with start_cache(tmp_path / "cache", upstream, workers=workers) as cache:
 
         def copy(index: int) -> str:
             layout = tmp_path / f"layout-{index}"
@@ -317,7 +319,7 @@ def test_concurrent_cold_pulls_fetch_each_blob_from_the_upstream_once(
     log = reference.log_path.read_text().removeprefix(before)
     for blob in blobs:
         fetched = re.findall(rf'"GET /v2/team/app/blobs/{blob} HTTP', log)
-        assert len(fetched) == 1, (blob, len(fetched))
+        assert 1 <= len(fetched) <= workers, (blob, len(fetched))
 
 
 def test_ctr_pulls_through_the_upstream_its_ns_names(
