@@ -381,8 +381,10 @@ async def test_concurrent_writers_share_a_tiny_buffer_budget(s3: S3Driver, spill
     assert budget.peak == 2 and budget.in_use == 0
     assert open_files_in(spill_dir) == 0
     # Two parts in memory, the others in files; per writer its 1 MiB piece of input and
-    # the 1 MiB that botocore reads at a time to sign a part it sends from a file.
-    assert peak < 2 * part + len(contents) * (2 << 20) + (2 << 20), f"{peak} bytes at the peak"
+    # the 1 MiB that botocore reads at a time to sign a part it sends from a file; 4 MiB
+    # for botocore's own buffers (a busy machine's retries: 0.4 MiB over 2 MiB was seen).
+    # Parts of all five writers in memory would be 15 MiB more.
+    assert peak < 2 * part + len(contents) * (2 << 20) + (4 << 20), f"{peak} bytes at the peak"
     await driver.close()
 
 
