@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench import report
+from bench import app_cost, report
 from bench.figures import ListingFixture, NoAnswerError, Sizes, request_rate
 from bench.servers import report_if_died, start_dockyard, version_of
 from tests.support.server import RegistryProcess
@@ -47,33 +47,36 @@ class Comparison:
 
 COMPARISONS = (
     Comparison(
-        "metrics", "metrics (`metrics.enabled`, default on)", "no_metrics", "default",
+        "metrics", "metrics (`metrics.enabled`, default on)", "metrics_off", "metrics_on",
         ("manifest_rps", "head_rps"), METRICS_DROP_TARGET,
     ),
     Comparison(
         "events", "events: one webhook endpoint (a loopback receiver) and the outbox",
-        "default", "events", ("put_rps", "manifest_rps"), None,
+        "events_off", "events_on", ("put_rps", "manifest_rps"), None,
     ),
     Comparison(
         "control", "none: A/A control, two servers with the same default settings",
-        "default", "default_b", ("manifest_rps", "head_rps"), None,
+        "control_a", "control_b", ("manifest_rps", "head_rps"), None,
     ),
 )  # fmt: skip
 
 TITLES = {
-    "manifest_rps": "manifest GET by tag (wrk)",
-    "head_rps": "HEAD blob (hey)",
-    "put_rps": f"manifest PUT, {PUT_TAGS} tags (wrk)",
+    "manifest_rps": "manifest GET by tag",
+    "head_rps": "HEAD blob",
+    "put_rps": f"manifest PUT, {PUT_TAGS} tags",
 }
 
 
 def server_settings(receiver_url: str) -> dict[str, dict[str, Any]]:
-    """Config sections of each server; the rest are Dockyard's defaults."""
+    """Config sections of each server (a pair for each comparison, so that one's load
+    leaves nothing behind in another's servers); the rest are Dockyard's defaults."""
     return {
-        "no_metrics": {"metrics": {"enabled": False}},
-        "default": {},
-        "default_b": {},
-        "events": {"notifications": {"endpoints": [{"name": "bench", "url": receiver_url}]}},
+        "metrics_off": {"metrics": {"enabled": False}},
+        "metrics_on": {},
+        "events_off": {},
+        "events_on": {"notifications": {"endpoints": [{"name": "bench", "url": receiver_url}]}},
+        "control_a": {},
+        "control_b": {},
     }
 
 
@@ -160,6 +163,7 @@ class CostBench:
         )
         self.notes: list[str] = []
         self.highest_load = 0.0
+        self.app_cpu: dict[str, tuple[float, float]] = {}
 
     def start(self, sink: EventSink) -> None:
         for name, settings in server_settings(sink.url).items():
@@ -210,7 +214,7 @@ class CostBench:
                     )
 
     def events_notes(self, sink: EventSink) -> None:
-        metrics = httpx.get(f"{self.servers['events'].url}/metrics", timeout=10).text
+        metrics = httpx.get(f"{self.servers['events_on'].url}/metrics", timeout=10).text
         dropped = re.search(r"^registry_events_dropped_total (\S+)$", metrics, re.MULTILINE)
         self.notes.append(
             f"events: the receiver took {sink.deliveries:,} deliveries; events dropped "
@@ -235,6 +239,8 @@ def run(sizes: Sizes, workdir: Path) -> str:
             print(f"bench: costs: round {round_ + 1}/{sizes.rounds}", flush=True)
             bench.round(round_)
         bench.events_notes(sink)
+        print("bench: costs: metrics in the application alone", flush=True)
+        bench.app_cpu = app_cost.measure_metrics(2 * sizes.rounds)
         env = report.machine(load_before)
     finally:
         for name, server in bench.servers.items():
@@ -260,12 +266,12 @@ def render(bench: CostBench, env: dict[str, str], elapsed: float) -> str:
     lines += ["Written by `python -m bench` (`--only costs`); do not edit by hand.", ""]
     lines += ["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in env.items())]
     lines += [
-        f"| Dockyard | {report.git_version()} (Python {platform.python_version()}), four "
+        f"| Dockyard | {report.git_version()} (Python {platform.python_version()}), six "
         f"servers of {workers} workers, filesystem storage, default settings but the "
         "feature compared |",
         f"| wrk, hey | {version_of(['wrk', '--version'])}; hey |",
         f"| rounds | {sizes.rounds} (off/on order alternating), {sizes.wrk_seconds} s per "
-        "figure and server, 64 connections; medians below |",
+        "figure and server, 64 connections (wrk; hey for HEAD); medians below |",
         f"| runtime | {elapsed / 60:.1f} min |",
         "",
         "| feature | figure | off, req/s | on, req/s | drop | CPU µs/request off / on | "
@@ -289,6 +295,20 @@ def render(bench: CostBench, env: dict[str, str], elapsed: float) -> str:
                 f"{drop(off, on):.1f}% | {cpu_off:.0f} / {cpu_on:.0f} | "
                 f"{drop(cpu_on, cpu_off):.1f}% | {target} |"
             )
+    lines += [
+        "",
+        "The application alone (`bench/app_cost.py`): its ASGI app called in process, no "
+        "server or client, memory storage, access log to /dev/null, collector off, "
+        f"{2 * sizes.rounds} alternating rounds of {app_cost.REQUESTS:,} requests; CPU "
+        "per request:",
+        "",
+        "| figure | metrics off, µs | metrics on, µs | cost, µs | cost |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {TITLES[figure]} | {off:.1f} | {on:.1f} | {on - off:.1f} | {(on - off) / off:.1%} |"
+            for figure, (off, on) in bench.app_cpu.items()
+        ),
+    ]
     lines += [
         "",
         "CPU µs/request: the user and system time of all the server's processes over the "
