@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-GROUPS = ("blobs", "rates", "docker", "proxy")
+COMPARED = ("blobs", "rates", "docker", "proxy")  # Dockyard against the reference registry
+GROUPS = (*COMPARED, "costs")  # costs: Dockyard against itself, one feature toggled
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import time
@@ -61,7 +62,7 @@ def _disk_write_rate(directory: Path, size: int = 512 << 20) -> float:
     return size / elapsed
 
 
-def _git_version() -> str:
+def git_version() -> str:
     result = subprocess.run(
         ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
     )
@@ -74,22 +75,29 @@ def upload_bound(workdir: Path) -> tuple[float, float]:
     return _sha256_rate(), _disk_write_rate(workdir)
 
 
-def environment(
-    load_before: tuple[float, float, float], bound: tuple[float, float]
-) -> dict[str, str]:
+def machine(load_before: tuple[float, float, float]) -> dict[str, str]:
+    """Date, machine and load average: the first lines of every table."""
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
          if line.startswith("model name")),
         platform.processor(),
     )  # fmt: skip
     memory = psutil.virtual_memory().total / 2**30
-    sha, disk = bound
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB, "
         f"{platform.system()} {platform.release()}",
         "load average (1 min) before / after": f"{load_before[0]:.1f} / {os.getloadavg()[0]:.1f}",
-        "Dockyard": f"{_git_version()} (Python {platform.python_version()}, "
+    }
+
+
+def environment(
+    load_before: tuple[float, float, float], bound: tuple[float, float]
+) -> dict[str, str]:
+    sha, disk = bound
+    return {
+        **machine(load_before),
+        "Dockyard": f"{git_version()} (Python {platform.python_version()}, "
         f"{os.cpu_count()} workers, default settings)",
         "reference": version_of(["docker-registry", "--version"]),
         "docker": version_of(["/usr/bin/docker", "--version"]),
@@ -99,6 +107,25 @@ def environment(
         "upload bound": f"{min(sha, disk) / MB:.0f} MB/s",
         "_bound": str(min(sha, disk) / MB),
     }
+
+
+SECTION = re.compile(r"<!-- bench: (\w+) -->\n.*?<!-- /bench: \1 -->\n", re.DOTALL)
+
+
+def merge_section(document: str, name: str, text: str) -> str:
+    """`document` with its section `name` replaced by `text`, or `text` appended as that
+    section: a run rewrites the sections it measured and keeps the others. A document
+    without sections is an older whole-file table and goes."""
+    section = f"<!-- bench: {name} -->\n{text.rstrip()}\n<!-- /bench: {name} -->\n"
+    parts = {match[1]: match[0] for match in SECTION.finditer(document)}
+    parts[name] = section
+    return "\n".join(parts.values())
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    document = path.read_text() if path.exists() else ""
+    path.write_text(merge_section(document, name, text))
+    print(f"bench: wrote the {name} section of {path}")
 
 
 def medians(

@@ -9,8 +9,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench import auth, figures, images, report
-from bench.arguments import GROUPS
+from bench import auth, costs, figures, images, report
+from bench.arguments import COMPARED, GROUPS
 from bench.auth import Credentials
 from bench.client import RegistryClient
 from bench.figures import (
@@ -164,11 +164,37 @@ def main(args: argparse.Namespace) -> int:
         sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
     name = "RESULTS.md" if args.variant == "filesystem" else f"RESULTS-{args.variant}.md"
     results_path = args.results or (None if args.quick else Path(__file__).parent / name)
+    if groups & set(COMPARED):
+        compare(args, groups, sizes, results_path)
+    if "costs" in groups:
+        if args.variant != "filesystem":
+            print(f"bench: costs are measured on the filesystem only, not {args.variant}")
+            return 0
+        shutil.rmtree(WORKDIR, ignore_errors=True)
+        try:
+            write(results_path, "costs", costs.run(sizes, WORKDIR))
+        finally:
+            shutil.rmtree(WORKDIR, ignore_errors=True)
+    return 0
+
+
+def write(results_path: Path | None, section: str, text: str) -> None:
+    """Into its section of the results file (the other sections stay), or to the screen."""
+    if results_path is not None:
+        report.write_section(results_path, section, text)
+    else:
+        print(text)
+
+
+def compare(
+    args: argparse.Namespace, groups: set[str], sizes: Sizes, results_path: Path | None
+) -> None:
+    """Dockyard against the reference registry: the figures of `groups`."""
     credentials = None
     if args.variant == "auth":
         if reason := auth.unsupported_reason():
             print(f"bench: variant auth skipped: {reason}")
-            return 0
+            return
         credentials = Credentials()
 
     shutil.rmtree(WORKDIR, ignore_errors=True)
@@ -197,7 +223,7 @@ def main(args: argparse.Namespace) -> int:
         bench.notes += report.check_listings(bench.servers, bench.authorization)
         if credentials:
             bench.notes.append("basic auth on both servers, one bcrypt htpasswd file")
-        if left_out := [group for group in GROUPS if group not in groups]:
+        if left_out := [group for group in COMPARED if group not in groups]:
             bench.notes.append(f"figures left out: {', '.join(left_out)} (--only)")
         if groups & {"docker", "proxy"}:
             try:
@@ -245,10 +271,5 @@ def main(args: argparse.Namespace) -> int:
             "the ratios meaningful"
         )
     table = report.render(bench.results, memory, environment, bench.notes, sizes, elapsed)
-    if results_path is not None:
-        results_path.write_text(table)
-        print(f"bench: wrote {results_path}")
-    else:
-        print(table)
+    write(results_path, "comparison", table)
     print(report.summary_line(bench.results, memory))
-    return 0

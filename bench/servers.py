@@ -85,10 +85,14 @@ class ReferenceRegistry:
 
 
 def start_dockyard(
-    workdir: Path, htpasswd: Path | None = None, storage: dict[str, Any] | None = None
+    workdir: Path,
+    htpasswd: Path | None = None,
+    storage: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> RegistryProcess:
-    """`dockyard serve` with default settings (one worker per CPU), on loopback."""
-    config: dict[str, Any] = {"storage": storage} if storage else {}
+    """`dockyard serve` with default settings (one worker per CPU), on loopback; `settings`
+    are config sections set otherwise."""
+    config: dict[str, Any] = {**(settings or {}), **({"storage": storage} if storage else {})}
     if htpasswd:
         config["auth"] = {"mode": "basic", "htpasswd": str(htpasswd)}
     return RegistryProcess(workdir, config, workers=os.cpu_count() or 1).start()

@@ -3,8 +3,9 @@
 Recording is on every request's path, so a worker counts in plain Python
 (dictionary and list increments: no lock, no system call, no file write per
 request; prometheus-client's multiprocess values, a locked write to a memory-mapped
-file per observation, cost 26 µs a request against 2 µs: bench/RESULTS.md, "Cost of
-metrics") and publishes its totals, at most a second old, to a file of its own in
+file per observation, cost 26 µs a request against 2 µs when this was designed; what
+metrics cost a server: bench/RESULTS.md, "Cost of metrics and events") and
+publishes its totals, at most a second old, to a file of its own in
 the server's metrics directory (`METRICS_DIR_ENV`, made by `dockyard serve`). A
 scrape sums those files with the answering worker's own fresh totals
 (`metrics_exposition`), so whichever worker answers, it answers for the whole

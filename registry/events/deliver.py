@@ -10,9 +10,14 @@ holds up only itself; nothing of a stuck endpoint stays in memory but the names 
 batches (bounded by `outbox_max_batches`). Delivery restarts from the cursors after a
 restart or a crash: a batch sent but not yet marked is sent again (at least once).
 
+Consecutive batches go out together, in one request with one cursor write, and after a
+delivery the next waits `GATHER_SECONDS` for more: under load, each request and cursor
+write carries hundreds of events rather than the few of one batch (bench/RESULTS.md,
+"Cost of metrics and events").
+
 One process delivers at a time, across every process and replica sharing the storage:
 the one holding the lease `_events/lease` (storage.lease). It renews the lease as it
-goes and before every batch it sends; one that loses it stops, and every process that
+goes and before every request it sends; one that loses it stops, and every process that
 does not hold it tries to take it each third of `lease_seconds`, so a dead holder's
 lease is taken over once it expires.
 """
@@ -38,6 +43,8 @@ from storage.outbox import Event, Outbox
 log = logging.getLogger("dockyard")
 
 POLL_SECONDS = 1.0
+GATHER_SECONDS = 0.2  # after a delivery, the wait for more batches to send together
+MAX_DELIVERY_EVENTS = 500  # events in one request at most (a few hundred KiB of JSON)
 FIRST_BACKOFF = 1.0
 
 Cursor = dict[str, str]  # producing process -> last batch taken
@@ -124,8 +131,7 @@ class Deliverer:
             try:
                 delivered = await self._deliver_pending(client, endpoint, lease)
                 backoff = 0.0
-                if not delivered:
-                    await asyncio.sleep(POLL_SECONDS)
+                await asyncio.sleep(GATHER_SECONDS if delivered else POLL_SECONDS)
             except DeliveryError as error:
                 backoff = min(self.config.max_backoff, max(FIRST_BACKOFF, backoff * 2))
                 log.warning("webhook %s: %s; next try in %.0fs", endpoint.name, error, backoff)
@@ -139,21 +145,27 @@ class Deliverer:
     async def _deliver_pending(
         self, client: httpx.AsyncClient, endpoint: WebhookEndpoint, lease: Lease
     ) -> int:
-        """Send every batch the endpoint has not taken, oldest first; how many were sent."""
+        """Send every batch the endpoint has not taken, oldest first, consecutive batches
+        together (up to `MAX_DELIVERY_EVENTS` events a request, the cursor saved once a
+        request); how many batches were sent."""
         batches = await self.outbox.batches()
         producers = {producer(batch) for batch in batches}
         # A process none of whose batches is left has nothing to compare with its entry.
         cursor = {p: b for p, b in (await self.cursor(endpoint.name)).items() if p in producers}
         pending = [b for b in batches if b > cursor.get(producer(b), "")]
         self.totals.webhook_pending[endpoint.name] = len(pending)
+        taken: list[str] = []
+        events: list[Event] = []
         for batch in pending:
-            await lease.keep()  # LeaseLostError if another process delivers now
-            events = await self.outbox.read(batch)
-            if events is not None:
-                await self._send(client, endpoint, [e for e in events if wanted(endpoint, e)])
-            cursor[producer(batch)] = batch
-            await self._save_cursor(endpoint.name, cursor)
-            self.totals.webhook_pending[endpoint.name] -= 1
+            taken.append(batch)
+            events += [e for e in await self.outbox.read(batch) or () if wanted(endpoint, e)]
+            if len(events) >= MAX_DELIVERY_EVENTS or batch == pending[-1]:
+                await lease.keep()  # LeaseLostError if another process delivers now
+                await self._send(client, endpoint, events)
+                cursor.update((producer(taken_batch), taken_batch) for taken_batch in taken)
+                await self._save_cursor(endpoint.name, cursor)
+                self.totals.webhook_pending[endpoint.name] -= len(taken)
+                taken, events = [], []
         return len(pending)
 
     async def _send(

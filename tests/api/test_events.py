@@ -225,6 +225,35 @@ async def test_batches_and_cursors_cut_off_empty_are_skipped_and_resent(
     assert [e["id"] for e in receiver.events()] == ["e1"]
 
 
+@pytest.mark.parametrize("driver", ["memory"], indirect=True)
+async def test_consecutive_batches_go_in_one_request_up_to_the_bound(
+    driver: StorageDriver,
+    receiver: WebhookReceiver,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under load the outbox holds many small batches: each request carries several (so
+    a delivery costs one request and one cursor write per few hundred events)."""
+    monkeypatch.setattr(registry.events.deliver, "MAX_DELIVERY_EVENTS", 4)
+    outbox = Outbox(driver, 100)
+    ids = [f"e{i}" for i in range(10)]
+    for pair in zip(ids[::2], ids[1::2], strict=True):
+        await outbox.append(
+            [{"id": i, "action": "pull", "target": {"repository": "x"}} for i in pair]
+        )
+    plain = config.notifications.model_copy(
+        update={"endpoints": [config.notifications.endpoints[0]]}
+    )
+
+    async def all_delivered() -> bool:
+        return not await outbox.batches()
+
+    await deliver_until(Deliverer(outbox, plain), all_delivered)
+    sizes = [len(delivery.json()["events"]) for delivery in receiver.received()]
+    assert sizes == [4, 4, 2]
+    assert [event["id"] for event in receiver.events()] == ids
+
+
 async def test_one_deliverer_at_a_time_and_another_takes_over_when_it_dies(
     client: httpx.AsyncClient,
     driver: StorageDriver,

@@ -1,0 +1,109 @@
+"""What metrics cost the application alone: its ASGI app called in this process, no
+server or client around it, on memory storage (no threads: the CPU time is the
+request's alone), metrics off and on in alternating rounds. Precise to a few
+microseconds where rates through a server on a shared machine move by ten percent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import uvloop
+
+from bench.client import MANIFEST_ACCEPT, OCI_MANIFEST, image_manifest
+from registry.app import create_app
+from registry.config import Config
+from storage.memory import MemoryDriver
+
+REQUESTS = 2000  # per figure, app and round
+REPOSITORY = "bench/small"
+
+Call = Callable[[], Awaitable[None]]
+
+
+def _request(app: Any, method: str, path: str) -> Call:
+    """One request through the app as uvicorn would make it; raises unless answered 200."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 5000),
+        "headers": [(b"host", b"127.0.0.1:5000"), (b"accept", MANIFEST_ACCEPT.encode())],
+    }  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            raise RuntimeError(f"{method} {path}: {message['status']}")
+
+    async def call() -> None:
+        await app(dict(scope), receive, send)
+
+    return call
+
+
+async def _push_small_image(app: Any) -> str:
+    """The bench's small image (a config and a 2 KiB layer); the layer's digest."""
+    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}'
+    layer = os.urandom(2048)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+        for blob in (config, layer):
+            digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+            answer = await client.post(
+                f"/v2/{REPOSITORY}/blobs/uploads/?digest={digest}", content=blob
+            )
+            answer.raise_for_status()
+        answer = await client.put(
+            f"/v2/{REPOSITORY}/manifests/latest",
+            content=image_manifest(config, layer),
+            headers={"Content-Type": OCI_MANIFEST},
+        )
+        answer.raise_for_status()
+    return "sha256:" + hashlib.sha256(layer).hexdigest()
+
+
+async def _measure(rounds: int) -> dict[str, dict[str, list[float]]]:
+    calls: dict[str, dict[str, Call]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for label, enabled in (("off", False), ("on", True)):
+            # no collector run in the middle of a round
+            config = Config(metrics={"enabled": enabled}, gc={"enabled": False})
+            app = create_app(config, MemoryDriver())
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            layer = await _push_small_image(app)
+            calls[label] = {
+                "manifest_rps": _request(app, "GET", f"/v2/{REPOSITORY}/manifests/latest"),
+                "head_rps": _request(app, "HEAD", f"/v2/{REPOSITORY}/blobs/{layer}"),
+            }
+            cpu[label] = {figure: [] for figure in calls[label]}
+        for round_ in range(rounds + 1):  # the first round warms up
+            for label in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
+                for figure, call in calls[label].items():
+                    started = time.process_time()
+                    for _ in range(REQUESTS):
+                        await call()
+                    if round_:
+                        used = time.process_time() - started
+                        cpu[label][figure].append(used / REQUESTS * 1e6)
+    return cpu
+
+
+def measure_metrics(rounds: int) -> dict[str, tuple[float, float]]:
+    """Per figure: the median CPU µs a request costs the app with metrics off, and on.
+    The access log (on, as by default) writes to /dev/null, as a server's to a file."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        cpu = uvloop.run(_measure(rounds))
+    return {
+        figure: (statistics.median(cpu["off"][figure]), statistics.median(cpu["on"][figure]))
+        for figure in cpu["off"]
+    }
