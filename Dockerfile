@@ -18,6 +18,7 @@ COPY registry ./registry
 COPY storage ./storage
 COPY collector ./collector
 COPY proxy ./proxy
+COPY ui ./ui
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /var/lib/dockyard --create-home dockyard
 COPY config.example.yaml /etc/dockyard/config.yaml

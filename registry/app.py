@@ -46,6 +46,8 @@ from storage.instrumented import InstrumentedDriver
 from storage.maintenance import Maintenance
 from storage.memory import MemoryDriver
 from storage.store import Store
+from ui.web import PREFIX as UI_PREFIX
+from ui.web import WebUi
 
 if TYPE_CHECKING:
     from storage.s3 import S3Settings
@@ -240,7 +242,8 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
 
     access = build_access(config)
     ops_routes = [*health.ROUTES, *metrics_exposition.routes(config.metrics)]
-    routes = [*ROUTES, *access.routes, *ops_routes]
+    ui_routes = [WebUi(config, store, access).mount()] if config.ui.enabled else []
+    routes = [*ROUTES, *access.routes, *ops_routes, *ui_routes]
     app = Starlette(
         routes=routes,
         exception_handlers={
@@ -264,8 +267,14 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     app.state.readiness = readiness
     app.add_middleware(MaintenanceGuard, store=store)  # after access control: 401 comes first
     if access.guard is not None:
-        open_paths = [route.path for route in ops_routes]
-        app.add_middleware(AccessControl, guard=access.guard, routes=routes, open_paths=open_paths)
+        open_paths = [route.path for route in ops_routes] + [UI_PREFIX] * config.ui.enabled
+        app.add_middleware(
+            AccessControl,
+            guard=access.guard,
+            routes=routes,
+            open_paths=open_paths,
+            open_prefixes=[UI_PREFIX + "/"] * config.ui.enabled,  # the UI checks its sessions
+        )
     app.add_middleware(ApiVersionHeader)
     labels = RouteLabels(routes)
     recorders: list[Recorder] = []

@@ -449,6 +449,16 @@ class ProxyConfig(Section):
         return self
 
 
+class UiConfig(Section):
+    """`ui`: the web UI under /ui/ (README "Web UI")."""
+
+    enabled: bool = True
+    session_lifetime: Duration = Field(
+        8 * 3600.0, gt=0, description="a sign-in lasts this long, then the user signs in again"
+    )
+    page_size: int = Field(50, ge=1, le=1000, description="repositories or tags per page")
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DOCKYARD_",
@@ -472,6 +482,7 @@ class Config(BaseSettings):
     metrics: MetricsConfig = MetricsConfig()
     health: HealthConfig = HealthConfig()
     proxy: ProxyConfig = ProxyConfig()
+    ui: UiConfig = UiConfig()
 
     @classmethod
     def settings_customise_sources(

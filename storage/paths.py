@@ -18,6 +18,7 @@
     _events/outbox/<batch>, _events/cursors/<endpoint>       event outbox (storage.outbox)
     _events/lease                                            the webhook deliverer now (registry/)
     _gc/lease                                                the collector running now (collector/)
+    _ui/session-key                                          signs the web UI's cookies (ui/)
 
 Callers pass names, tags and digests already validated by `oci.references`.
 A tag is one object, not a folder: it exists exactly when its one atomic key does, so
@@ -189,3 +190,7 @@ def outbox_cursor(endpoint: str) -> str:
 
 def events_lease() -> str:
     return "_events/lease"
+
+
+def ui_session_key() -> str:
+    return "_ui/session-key"

@@ -33,7 +33,8 @@ from registry.error_response import error_response
 
 
 class AccessControl:
-    """`open_paths` (besides the token endpoint) need no credentials: health and metrics."""
+    """`open_paths` (besides the token endpoint) need no credentials: health and metrics;
+    nor do paths below `open_prefixes`: the web UI, which checks its own sessions."""
 
     def __init__(
         self,
@@ -41,14 +42,19 @@ class AccessControl:
         guard: Guard,
         routes: Sequence[BaseRoute],
         open_paths: Sequence[str] = (),
+        open_prefixes: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.guard = guard
         self.table = RouteTable(routes)
         self.open_paths = frozenset({TOKEN_PATH, *open_paths})
+        self.open_prefixes = tuple(open_prefixes)
+
+    def _open(self, path: str) -> bool:
+        return path in self.open_paths or path.startswith(self.open_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or route_path(scope) in self.open_paths:
+        if scope["type"] != "http" or self._open(route_path(scope)):
             await self.app(scope, receive, send)
             return
         try:

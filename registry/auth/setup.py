@@ -32,10 +32,14 @@ SIGNING_KEY_NAME = "auth/token-signing-key.pem"
 
 @dataclass
 class AccessSetup:
+    """`login` and `rules`, when the registry has its own users, serve the web UI's sign-in."""
+
     guard: Guard | None = None
     routes: list[Route] = field(default_factory=list)
     startup: Callable[[StorageDriver], Awaitable[None]] | None = None
     """What the app awaits before serving (reading a signing key kept in the bucket)."""
+    login: PasswordLogin | None = None
+    rules: Rules | None = None
 
 
 def key_in_bucket(config: Config) -> bool:
@@ -87,7 +91,8 @@ def build_access(config: Config) -> AccessSetup:
     rules = Rules(auth)
     users = Users(auth.htpasswd)
     if auth.mode == "basic":
-        return AccessSetup(BasicGuard(auth.realm, _password_login(config, users), rules))
+        login = _password_login(config, users)
+        return AccessSetup(BasicGuard(auth.realm, login, rules), login=login, rules=rules)
     token = auth.token
     if token.external:
         keys = load_public_keys(token.public_key, token.jwks)
@@ -99,11 +104,10 @@ def build_access(config: Config) -> AccessSetup:
     signer = TokenSigner(
         key, token.issuer, token.service, token.expires_in, token.refresh_expires_in
     )
-    endpoint = TokenEndpoint(
-        signer, verifier, _password_login(config, users), users, rules, auth.realm
-    )
+    login = _password_login(config, users)
+    endpoint = TokenEndpoint(signer, verifier, login, users, rules, auth.realm)
     guard = TokenGuard(token.realm, token.service, verifier, rules)
-    setup = AccessSetup(guard, endpoint.routes())
+    setup = AccessSetup(guard, endpoint.routes(), login=login, rules=rules)
     if key is None:
 
         async def read_key_from_bucket(driver: StorageDriver) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -172,10 +173,11 @@ async def put_manifest(request: Request) -> Response:
     return response
 
 
-async def delete_manifest(request: Request) -> Response:
-    name = repository(request)
+async def delete_reference(request: Request, name: str, reference: str) -> BackgroundTask:
+    """Delete a tag, or a manifest with every tag on it: the one delete path of the API
+    and the web UI (immutable tags, referencing manifests refused, the event stored).
+    Returns the usage refresh to run after the response."""
     refuse_proxied_writes(request, name)
-    reference = request.path_params["reference"]
     require_delete_enabled(request)
     manifests = store(request).manifests
     rules = config(request).immutable_tags
@@ -192,6 +194,11 @@ async def delete_manifest(request: Request) -> Response:
     if not deleted:
         raise _unknown(reference)
     await emit(request, "delete", name, [(digest, tag)])  # no digest: a half-written tag
+    return refresh_usage_after(request, name)
+
+
+async def delete_manifest(request: Request) -> Response:
+    reference = request.path_params["reference"]
     response = empty(202)
-    response.background = refresh_usage_after(request, name)
+    response.background = await delete_reference(request, repository(request), reference)
     return response
