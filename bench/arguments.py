@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 COMPARED = ("blobs", "rates", "docker", "proxy")  # Dockyard against the reference registry
-GROUPS = (*COMPARED, "costs")  # costs: Dockyard against itself, one feature toggled
+GROUPS = (*COMPARED, "costs", "ui")  # costs: one feature toggled; ui: the web UI (Dockyard's)
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,7 +9,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench import auth, costs, figures, images, report
+from bench import auth, costs, figures, images, report, ui
 from bench.arguments import COMPARED, GROUPS
 from bench.auth import Credentials
 from bench.client import RegistryClient
@@ -166,6 +166,8 @@ def main(args: argparse.Namespace) -> int:
     results_path = args.results or (None if args.quick else Path(__file__).parent / name)
     if groups & set(COMPARED):
         compare(args, groups, sizes, results_path)
+    if "ui" in groups:  # in process, on the filesystem, whatever the variant
+        write(results_path, "ui", ui.run(WORKDIR / "ui", requests=10 if args.quick else 50))
     if "costs" in groups:
         if args.variant != "filesystem":
             print(f"bench: costs are measured on the filesystem only, not {args.variant}")
