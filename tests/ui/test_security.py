@@ -309,3 +309,29 @@ async def test_pages_forbid_scripts_from_elsewhere_and_files_are_never_shown_inl
     assert download.content == b"layer of x"
     assert download.headers["content-type"] == "application/octet-stream"
     assert download.headers["content-disposition"] == 'attachment; filename="_x_evil.html"'
+
+
+async def test_token_mode_signs_in_with_the_same_users_and_rules(open_ui, make_config) -> None:
+    ui = open_ui(make_config("token"))
+    await sign_in(ui.browser, "bob")
+    assert signed_in_as((await ui.browser.get("/ui/")).text) == "bob"
+    assert (await ui.browser.get("/ui/repositories/team/deep/x")).status_code == 404
+
+
+async def test_a_ui_delete_is_an_event_of_the_signed_in_user(
+    open_ui, make_config, tmp_path
+) -> None:
+    config = make_config("basic")
+    config.notifications.audit.enabled = True
+    config.notifications.audit.path = tmp_path / "audit.log"
+    ui = open_ui(config)
+    digest, _ = await push_image(ui.api, "shared/app", "1")
+    await sign_in(ui.browser, "alice")
+    token = csrf_of((await ui.browser.get("/ui/delete/shared/app/1")).text)
+    assert (
+        await ui.browser.post("/ui/delete/shared/app/1", data={"csrf": token})
+    ).status_code == 303
+    events = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    delete = events[-1]
+    assert (delete["action"], delete["actor"], delete["tag"]) == ("delete", "alice", "1")
+    assert delete["digest"] == digest
