@@ -7,8 +7,8 @@ The fingerprint makes removing a user or changing their password end their sessi
 Every visitor gets a session, anonymous ones too, so that the sign-in form has a CSRF
 token as well; signing in starts a new session id.
 
-The signing key is a random object in the storage (`_ui/session-key`), created once with
-a conditional write, so every worker and replica sharing the storage signs and checks
+The signing key is a random object in the storage (`_ui/session-key`, made by
+`storage.created_once`), so every worker and replica sharing the storage signs and checks
 with the same key and nothing lives in one process's memory but a copy of it.
 """
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
 
 from storage import paths
+from storage.created_once import create_once
 from storage.driver import StorageDriver
 
 COOKIE_NAME = "dockyard_ui"
@@ -50,9 +51,8 @@ class SessionKey:
 
     async def get(self) -> bytes:
         if self._key is None:
-            key = paths.ui_session_key()
-            await self._driver.create(key, secrets.token_hex(32).encode())
-            self._key = await self._driver.get(key)  # whoever created it first
+            new = lambda: secrets.token_hex(32).encode()  # noqa: E731
+            self._key = await create_once(self._driver, paths.ui_session_key(), new)
         return self._key
 
 

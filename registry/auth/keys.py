@@ -28,7 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from storage.driver import PathNotFoundError, StorageDriver
+from storage.created_once import KeepsChangingError, create_once
+from storage.driver import StorageDriver
 
 
 class KeyConfigError(Exception):
@@ -122,24 +123,14 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
 
 
 async def load_or_create_stored_signing_key(driver: StorageDriver, key: str) -> SigningKey:
-    """The signing key stored at `key`, created there by whichever process comes first.
-
-    An empty object is a creation cut off half-way (some S3 servers keep one): it is
-    replaced, conditionally, so racing processes still end with one key.
-    """
+    """The signing key stored at `key`, created there by whichever process comes first
+    (`storage.created_once`)."""
     source = f"signing key {key} in the storage"
-    for _ in range(3):
-        if await driver.create(key, pem := _new_pem()) is not None:
-            return SigningKey.from_pem(pem, source)
-        try:
-            stored = await driver.read_versioned(key)
-        except PathNotFoundError:
-            continue  # removed meanwhile: create it again
-        if stored.data:
-            return SigningKey.from_pem(stored.data, source)
-        if await driver.replace(key, pem, stored.version) is not None:
-            return SigningKey.from_pem(pem, source)
-    raise KeyConfigError(f"{source}: could not be created or read (it keeps changing)")
+    try:
+        return SigningKey.from_pem(await create_once(driver, key, _new_pem), source)
+    except KeepsChangingError:
+        message = f"{source}: could not be created or read (it keeps changing)"
+        raise KeyConfigError(message) from None
 
 
 def _new_pem() -> bytes:

@@ -14,6 +14,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from registry.auth import htpasswd
 from registry.config import ImmutableTagRule
+from storage import paths
 from tests.api.helpers import (
     OCI_MANIFEST,
     descriptor,
@@ -335,3 +336,12 @@ async def test_a_ui_delete_is_an_event_of_the_signed_in_user(
     delete = events[-1]
     assert (delete["action"], delete["actor"], delete["tag"]) == ("delete", "alice", "1")
     assert delete["digest"] == digest
+
+
+async def test_a_half_written_session_key_is_replaced_not_used(open_ui, make_config) -> None:
+    ui = open_ui(make_config("basic"))
+    driver = ui.app.state.store.driver
+    await driver.put(paths.ui_session_key(), b"")  # a creation cut off (some S3 servers)
+    await sign_in(ui.browser, "alice")
+    assert signed_in_as((await ui.browser.get("/ui/")).text) == "alice"
+    assert len(await driver.get(paths.ui_session_key())) == 64
