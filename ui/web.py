@@ -89,8 +89,13 @@ def _path(*parts: str) -> str:
 
 
 def _query(url: str, **params: object) -> str:
-    kept = {key: value for key, value in params.items() if value not in (None, "", 1)}
+    kept = {key: value for key, value in params.items() if value not in (None, "")}
     return f"{url}?{urlencode(kept)}" if kept else url
+
+
+def _page_param(number: int) -> int | None:
+    """The `page` query parameter: none for the first page."""
+    return number if number > 1 else None
 
 
 def _templates() -> jinja2.Environment:
@@ -247,7 +252,8 @@ class WebUi:
         )
 
         def page_url(number: int) -> str:
-            return _query(PREFIX + "/", q=query, sort=None if sort == "name" else sort, page=number)
+            sorted_by = None if sort == "name" else sort
+            return _query(PREFIX + "/", q=query, sort=sorted_by, page=_page_param(number))
 
         return await self._render(
             request,
@@ -278,7 +284,8 @@ class WebUi:
             shown = tags[(page - 1) * size : page * size]
 
             def page_url(number: int) -> str:
-                return _query(_path("repositories", name), filter=tag_filter, page=number)
+                url = _path("repositories", name)
+                return _query(url, filter=tag_filter, page=_page_param(number))
 
             values.update(
                 page_url=page_url,

@@ -210,6 +210,13 @@ def test_browse_inspect_copy_and_delete_in_a_real_browser(
     expect(page.locator(".last-run")).to_be_visible()
     shot(page, tmp_path, "registry")
 
+    page.emulate_media(color_scheme="dark")  # the system's dark theme
+    background = "getComputedStyle(document.body).backgroundColor"
+    assert page.evaluate(background) == "rgb(21, 24, 28)"
+    shot(page, tmp_path, "dark")
+    page.emulate_media(color_scheme="light")
+    assert page.evaluate(background) == "rgb(255, 255, 255)"
+
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     page.goto("/ui/repositories/team/app")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
@@ -237,4 +244,4 @@ def test_browse_inspect_copy_and_delete_in_a_real_browser(
     expect(page.get_by_role("link", name=re.compile("Delete"))).to_have_count(0)
     shot(page, tmp_path, "read-only")
     context.close()
-    assert len(list((tmp_path / "screenshots").glob("*.png"))) == 14
+    assert len(list((tmp_path / "screenshots").glob("*.png"))) == 15
