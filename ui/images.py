@@ -159,23 +159,36 @@ class UntaggedRow:
     pulled: float | None
 
 
-async def untagged_rows(store: Store, name: str) -> list[UntaggedRow]:
-    """The manifests no tag points at (children of indexes and referrers among them)."""
+async def untagged(store: Store, name: str) -> list[tuple[Digest, float]]:
+    """The manifests no tag points at (children of indexes and referrers among them),
+    newest push first, with their push times: a read per tag, a stat per manifest."""
     tagged = set((await tag_targets(store, name)).values())
     digests = [d for d in await store.manifests.digests(name) if d not in tagged]
 
-    async def row(digest: Digest) -> UntaggedRow | None:
+    async def pushed(digest: Digest) -> float | None:
         try:
-            pushed = (await store.driver.stat(paths.revision_link(name, digest))).modified
+            return (await store.driver.stat(paths.revision_link(name, digest))).modified
         except PathNotFoundError:
-            return None
-        summary = await manifest_summary(store, name, digest)
-        if summary is None:
-            return None
-        return UntaggedRow(summary, pushed, await store.manifests.pulls.last_pulled(name, digest))
+            return None  # deleted meanwhile
 
-    rows = await _gather_bounded(*map(row, digests))
-    return sorted((r for r in rows if r is not None), key=lambda r: -(r.pushed or 0.0))
+    times = await _gather_bounded(*map(pushed, digests))
+    found = [(d, t) for d, t in zip(digests, times, strict=True) if t is not None]
+    return sorted(found, key=lambda pair: (-pair[1], str(pair[0])))
+
+
+async def untagged_rows(
+    store: Store, name: str, shown: list[tuple[Digest, float]]
+) -> list[UntaggedRow]:
+    """A row for each of `shown` (a page of `untagged`), in that order."""
+
+    async def row(digest: Digest, pushed: float) -> UntaggedRow | None:
+        summary, pulled = await asyncio.gather(
+            manifest_summary(store, name, digest), store.manifests.pulls.last_pulled(name, digest)
+        )
+        return None if summary is None else UntaggedRow(summary, pushed, pulled)
+
+    rows = await _gather_bounded(*(row(digest, pushed) for digest, pushed in shown))
+    return [r for r in rows if r is not None]
 
 
 @dataclass(frozen=True, slots=True)

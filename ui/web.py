@@ -9,12 +9,13 @@ the session's CSRF token; deletes take the API's own path (`delete_reference`).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
@@ -51,6 +52,7 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 _FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+Item = TypeVar("Item")
 
 
 def _version() -> str:
@@ -236,6 +238,13 @@ class WebUi:
         raw = request.query_params.get("page", "1")
         return int(raw) if raw.isdecimal() and len(raw) < 9 else 1
 
+    def _one_page(self, request: Request, items: list[Item]) -> tuple[list[Item], int, int]:
+        """The requested page of `items`, its number and the number of pages."""
+        size = self.config.ui.page_size
+        pages = max(math.ceil(len(items) / size), 1)
+        page = min(self._page_number(request), pages)
+        return items[(page - 1) * size : page * size], page, pages
+
     # -- pages --------------------------------------------------------------------
 
     async def repositories(self, request: Request, visit: Visit) -> Response:
@@ -274,26 +283,20 @@ class WebUi:
         values["tag_filter"] = tag_filter
         values["deleted"] = request.query_params.get("deleted", "")[:200]
         values["may_delete"] = visit.viewer.may_delete(name)
+
+        def page_url(number: int) -> str:
+            url = _path("repositories", name)
+            tab_param = None if tab == "tags" else tab
+            return _query(url, tab=tab_param, filter=tag_filter, page=_page_param(number))
+
         if tab == "untagged":
-            values["untagged"] = await images.untagged_rows(self.store, name)
+            shown, page, pages = self._one_page(request, await images.untagged(self.store, name))
+            values["untagged"] = await images.untagged_rows(self.store, name, shown)
         else:
             tags = [t for t in await self.store.manifests.tags(name) if tag_filter in t]
-            size = self.config.ui.page_size
-            pages = max((len(tags) + size - 1) // size, 1)
-            page = min(self._page_number(request), pages)
-            shown = tags[(page - 1) * size : page * size]
-
-            def page_url(number: int) -> str:
-                url = _path("repositories", name)
-                return _query(url, filter=tag_filter, page=_page_param(number))
-
-            values.update(
-                page_url=page_url,
-                rows=await images.tag_rows(self.store, name, shown),
-                matching=len(tags),
-                page=page,
-                pages=pages,
-            )
+            shown, page, pages = self._one_page(request, tags)
+            values.update(rows=await images.tag_rows(self.store, name, shown), matching=len(tags))
+        values.update(page_url=page_url, page=page, pages=pages)
         return await self._render(request, visit, "repository.html", **values)
 
     async def _target(self, name: str, reference: str) -> tuple[str | None, Digest]:

@@ -186,3 +186,19 @@ async def test_ui_disabled_leaves_no_ui(driver) -> None:
         response = await client.get("/ui/")
         assert response.status_code == 404
         assert response.json()["errors"][0]["code"] == "UNSUPPORTED"
+
+
+async def test_untagged_manifests_come_newest_first_a_page_at_a_time(client) -> None:
+    pushed = []
+    for number in range(12):
+        digest, _ = await push_image(client, "ci/app", f"build-{number}", seed=str(number))
+        await client.delete(f"/v2/ci/app/manifests/build-{number}")
+        pushed.append(digest)
+    listed = []
+    for page in (1, 2):
+        html = (
+            await client.get("/ui/repositories/ci/app", params={"tab": "untagged", "page": page})
+        ).text
+        listed += re.findall(r'<a href="/ui/images/ci/app/(sha256:[0-9a-f]+)">', html)
+    assert listed == pushed[::-1]
+    assert "page 1 of 2" not in html and "page 2 of 2" in html
