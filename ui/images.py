@@ -84,21 +84,14 @@ async def manifest_summary(store: Store, name: str, digest: Digest) -> ManifestS
     if stored is None:
         return None
     document = _document(stored.raw)
-    size = len(stored.raw) + sum(_size(d) for d in _descriptors(document, "layers"))
-    if isinstance(document.get("config"), dict):
-        size += _size(document["config"])
+    size = len(stored.raw) + _content_size(document)
     platforms = []
     if stored.media_type in INDEX_TYPES:
         children = _descriptors(document, "manifests")
         platforms = [platform_of(child) for child in children if "platform" in child]
-        for child in children:
-            size += _size(child)
-            found = await _child_manifest(store, name, child)
-            if found is not None:
-                child_document = _document(found)
-                size += sum(_size(d) for d in _descriptors(child_document, "layers"))
-                if isinstance(child_document.get("config"), dict):
-                    size += _size(child_document["config"])
+        found = await _gather_bounded(*(_child_manifest(store, name, c) for c in children))
+        size += sum(_size(child) for child in children)
+        size += sum(_content_size(_document(raw)) for raw in found if raw is not None)
     artifact_type = document.get("artifactType")
     return ManifestSummary(
         digest,
@@ -107,6 +100,13 @@ async def manifest_summary(store: Store, name: str, digest: Digest) -> ManifestS
         platforms,
         artifact_type if isinstance(artifact_type, str) else None,
     )
+
+
+def _content_size(document: dict[str, Any]) -> int:
+    """The bytes of an image manifest's config and layers."""
+    size = sum(_size(d) for d in _descriptors(document, "layers"))
+    config = document.get("config")
+    return size + (_size(config) if isinstance(config, dict) else 0)
 
 
 async def _child_manifest(store: Store, name: str, child: dict[str, Any]) -> bytes | None:
@@ -436,7 +436,7 @@ async def delete_impact(
     if tag is not None:
         digest = targets.get(tag)
     others = sorted(t for t, target in targets.items() if target == digest and t != tag)
-    referrers = (
-        [] if digest is None or tag is not None else await store.manifests.referrers(name, digest)
-    )
+    referrers: list[dict[str, Any]] = []
+    if tag is None and digest is not None:  # a manifest's referrers go with it
+        referrers = await store.manifests.referrers(name, digest)
     return DeleteImpact(name, tag, digest, others, referrers)
