@@ -202,3 +202,25 @@ async def test_untagged_manifests_come_newest_first_a_page_at_a_time(client) -> 
         listed += re.findall(r'<a href="/ui/images/ci/app/(sha256:[0-9a-f]+)">', html)
     assert listed == pushed[::-1]
     assert "page 1 of 2" not in html and "page 2 of 2" in html
+
+
+async def test_deleting_a_manifest_says_what_goes_with_it_and_what_refuses(client) -> None:
+    digest, raw = await push_image(client, "team/app", "1")
+    await put_manifest(client, "team/app", "latest", raw, OCI_MANIFEST)
+    sbom, _, _ = await push_referrer(client, "team/app", raw, "application/spdx+json", b"sbom")
+    confirm = (await client.get(f"/ui/delete/team/app/{digest}")).text
+    assert re.findall(r'<strong class="tag">([^<]+)</strong>', confirm) == ["1", "latest"]
+    assert re.search(rf'class="referrer">application/spdx\+json <code>{sbom[:19]}', confirm)
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest, "size": len(raw)}],
+        }
+    ).encode()
+    await put_manifest(client, "team/app", "multi", index, OCI_INDEX)
+    token = re.search(r'name="csrf" value="([^"]+)"', confirm)[1]
+    refused = await client.post(f"/ui/delete/team/app/{digest}", data={"csrf": token})
+    assert refused.status_code == 405
+    assert f"is referenced by manifest {digest_of(index)}" in refused.text
+    assert (await client.get(f"/v2/team/app/manifests/{digest}")).status_code == 200
