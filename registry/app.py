@@ -267,13 +267,16 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
     app.state.readiness = readiness
     app.add_middleware(MaintenanceGuard, store=store)  # after access control: 401 comes first
     if access.guard is not None:
-        open_paths = [route.path for route in ops_routes] + [UI_PREFIX] * config.ui.enabled
+        open_paths, open_prefixes = [route.path for route in ops_routes], []
+        if config.ui.enabled:  # the UI checks its own sessions
+            open_paths.append(UI_PREFIX)
+            open_prefixes.append(UI_PREFIX + "/")
         app.add_middleware(
             AccessControl,
             guard=access.guard,
             routes=routes,
             open_paths=open_paths,
-            open_prefixes=[UI_PREFIX + "/"] * config.ui.enabled,  # the UI checks its sessions
+            open_prefixes=open_prefixes,
         )
     app.add_middleware(ApiVersionHeader)
     labels = RouteLabels(routes)
