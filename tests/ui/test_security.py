@@ -43,6 +43,7 @@ async def test_the_ui_needs_no_api_credentials_and_shows_only_what_anonymous_may
     assert "public/tool" in page.text
     assert "team/app" not in page.text
     assert (await ui.browser.get("/v2/_catalog")).status_code == 401  # the API still asks
+    assert (await ui.browser.get("/uix/")).status_code == 401  # only /ui/ is the UI's
 
 
 async def test_signed_in_users_see_the_repositories_they_may_pull(ui) -> None:
