@@ -144,6 +144,11 @@ def test_browse_inspect_copy_and_delete_in_a_real_browser(
 
     page.goto("/ui/")
     expect(page.get_by_text("Nothing to show.")).to_be_visible()  # anonymous sees nothing
+    page.keyboard.press("Tab")  # the keyboard's first stop: skip to the content, visibly
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_visible()
+    assert skip.evaluate("link => getComputedStyle(link).outlineStyle") == "solid"
     shot(page, tmp_path, "anonymous")
 
     sign_in(page, "alice")
