@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from tests.api.helpers import (
     push_referrer,
     put_manifest,
 )
+from ui import web
 
 
 class CountingDriver(MemoryDriver):
@@ -224,3 +226,26 @@ async def test_deleting_a_manifest_says_what_goes_with_it_and_what_refuses(clien
     assert refused.status_code == 405
     assert f"is referenced by manifest {digest_of(index)}" in refused.text
     assert (await client.get(f"/v2/team/app/manifests/{digest}")).status_code == 200
+
+
+async def test_registry_page_shows_the_last_collection_and_what_it_freed(
+    client, monkeypatch
+) -> None:
+    run = SimpleNamespace(
+        finished=1_764_550_800.0,  # 2025-12-01 01:00 UTC
+        duration=2.5,
+        bytes_freed=3 << 20,
+        manifests=4,
+        tags=5,
+        blobs=6,
+        repositories=1,
+        error=None,
+    )
+
+    async def last(store: object) -> SimpleNamespace:
+        return run
+
+    monkeypatch.setattr(web, "last_collection", last)
+    page = (await client.get("/ui/registry")).text
+    assert "2025-12-01 01:00 UTC (2.5 s)" in page
+    assert "3.0 MiB: 4 manifests, 5 tags, 6 blobs, 1 emptied repositories" in page
