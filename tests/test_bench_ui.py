@@ -17,9 +17,10 @@ def test_only_ui_measures_the_repository_list_and_starts_no_server(
     monkeypatch.setattr(ui, "REPOSITORIES", 120)
     monkeypatch.setattr(run, "WORKDIR", tmp_path / "work")
     monkeypatch.setattr(run, "start_dockyard", lambda *args: pytest.fail("a server started"))
-    results = tmp_path / "RESULTS-ui.md"
+    results = tmp_path / "RESULTS.md"
     assert run.main(parse_arguments(["--only", "ui", "--quick", "--results", str(results)])) == 0
     table = results.read_text()
+    assert table.startswith("<!-- bench: ui -->")  # its own section of the results file
     assert re.search(
         r"\| repository list, first page of 120 repositories, by name \| [0-9.]+ \|", table
     )
