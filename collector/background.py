@@ -6,19 +6,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 
-from collector.run import GcOptions, collect
+from collector.run import GcOptions, GcResult, collect
 from storage.store import Store
 
 log = logging.getLogger("dockyard.gc")
+Observe = Callable[[GcResult], None]
 
 
-async def collect_forever(store: Store, options: GcOptions, interval: float) -> None:
+def _ignore(result: GcResult) -> None:
+    return None
+
+
+async def collect_forever(
+    store: Store, options: GcOptions, interval: float, observe: Observe = _ignore
+) -> None:
+    """Runs until cancelled; `observe` sees each run this process made (the server's
+    metrics: registry.metrics.gc_observer)."""
     while True:
         # Jittered, so the processes sharing the storage do not all try at once.
         await asyncio.sleep(interval * random.uniform(0.9, 1.1))
         try:
-            await collect(store, options)
+            result = await collect(store, options)
+            if result.skipped is None:
+                observe(result)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from collector.last_run import RunRecord, save, this_process
 from collector.mark import Revision, layer_links, referenced, revisions
 from collector.retention import condemned
 from collector.sweep import Cutoffs, Hook, Sweeper, no_hook
@@ -14,7 +16,7 @@ from oci.errors import RegistryError
 from oci.references import Digest
 from registry.config import Config, ImmutableTagRule, RetentionRule
 from storage import paths
-from storage.lease import LEASE_SECONDS, Lease, take
+from storage.lease import LEASE_SECONDS, Lease, LeaseLostError, take
 from storage.store import Store
 
 log = logging.getLogger("dockyard.gc")
@@ -237,8 +239,9 @@ async def collect(
     hook: Hook = no_hook,
 ) -> GcResult:
     """One run, holding the lease (a dry run takes none and deletes nothing); when
-    another collector holds it, returns at once with `skipped` set."""
-    started = time.monotonic()
+    another collector holds it, returns at once with `skipped` set. A run that deletes
+    stores its record (collector/last_run.py) before it lets the lease go."""
+    started, began = time.monotonic(), time.time()
     if not dry_run and await store.maintenance.state() is not None:
         return GcResult(skipped="maintenance: the storage stays as it is")
     lease = None
@@ -246,16 +249,28 @@ async def collect(
         lease = await take(store.driver, paths.gc_lease(), options.lease_seconds)
         if lease is None:
             return GcResult(skipped="another collector is running")
+        log.info("gc run %s started", lease.owner)
+    run = _Run(store, options, lease, report, hook)
     try:
-        result = await _Run(store, options, lease, report, hook).run()
+        result = await run.run()
+        result.duration = time.monotonic() - started
+        if lease is not None:
+            await _save_record(store, result, began)
+    except LeaseLostError:
+        raise  # another run holds the lease now: the record is its to write
+    except Exception as error:
+        if lease is not None:
+            run.result.duration = time.monotonic() - started
+            with contextlib.suppress(Exception):  # the error that stopped it matters more
+                await _save_record(store, run.result, began, f"{type(error).__name__}: {error}")
+        raise
     finally:
         if lease is not None:
             await lease.release()
-    result.duration = time.monotonic() - started
     log.info(
-        "gc%s: removed %d manifests, %d tags, %d blobs (%d bytes), %d links, %d uploads,"
+        "gc run %s: removed %d manifests, %d tags, %d blobs (%d bytes), %d links, %d uploads,"
         " %d repositories in %.1fs",
-        " (dry run)" if dry_run else "",
+        "(dry run)" if lease is None else lease.owner,
         result.manifests,
         result.tags,
         result.blobs,
@@ -266,3 +281,25 @@ async def collect(
         result.duration,
     )
     return result
+
+
+async def _save_record(
+    store: Store, result: GcResult, began: float, error: str | None = None
+) -> None:
+    host, pid = this_process()
+    record = RunRecord(
+        started=began,
+        finished=began + result.duration,
+        duration=result.duration,
+        manifests=result.manifests,
+        tags=result.tags,
+        blobs=result.blobs,
+        links=result.links,
+        uploads=result.uploads,
+        repositories=result.repositories,
+        bytes_freed=result.bytes_freed,
+        host=host,
+        pid=pid,
+        error=error,
+    )
+    await save(store, record)

@@ -218,7 +218,8 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
         collector = None
         if config.gc.enabled:
             options = GcOptions.of(config)
-            collector = asyncio.create_task(collect_forever(store, options, config.gc.interval))
+            collecting = collect_forever(store, options, config.gc.interval, metrics.gc_observer())
+            collector = asyncio.create_task(collecting)
         delivering = asyncio.create_task(deliverer.run()) if deliverer else None
         publisher = asyncio.create_task(metrics.publish_periodically())
         with contextlib.suppress(ValueError):  # not in the main thread: nobody to signal us

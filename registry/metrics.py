@@ -22,13 +22,17 @@ import asyncio
 import bisect
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
 
 from registry.route_labels import RouteLabels
 from storage.instrumented import Observe
+
+if TYPE_CHECKING:
+    from collector.run import GcResult
 
 METRICS_DIR_ENV = "REGISTRY_METRICS_DIR"
 PUBLISH_INTERVAL = 1.0  # seconds a scrape may lag behind another worker's requests
@@ -36,6 +40,8 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 UPLOAD_METHODS = frozenset({"POST", "PATCH", "PUT"})
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0)
 STORAGE_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0)
+GC_BUCKETS = (1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0)
+GC_REMOVED = ("manifests", "tags", "blobs")  # what `registry_gc_<kind>_deleted` counts
 
 
 class Totals:
@@ -56,6 +62,9 @@ class Totals:
         self.webhook_deliveries: dict[tuple[str, str], int] = {}  # (endpoint, outcome)
         self.webhook_pending: dict[str, int] = {}  # endpoint -> batches it has not taken
         self.proxy: dict[tuple[str, str], int] = {}  # (upstream, hit|miss|stale|error|bytes)
+        self.gc_duration = [0.0] * (len(GC_BUCKETS) + 2)  # its count: the runs
+        self.gc_deleted = dict.fromkeys(GC_REMOVED, 0)
+        self.gc_bytes_freed = 0
 
     def count_delivery(self, endpoint: str, outcome: str) -> None:
         key = (endpoint, outcome)
@@ -81,6 +90,9 @@ class Totals:
             "webhook_deliveries": [[*key, n] for key, n in self.webhook_deliveries.items()],
             "webhook_pending": [[name, n] for name, n in self.webhook_pending.items()],
             "proxy": [[*key, n] for key, n in self.proxy.items()],
+            "gc_duration": list(self.gc_duration),
+            "gc_deleted": [[kind, n] for kind, n in self.gc_deleted.items()],
+            "gc_bytes_freed": self.gc_bytes_freed,
         }
 
 
@@ -160,6 +172,18 @@ def storage_observer(driver: str, totals: Totals = TOTALS) -> Observe:
             )
             by_action[action] = histogram
         _observe(histogram, STORAGE_BUCKETS, seconds)
+
+    return observe
+
+
+def gc_observer(totals: Totals = TOTALS) -> Callable[[GcResult], None]:
+    """Counts each run of the background collector (collector.background) in `totals`."""
+
+    def observe(result: GcResult) -> None:
+        _observe(totals.gc_duration, GC_BUCKETS, result.duration)
+        for kind in GC_REMOVED:
+            totals.gc_deleted[kind] += getattr(result, kind)
+        totals.gc_bytes_freed += result.bytes_freed
 
     return observe
 

@@ -168,6 +168,7 @@ def families(snapshots: list[tuple[Snapshot, bool]]) -> Iterator[Metric]:
     )
     yield from _event_families(sums["webhook_deliveries"], snapshots, live)
     yield from _proxy_families(sums["proxy"])
+    yield from _gc_families(snapshots)
 
 
 def _proxy_families(sums: dict[tuple[str, ...], list[float]]) -> Iterator[Metric]:
@@ -192,6 +193,37 @@ def _proxy_families(sums: dict[tuple[str, ...], list[float]]) -> Iterator[Metric
         else:
             requests.add_metric([upstream, what], count)
     yield from (requests, received, errors)
+
+
+def _gc_families(snapshots: list[tuple[Snapshot, bool]]) -> Iterator[Metric]:
+    """The background collector's runs in this server (not the ones it found another
+    process or replica running)."""
+    durations: dict[tuple[str, ...], list[float]] = {}
+    _add(durations, [snapshot["gc_duration"] for snapshot, _ in snapshots], 0)
+    deleted: dict[tuple[str, ...], list[float]] = {}
+    _add(deleted, [row for snapshot, _ in snapshots for row in snapshot["gc_deleted"]], 1)
+    histogram = durations.get((), [0.0] * (len(metrics.GC_BUCKETS) + 2))
+    yield CounterMetricFamily(
+        "registry_gc_runs", "Background garbage collections run", value=sum(histogram[:-1])
+    )
+    yield _histogram(
+        "registry_gc_duration_seconds",
+        "Time a background garbage collection took",
+        [],
+        {(): histogram},
+        metrics.GC_BUCKETS,
+    )
+    for kind in metrics.GC_REMOVED:
+        yield CounterMetricFamily(
+            f"registry_gc_{kind}_deleted",
+            f"{kind.capitalize()} the background garbage collector deleted",
+            value=deleted.get((kind,), [0.0])[0],
+        )
+    yield CounterMetricFamily(
+        "registry_gc_bytes_freed",
+        "Bytes of blobs the background garbage collector deleted",
+        value=sum(snapshot["gc_bytes_freed"] for snapshot, _ in snapshots),
+    )
 
 
 def _event_families(

@@ -19,6 +19,7 @@
     _events/lease                                            the webhook deliverer now (registry/)
     _gc/lease                                                the collector running now (collector/)
     _ui/session-key                                          signs the web UI's cookies (ui/)
+    _gc/last-run                                             the last run's record (collector/)
 
 Callers pass names, tags and digests already validated by `oci.references`.
 A tag is one object, not a folder: it exists exactly when its one atomic key does, so
@@ -75,6 +76,10 @@ def is_tomb(entry: str) -> bool:
 
 def gc_lease() -> str:
     return "_gc/lease"
+
+
+def gc_last_run() -> str:
+    return "_gc/last-run"
 
 
 def catalog_dir() -> str:

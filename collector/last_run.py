@@ -1,0 +1,56 @@
+"""The stored record of the last collection: one small JSON object (`_gc/last-run`).
+
+Every run that deletes (a server's background run or `dockyard gc`, never a dry run)
+replaces it at its end, while still holding the lease, so whichever process reads it
+(the web UI, an operator) sees the latest finished run of any process or replica.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, fields
+
+from storage import paths
+from storage.driver import PathNotFoundError
+from storage.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    started: float  # Unix times, by the collecting process's clock
+    finished: float
+    duration: float  # seconds
+    manifests: int
+    tags: int
+    blobs: int
+    links: int
+    uploads: int
+    repositories: int
+    bytes_freed: int
+    host: str  # who ran it
+    pid: int
+    error: str | None = None  # why the run stopped early (the next run finishes the job)
+    dry_run: bool = False
+
+
+def this_process() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
+
+
+async def save(store: Store, record: RunRecord) -> None:
+    await store.driver.put(paths.gc_last_run(), json.dumps(asdict(record)).encode())
+
+
+async def last_run(store: Store) -> RunRecord | None:
+    """The last finished run, or None if none finished (or its record is unreadable)."""
+    try:
+        raw = await store.driver.get(paths.gc_last_run())
+    except PathNotFoundError:
+        return None
+    try:
+        data = json.loads(raw)
+        return RunRecord(**{field.name: data[field.name] for field in fields(RunRecord)})
+    except (ValueError, KeyError, TypeError):
+        return None
