@@ -50,12 +50,13 @@ collector deletes the marker first, then looks for content and puts the marker b
 if a push raced it; writers store content first and the marker after (Catalog), so a
 repository with content always ends up listed.
 
-Step 5, one collector (storage/lease.py; test_lease.py). A lease object taken and renewed by
+Step 5, one collector (storage/lease.py; test_lease.py; tests/e2e/test_gc_stress.py,
+test_two_replicas_...: runs of two replicas never overlap). A lease object taken and renewed by
 conditional writes (driver `create` / `replace`), renewed before every batch of
 deletions; a collector that lost it stops before deleting more.
 
 Step 6, crashes (test_lease.py, test_a_tomb_left_by_a_killed_collector_...;
-tests/e2e/test_gc_stress.py kills `dockyard gc` with -9 at random moments). Every step
+tests/e2e/test_gc_stress.py kills `dockyard gc` with -9 stopped at a step of its sweep). Every step
 is idempotent. A killed run leaves its tombs (the API answers those blobs missing, and
 uploads of them fail retryably, until a run after `stale_tomb_after` removes them and
 deletes what is still unreferenced), links without data (the API checks the data

@@ -5,10 +5,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 from collector.run import Deletion, GcOptions, GcResult, collect
+from collector.sweep import Hook, no_hook
 from registry.config import Config
+
+# For crash tests: the run stops at this step (a name collector.sweep passes its hook),
+# says so on standard error and waits to be killed, so a kill -9 lands exactly there.
+PAUSE_ENV = "REGISTRY_GC_PAUSE_AT"
+PAUSED = "gc paused at"
+
+
+def _pause_at(wanted: str) -> Hook:
+    async def pause(step: str) -> None:
+        if step == wanted:
+            print(f"{PAUSED} {step}", file=sys.stderr, flush=True)
+            await asyncio.Event().wait()  # until killed
+
+    return pause
 
 
 def _print_deletion(deletion: Deletion, as_json: bool, dry_run: bool) -> None:
@@ -56,6 +72,7 @@ async def _collect(config: Config, dry_run: bool, as_json: bool) -> GcResult:
             GcOptions.of(config),
             dry_run=dry_run,
             report=lambda deletion: _print_deletion(deletion, as_json, dry_run),
+            hook=_pause_at(os.environ[PAUSE_ENV]) if os.environ.get(PAUSE_ENV) else no_hook,
         )
     finally:
         await store.close()

@@ -9,6 +9,7 @@ mark can only keep too much, never too little. Digests are kept as strings (abou
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any
 from oci.errors import RegistryError
 from oci.references import Digest
 from storage import paths
-from storage.driver import PathNotFoundError
+from storage.driver import FileInfo, PathNotFoundError
 from storage.store import Store
 
 log = logging.getLogger("dockyard.gc")
@@ -57,24 +58,28 @@ def _digest_of_link(key: str, root: str) -> Digest | None:
 async def revisions(store: Store, name: str) -> list[Revision]:
     """The manifests stored in repository `name`: one listing, plus one read each."""
     root = paths.revisions_dir(name)
-    found = []
-    for info in await store.driver.scan(root):
-        digest = _digest_of_link(info.key, root)
-        if digest is None:
-            continue
-        try:
-            revision = json.loads(await store.driver.get(info.key))
-        except PathNotFoundError:
-            continue  # deleted meanwhile
-        except ValueError:
-            revision = {}  # half-written by an older version: keep what it references
-        subject = revision.get("subject") if isinstance(revision, dict) else None
-        try:
-            parsed = Digest.parse(subject) if isinstance(subject, str) else None
-        except RegistryError:
-            parsed = None
-        found.append(Revision(digest, parsed, info.modified))
-    return found
+    links = [
+        (digest, info)
+        for info in await store.driver.scan(root)
+        if (digest := _digest_of_link(info.key, root)) is not None
+    ]
+    found = await asyncio.gather(*(_revision(store, digest, info) for digest, info in links))
+    return [revision for revision in found if revision is not None]
+
+
+async def _revision(store: Store, digest: Digest, info: FileInfo) -> Revision | None:
+    try:
+        revision = json.loads(await store.driver.get(info.key))
+    except PathNotFoundError:
+        return None  # deleted meanwhile
+    except ValueError:
+        revision = {}  # half-written by an older version: keep what it references
+    subject = revision.get("subject") if isinstance(revision, dict) else None
+    try:
+        parsed = Digest.parse(subject) if isinstance(subject, str) else None
+    except RegistryError:
+        parsed = None
+    return Revision(digest, parsed, info.modified)
 
 
 async def referenced(store: Store, digest: Digest) -> set[str]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from collector.concurrently import concurrently
 from collector.last_run import RunRecord, save, this_process
 from collector.mark import Revision, layer_links, referenced, revisions
 from collector.retention import condemned
@@ -20,6 +22,7 @@ from storage.lease import LEASE_SECONDS, Lease, LeaseLostError, take
 from storage.store import Store
 
 log = logging.getLogger("dockyard.gc")
+CONCURRENCY = 8  # repositories (and fan-out folders) collected at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +112,13 @@ class _Run:
             touch=now - grace - self.options.touch_every,
             tomb=now - self.options.stale_tomb_after,
         )
-        self.sweeper = Sweeper(self.store, self.lease, cutoffs, self.hook)
+        self.sweeper = Sweeper(self.store, self.lease, cutoffs, self.hook, CONCURRENCY)
         await self.purge_uploads()
-        for name in await self.store.catalog.names():
-            await self.repository(name, cutoffs)
+        await concurrently(
+            await self.store.catalog.names(),
+            lambda name: self.repository(name, cutoffs),
+            CONCURRENCY,
+        )
         await self.hook("marked")
         for doomed in await self.sweeper.blobs(self.live):
             if doomed.size is not None:
@@ -142,8 +148,8 @@ class _Run:
         stored = await revisions(self.store, name)
         kept = await self.without_orphan_referrers(name, stored, cutoffs)
         references: set[str] = set()
-        for revision in kept:
-            references |= await referenced(self.store, revision.digest)
+        for found in await asyncio.gather(*(referenced(self.store, r.digest) for r in kept)):
+            references |= found
         self.live |= references
         links = await layer_links(self.store, name)
         unreferenced = [
@@ -256,6 +262,7 @@ async def collect(
         result.duration = time.monotonic() - started
         if lease is not None:
             await _save_record(store, result, began)
+        _log_end(result, lease)  # before the lease goes: logged runs never overlap
     except LeaseLostError:
         raise  # another run holds the lease now: the record is its to write
     except Exception as error:
@@ -267,6 +274,10 @@ async def collect(
     finally:
         if lease is not None:
             await lease.release()
+    return result
+
+
+def _log_end(result: GcResult, lease: Lease | None) -> None:
     log.info(
         "gc run %s: removed %d manifests, %d tags, %d blobs (%d bytes), %d links, %d uploads,"
         " %d repositories in %.1fs",
@@ -280,7 +291,6 @@ async def collect(
         result.repositories,
         result.duration,
     )
-    return result
 
 
 async def _save_record(

@@ -8,10 +8,12 @@ See collector/__init__.py for why this never deletes what the API vouched for.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from collector.concurrently import concurrently
 from oci.errors import RegistryError
 from oci.references import Digest
 from storage import paths
@@ -49,7 +51,14 @@ def _size(files: dict[str, FileInfo]) -> int | None:
 
 
 class Sweeper:
-    def __init__(self, store: Store, lease: Lease | None, cutoffs: Cutoffs, hook: Hook) -> None:
+    def __init__(
+        self,
+        store: Store,
+        lease: Lease | None,
+        cutoffs: Cutoffs,
+        hook: Hook,
+        concurrency: int = 1,
+    ) -> None:
         """`lease` None: a dry run, which deletes nothing and writes no tombs. Tombs
         carry the lease's owner, so a collector only ever removes its own (or ones a
         dead collector left long ago): even two collectors at once keep the handshake."""
@@ -59,6 +68,7 @@ class Sweeper:
         self._cutoffs = cutoffs
         self._hook = hook
         self._owner = lease.owner if lease is not None else ""
+        self._concurrency = concurrency  # fan-out folders swept at once
 
     def _stale(self, info: FileInfo | None, cutoff: float) -> bool:
         return info is None or info.modified < cutoff
@@ -70,22 +80,27 @@ class Sweeper:
             return False
         return not self._stale(info, self._cutoffs.touch)
 
+    async def _untouched(self, digests: list[Digest]) -> list[Digest]:
+        touched = await asyncio.gather(*(self._touched_since(digest) for digest in digests))
+        return [digest for digest, fresh in zip(digests, touched, strict=True) if not fresh]
+
     async def _entomb(self, digests: list[Digest]) -> None:
         assert self._lease is not None
         await self._lease.keep()
-        for digest in digests:
-            await self._driver.put(paths.blob_tomb(digest, self._owner), b"")
+        await asyncio.gather(
+            *(self._driver.put(paths.blob_tomb(digest, self._owner), b"") for digest in digests)
+        )
         await self._hook("entombed")
 
     async def unlink(self, name: str, links: list[Digest]) -> list[Digest]:
         """Remove these links of repository `name` (unreferenced there, written before
         the cutoff) unless their blob was touched since; returns the removed ones."""
-        candidates = [digest for digest in links if not await self._touched_since(digest)]
+        candidates = await self._untouched(links)
         if self._lease is None or not candidates:
             return candidates
         await self._hook("candidates")
         await self._entomb(candidates)
-        doomed = [digest for digest in candidates if not await self._touched_since(digest)]
+        doomed = await self._untouched(candidates)
         await self._lease.keep()
         await self._driver.delete_many([paths.layer_link(name, digest) for digest in doomed])
         await self._hook("unlinked")
@@ -97,12 +112,21 @@ class Sweeper:
     async def blobs(self, live: set[str]) -> list[Doomed]:
         """Delete every stored blob not in `live`, written and touched before the
         cutoffs, one fan-out folder (`blobs/<alg>/<xx>`) at a time."""
-        removed: list[Doomed] = []
+        folders = []
         for algorithm in await self._driver.list("blobs"):
             folder = paths.blobs_of(algorithm)
-            for fan_out in await self._driver.list(folder):
-                removed.extend(await self._sweep_folder(f"{folder}/{fan_out}", algorithm, live))
-        return removed
+            folders += [
+                (f"{folder}/{fan_out}", algorithm) for fan_out in await self._driver.list(folder)
+            ]
+
+        async def sweep(found: tuple[str, str]) -> list[Doomed]:
+            return await self._sweep_folder(*found, live)
+
+        return [
+            doomed
+            for swept in await concurrently(folders, sweep, self._concurrency)
+            for doomed in swept
+        ]
 
     async def _blob_files(self, folder: str, algorithm: str) -> dict[Digest, dict[str, FileInfo]]:
         found: dict[Digest, dict[str, FileInfo]] = defaultdict(dict)

@@ -1,26 +1,33 @@
 """The collector against real servers (issue 11 §4): a 2-worker `dockyard serve` (and, on
 S3, two replicas on one bucket) serving pushes, re-pushes, mounts, deletes and pulls while
 collectors run in a tight loop (the servers' own, every second, and `dockyard gc`
-processes, some killed with -9 mid-run). Afterwards every manifest that got a 201 and was
-not deleted pulls whole with every digest verified, and, after one more run past the
-grace, storage holds exactly the blobs those manifests reference."""
+processes, some killed with -9 at a step of their sweep). Afterwards every manifest that
+got a 201 and was not deleted pulls whole with every digest verified, and, after one more
+run past the grace, storage holds exactly the blobs those manifests reference. Two
+replicas with only their own collectors: one run at a time, and the same invariant."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
+import math
+import os
 import random
+import re
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from collector.cli import PAUSE_ENV, PAUSED
 from registry.app import s3_settings
 from registry.config import S3Config
 from storage.driver import StorageDriver
@@ -37,6 +44,7 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 BASES = [f"base layer {n} ".encode() * 500 for n in range(3)]  # shared by every image
 ROUNDS = 40
 CLIENTS = 3
+SWEEP_STEPS = ["entombed", "checked", "deleted"]  # collector/sweep.py's hook steps
 
 
 def sha256(data: bytes) -> str:
@@ -154,14 +162,29 @@ def pull(http: httpx.Client, url: str, repository: str, digest: str) -> None:
         assert sha256(blob.content) == item["digest"]
 
 
-def gc_process(config: Path) -> subprocess.Popen[bytes]:
+def gc_process(config: Path, pause_at: str | None = None) -> subprocess.Popen[bytes]:
+    """`dockyard gc --json`; with `pause_at`, it stops at that step of its run (see
+    collector/cli.py) to be killed there."""
+    env = {**os.environ, PAUSE_ENV: pause_at} if pause_at else None
     return subprocess.Popen(
         [sys.executable, "-m", "registry", "gc", "--json", "--config", str(config)],
         cwd=ROOT,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         process_group=0,
     )
+
+
+def reached_pause(collector: subprocess.Popen[bytes], timeout: float = 120) -> bool:
+    """Whether the collector stopped at its pause (False: its run ended first)."""
+    assert collector.stderr is not None
+    watchdog = threading.Timer(timeout, kill_process_group, [collector])
+    watchdog.start()
+    try:
+        return any(line.startswith(PAUSED.encode()) for line in collector.stderr)
+    finally:
+        watchdog.cancel()
 
 
 def stored_blobs(driver: StorageDriver) -> set[str]:
@@ -189,6 +212,54 @@ def _driver(storage: dict[str, Any]) -> StorageDriver:
     return FilesystemDriver(storage["filesystem"]["root"])
 
 
+def start(servers: list[RegistryProcess]) -> list[RegistryProcess]:
+    for server in servers:
+        server.start()
+    return servers
+
+
+def clients_on(servers: list[RegistryProcess]) -> list[Client]:
+    clients = [Client(n, servers, seed=n) for n in range(CLIENTS)]
+    for client in clients:
+        client.start()
+    return clients
+
+
+def assert_nothing_broken(
+    servers: list[RegistryProcess], storage: dict[str, Any], clients: list[Client]
+) -> None:
+    """The invariant after the clients finished: every manifest answered 201 and not
+    deleted pulls whole; one more run past the grace leaves exactly the blobs they
+    reference; the servers, restarted, serve them all."""
+    for client in clients:
+        client.join()
+        assert client.error is None, repr(client.error)
+    with httpx.Client(timeout=60) as http:
+        for client in clients:
+            for repository, digest in client.alive:
+                pull(http, servers[0].url, repository, digest)
+    # A killed run's last lease frees itself after 60 s; no collector runs now, so the
+    # test frees it rather than wait.
+    for server in servers:
+        server.stop()
+    asyncio.run(_free_lease(_driver(storage)))
+    time.sleep(GRACE * 1.2 + 1.1)
+    out, err = gc_process(servers[0].config_path).communicate(timeout=300)
+    assert json.loads(out.splitlines()[-1])["summary"]["skipped"] is None, err.decode()
+    referenced = set()
+    for client in clients:
+        for (_, digest), manifest in client.alive.items():
+            document = json.loads(manifest)
+            referenced |= {digest, document["config"]["digest"]}
+            referenced |= {layer["digest"] for layer in document["layers"]}
+    assert stored_blobs(_driver(storage)) == referenced
+    for server in start(servers):
+        with httpx.Client(timeout=60) as http:
+            for client in clients:
+                for repository, digest in client.alive:
+                    pull(http, server.url, repository, digest)
+
+
 @pytest.mark.parametrize("kill", [False, True], ids=["clean", "kill-9"])
 def test_collectors_in_a_tight_loop_never_break_a_stored_image(
     tmp_path: Path, storage: dict[str, Any], kill: bool
@@ -196,19 +267,18 @@ def test_collectors_in_a_tight_loop_never_break_a_stored_image(
     config = {"storage": storage, "gc": {"enabled": True, "interval": "1s", "grace": f"{GRACE}s"}}
     replicas = 2 if "s3" in storage else 1
     servers = [RegistryProcess(tmp_path / f"r{n}", config, workers=2) for n in range(replicas)]
-    for server in servers:
-        server.start()
     try:
-        clients = [Client(n, servers, seed=n) for n in range(CLIENTS)]
-        for client in clients:
-            client.start()
+        clients = clients_on(start(servers))
         runs, killed, removed = 0, 0, 0
         chooser = random.Random(7)
         while any(client.is_alive() for client in clients):
-            collector = gc_process(servers[0].config_path)
-            if kill and chooser.random() < 0.5:
-                time.sleep(chooser.uniform(0.5, 1.5))  # past the start-up: mid-run, mostly
+            # Half the runs in the kill variant stop at a step of their sweep (tombs
+            # written; a folder's tombs checked; its blobs deleted) and die there.
+            pause_at = chooser.choice(SWEEP_STEPS) if kill and chooser.random() < 0.5 else None
+            collector = gc_process(servers[0].config_path, pause_at)
+            if pause_at is not None and reached_pause(collector):
                 kill_process_group(collector)
+                collector.wait()
                 killed += 1
             else:
                 out, err = collector.communicate(timeout=120)
@@ -216,37 +286,59 @@ def test_collectors_in_a_tight_loop_never_break_a_stored_image(
                 summary = json.loads(out.splitlines()[-1])["summary"]
                 removed += summary["blobs"] + summary["links"] + summary["repositories"]
             runs += 1
-        for client in clients:
-            client.join()
-            assert client.error is None, repr(client.error)
-        with httpx.Client(timeout=60) as http:
-            for client in clients:
-                for repository, digest in client.alive:
-                    pull(http, servers[0].url, repository, digest)
-        # Nothing collectable is left once a run starts past the grace: the kill -9
-        # variant's last lease frees itself after 60 s; no collector runs now, so the
-        # test frees it rather than wait.
+        assert killed >= 1 or not kill, "no run reached a sweep step to be killed at"
+        assert_nothing_broken(servers, storage, clients)
+        retried = sum(client.retries for client in clients)
+        print(f"{runs} gc runs ({killed} killed mid-sweep), {removed} removed, {retried} retries")
+    finally:
         for server in servers:
             server.stop()
-        asyncio.run(_free_lease(_driver(storage)))
-        time.sleep(GRACE * 1.2 + 1.1)
-        out, err = gc_process(servers[0].config_path).communicate(timeout=300)
-        assert json.loads(out.splitlines()[-1])["summary"]["skipped"] is None, err.decode()
-        referenced = set()
+
+
+LOGGED_RUN = re.compile(r"gc run (\w+)(?: started|: removed )")
+
+
+def logged_runs(servers: list[RegistryProcess]) -> list[tuple[float, float, str]]:
+    """(start, end, who) of every collection the servers' JSON logs show, by start; a
+    run still going has no end yet (infinity)."""
+    seen: dict[str, dict[str, float]] = {}
+    for server in servers:
+        assert "garbage collection failed" not in server.log()
+        for line in server.log().splitlines():
+            entry = json.loads(line) if line.startswith("{") else {}
+            if entry.get("logger") != "dockyard.gc":
+                continue
+            found = LOGGED_RUN.match(entry["message"])
+            if found is None:
+                continue
+            stamp = datetime.fromisoformat(entry["time"]).timestamp()
+            phase = "start" if entry["message"].endswith(" started") else "end"
+            seen.setdefault(found[1], {})[phase] = stamp
+    return sorted((run["start"], run.get("end", math.inf), who) for who, run in seen.items())
+
+
+def test_two_replicas_each_with_a_collector_run_one_at_a_time(
+    tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    """Two 2-worker replicas on one storage, each worker with its own collector every
+    second and nothing else collecting: the runs the logs show never overlap (each logs
+    its start after taking the lease and its end before letting it go), and the
+    invariant holds."""
+    config = {
+        "storage": storage,
+        "gc": {"enabled": True, "interval": "1s", "grace": f"{GRACE}s"},
+        "log": {"format": "json"},
+    }
+    servers = [RegistryProcess(tmp_path / f"r{n}", config, workers=2) for n in range(2)]
+    try:
+        clients = clients_on(start(servers))
         for client in clients:
-            for (_, digest), manifest in client.alive.items():
-                document = json.loads(manifest)
-                referenced |= {digest, document["config"]["digest"]}
-                referenced |= {layer["digest"] for layer in document["layers"]}
-        assert stored_blobs(_driver(storage)) == referenced
-        retried = sum(client.retries for client in clients)
-        print(f"{runs} gc runs ({killed} killed), {removed} things removed, {retried} retries")
-        for server in servers:
-            server.start()
-        with httpx.Client(timeout=60) as http:
-            for client in clients:
-                for repository, digest in client.alive:
-                    pull(http, servers[-1].url, repository, digest)
+            client.join()
+        runs = logged_runs(servers)
+        assert len(runs) >= 5, runs
+        for (_, end, before), (start_, _, after) in itertools.pairwise(runs):
+            assert start_ >= end, f"run {after} started before {before} ended"
+        assert_nothing_broken(servers, storage, clients)
     finally:
         for server in servers:
             server.stop()
