@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 COMPARED = ("blobs", "rates", "docker", "proxy")  # Dockyard against the reference registry
-GROUPS = (*COMPARED, "costs", "ui")  # costs: one feature toggled; ui: the web UI (Dockyard's)
+# costs: one feature toggled; ui: the web UI (Dockyard's); gc: bench/gc.py, its own data
+GROUPS = (*COMPARED, "costs", "ui", "gc")
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,6 +31,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         default="filesystem",
         help="auth: basic auth on both servers; s3: both on one SeaweedFS; s3-redirect: "
         "the same, blob GETs redirected to S3 (results in RESULTS-VARIANT.md)",
+    )
+    parser.add_argument(
+        "--gc-blobs",
+        type=int,
+        help="blobs in the gc figure's registry (default 100,000; 2,000 with --quick)",
     )
     parser.add_argument(
         "--results", type=Path, help="where to write the table (default: none with --quick)"

@@ -9,7 +9,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench import auth, costs, figures, images, report, ui
+from bench import auth, costs, figures, gc, images, report, ui
 from bench.arguments import COMPARED, GROUPS
 from bench.auth import Credentials
 from bench.client import RegistryClient
@@ -168,6 +168,14 @@ def main(args: argparse.Namespace) -> int:
         compare(args, groups, sizes, results_path)
     if "ui" in groups:  # in process, on the filesystem, whatever the variant
         write(results_path, "ui", ui.run(WORKDIR / "ui", requests=10 if args.quick else 50))
+    if "gc" in groups:  # on the filesystem and SeaweedFS, whatever the variant
+        data = gc.GcData(args.gc_blobs) if args.gc_blobs else gc.QUICK if args.quick else gc.FULL
+        shutil.rmtree(WORKDIR, ignore_errors=True)
+        try:
+            text = gc.run(data, WORKDIR / "gc", min(sizes.rounds, 2), sizes.wrk_seconds)
+        finally:
+            shutil.rmtree(WORKDIR, ignore_errors=True)
+        write(results_path, "gc", text)
     if "costs" in groups:
         if args.variant != "filesystem":
             print(f"bench: costs are measured on the filesystem only, not {args.variant}")

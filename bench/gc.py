@@ -1,0 +1,485 @@
+"""The garbage collection figure (issue 11 §5): Dockyard's online `dockyard gc` against
+the reference registry's offline `garbage-collect`, on the same data, on the filesystem
+and on one SeaweedFS.
+
+The data: `blobs` small blobs, half referenced by `blobs / 10` manifests (a config and
+four layers each, one tag each; the manifests' own bytes are blobs too) in `blobs / 100`
+repositories, half referenced by nothing but a link in their repository (what deleting
+an image leaves). It is written straight into each registry's storage layout, not pushed
+through HTTP: Dockyard's by its own store (into memory, a batch at a time, then copied
+out as files), the reference's as distribution lays it out; on SeaweedFS those files
+are then copied into the buckets through its filer. Each collector
+runs once, timed, with its peak RSS; Dockyard's with its server up (it collects
+online), the reference's with its server stopped (it must). Then the request rates of
+the Dockyard server on that data, with its own background collector on and off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.figures import request_rate
+from bench.report import machine
+from bench.s3 import SharedS3
+from bench.servers import ReferenceRegistry, version_of
+from oci.manifests import DOCKER_MANIFEST, parse_manifest
+from oci.references import Digest
+from storage import paths
+from storage.memory import MemoryDriver
+from storage.store import Store
+from tests.support.metrics import parse, scrape
+from tests.support.seaweedfs import SeaweedFS, weed_binary
+from tests.support.server import RegistryProcess
+
+MB = 1e6
+LAYERS = 4  # and a config: five referenced blobs a manifest
+CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
+LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+REFERENCE_ROOT = "docker/registry/v2"
+BATCH = 500  # images written into memory, then copied out, at a time
+RSS_TARGET = 150 * MB
+SECONDS_TARGET = {"filesystem": 60.0, "SeaweedFS": 300.0}
+RATE_TARGET = 0.95  # request rates with the collector running, against without
+
+
+@dataclass(frozen=True)
+class GcData:
+    blobs: int  # half referenced, half not (the manifests' own bytes come on top)
+
+    @property
+    def manifests(self) -> int:
+        return max(1, self.blobs // 10)
+
+    @property
+    def repositories(self) -> int:
+        return max(1, self.blobs // 100)
+
+    def describe(self) -> str:
+        return (
+            f"{self.blobs:,} blobs of ~50 bytes ({self.blobs // 2:,} referenced by "
+            f"{self.manifests:,} manifests, a config and {LAYERS} layers each, one tag each; "
+            f"{self.blobs - self.manifests * (LAYERS + 1):,} referenced by nothing but a link "
+            f"in their repository) in {self.repositories:,} repositories; the manifests' own "
+            "bytes are blobs too"
+        )
+
+
+FULL = GcData(100_000)
+QUICK = GcData(2_000)
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Image:
+    repository: str
+    tag: str
+    manifest: bytes
+    blobs: list[tuple[str, bytes]]  # (digest, content): the config, then the layers
+
+    @property
+    def digest(self) -> str:
+        return _sha256(self.manifest)
+
+
+def images(data: GcData) -> Iterator[Image]:
+    for n in range(data.manifests):
+        config, *layers = [f"image {n} blob {i} ".encode() * 3 for i in range(LAYERS + 1)]
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": DOCKER_MANIFEST,
+                "config": {"mediaType": CONFIG_TYPE, "digest": _sha256(config),
+                           "size": len(config)},
+                "layers": [{"mediaType": LAYER_TYPE, "digest": _sha256(layer),
+                            "size": len(layer)} for layer in layers],
+            }
+        ).encode()  # fmt: skip
+        blobs = [(_sha256(blob), blob) for blob in (config, *layers)]
+        yield Image(f"gc/repo-{n % data.repositories:05d}", f"t{n}", manifest, blobs)
+
+
+def orphans(data: GcData) -> Iterator[tuple[str, str, bytes]]:
+    """(repository, digest, content) of the blobs no manifest references."""
+    for n in range(data.blobs - data.manifests * (LAYERS + 1)):
+        blob = f"orphan {n} ".encode() * 4
+        yield f"gc/repo-{n % data.repositories:05d}", _sha256(blob), blob
+
+
+def _batches(items: Iterator[Any], size: int = BATCH) -> Iterator[list[Any]]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+Objects = dict[str, bytes]
+
+
+def dockyard_objects(data: GcData) -> Iterator[Objects]:
+    """Dockyard's layout, written by its own store into memory, a batch at a time."""
+
+    async def batch_of(batch: list[Image | tuple[str, str, bytes]]) -> Objects:
+        driver = MemoryDriver()
+        store = Store(driver)
+        for item in batch:
+            if isinstance(item, Image):
+                for digest, blob in item.blobs:
+                    await driver.put(paths.blob_data(Digest.parse(digest)), blob)
+                    await store.blobs.link(item.repository, Digest.parse(digest))
+                manifest = parse_manifest(item.manifest, DOCKER_MANIFEST, Digest.parse(item.digest))
+                await store.manifests.put(item.repository, manifest, [item.tag], [], [])
+            else:
+                repository, digest, blob = item
+                await driver.put(paths.blob_data(Digest.parse(digest)), blob)
+                await store.blobs.link(repository, Digest.parse(digest))
+                await store.catalog.add(repository)
+        return driver.objects
+
+    for batch in _batches(_all(data)):
+        yield asyncio.run(batch_of(batch))
+
+
+def reference_objects(data: GcData) -> Iterator[Objects]:
+    """Distribution's layout (docker/registry/v2/...): blob data, each repository's
+    `_layers` links, manifest revisions, and tags (`current` and `index`)."""
+
+    def blob(digest: str) -> str:
+        hex_ = digest.removeprefix("sha256:")
+        return f"{REFERENCE_ROOT}/blobs/sha256/{hex_[:2]}/{hex_}/data"
+
+    def link(repository: str, kind: str, digest: str) -> str:
+        hex_ = digest.removeprefix("sha256:")
+        return f"{REFERENCE_ROOT}/repositories/{repository}/{kind}/sha256/{hex_}/link"
+
+    for batch in _batches(_all(data)):
+        objects: Objects = {}
+        for item in batch:
+            if isinstance(item, Image):
+                for digest, content in [*item.blobs, (item.digest, item.manifest)]:
+                    objects[blob(digest)] = content
+                for digest, _ in item.blobs:
+                    objects[link(item.repository, "_layers", digest)] = digest.encode()
+                manifests = f"{REFERENCE_ROOT}/repositories/{item.repository}/_manifests"
+                value = item.digest.encode()
+                objects[link(item.repository, "_manifests/revisions", item.digest)] = value
+                objects[f"{manifests}/tags/{item.tag}/current/link"] = value
+                objects[link(item.repository, f"_manifests/tags/{item.tag}/index", item.digest)] = (
+                    value
+                )
+            else:
+                repository, digest, content = item
+                objects[blob(digest)] = content
+                objects[link(repository, "_layers", digest)] = digest.encode()
+        yield objects
+
+
+def _all(data: GcData) -> Iterator[Image | tuple[str, str, bytes]]:
+    yield from images(data)
+    yield from orphans(data)
+
+
+# --- where the objects go: files, or objects in a bucket -----------------------------------
+
+
+@dataclass
+class Files:
+    """Writes objects as files below `root` (a few threads: the disk waits, not the CPU)."""
+
+    root: Path
+    written: int = 0
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def write(self, batches: Iterator[Objects]) -> None:
+        with ThreadPoolExecutor(4) as pool:
+            for objects in batches:
+                list(pool.map(lambda item: self.put(*item), objects.items()))
+                self.written += len(objects)
+
+
+def copy_into_bucket(seaweed: SeaweedFS, folder: Path, bucket: str) -> None:
+    """Everything below `folder` into `bucket` at the same keys, through SeaweedFS's filer
+    (its buckets are filer folders): a Go client, far faster than a PutObject each."""
+    target = f"http://127.0.0.1:{seaweed.filer_port}.{seaweed.filer_grpc}/buckets/{bucket}/"
+    children = sorted(str(child) for child in folder.iterdir())
+    subprocess.run(
+        [weed_binary() or "weed", "filer.copy", "-c", "32", *children, target],
+        cwd=seaweed.workdir,
+        check=True,
+        capture_output=True,
+    )
+
+
+# --- the runs -------------------------------------------------------------------------------
+
+
+@dataclass
+class Collection:
+    seconds: float
+    rss: float  # bytes, peak of the collecting process
+    blobs_left: int  # blob data objects stored after it
+
+
+def collect(command: list[str], env: dict[str, str] | None, log: Path) -> tuple[float, float]:
+    """Run one collector to its end: seconds, and its peak RSS as the kernel counted it."""
+    with open(log, "ab") as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+    process.returncode = code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {code}: see {log}")
+    return seconds, usage.ru_maxrss * 1024.0  # KiB on Linux
+
+
+def dockyard_gc_command(server: RegistryProcess) -> list[str]:
+    return [sys.executable, "-m", "registry", "gc", "--json", "--config", str(server.config_path)]
+
+
+@dataclass
+class StorageResult:
+    storage: str
+    ours: Collection
+    reference: Collection
+    build_seconds: float
+    objects: dict[str, int]
+    rates: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    collector_runs: int = 0
+
+
+def _count_files(root: Path) -> int:
+    return sum(1 for _ in root.rglob("data"))
+
+
+def _count_objects(client: Any, bucket: str, prefix: str) -> int:
+    count = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        count += sum(1 for item in page.get("Contents", []) if item["Key"].endswith("/data"))
+    return count
+
+
+def measure(
+    label: str,
+    data: GcData,
+    workdir: Path,
+    rounds: int,
+    wrk_seconds: int,
+    shared: SharedS3 | None = None,
+) -> StorageResult:
+    """Build both registries' data on one storage, collect each, then the request rates."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ours_files, reference_files = workdir / "dockyard-data", workdir / "reference" / "data"
+    ours_storage: dict[str, Any] = {"filesystem": {"root": str(ours_files)}}
+    reference = ReferenceRegistry(workdir / "reference")
+    if shared is not None:
+        ours_storage = shared.dockyard
+        reference = ReferenceRegistry(workdir / "reference", storage=shared.reference)
+        client = shared.seaweed.client()
+    print(f"bench: gc on {label}: writing {data.blobs:,} blobs into both layouts", flush=True)
+    started = time.perf_counter()
+    ours_sink, reference_sink = Files(ours_files), Files(reference_files)
+    ours_sink.write(dockyard_objects(data))
+    reference_sink.write(reference_objects(data))
+    if shared is not None:
+        copy_into_bucket(shared.seaweed, ours_files, ours_storage["s3"]["bucket"])
+        copy_into_bucket(shared.seaweed, reference_files, shared.reference["s3"]["bucket"])
+        shutil.rmtree(ours_files)
+        shutil.rmtree(reference_files)
+    built = time.perf_counter() - started
+    objects = {"dockyard": ours_sink.written, "reference": reference_sink.written}
+    print(f"bench: gc on {label}: {objects} objects in {built:.0f} s", flush=True)
+    time.sleep(1.1)  # past the storage clock's second: everything is older than the grace
+    server = serving(workdir / "dockyard", ours_storage, collecting=False)
+    try:
+        seconds, rss = collect(dockyard_gc_command(server), server.env, workdir / "dockyard-gc.log")
+        print(f"bench: gc on {label}: dockyard gc {seconds:.1f} s, {rss / MB:.0f} MB", flush=True)
+        reference_env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        command = ["docker-registry", "garbage-collect", str(reference.config_path)]
+        theirs = collect(command, reference_env, workdir / "reference-gc.log")
+        print(f"bench: gc on {label}: reference {theirs[0]:.1f} s, {theirs[1] / MB:.0f} MB")
+        if shared is None:
+            left = (
+                _count_files(workdir / "dockyard-data" / "blobs"),
+                _count_files(workdir / "reference" / "data" / REFERENCE_ROOT / "blobs"),
+            )
+        else:
+            left = (
+                _count_objects(client, ours_storage["s3"]["bucket"], "blobs/"),
+                _count_objects(client, shared.reference["s3"]["bucket"], f"{REFERENCE_ROOT}/"),
+            )
+        result = StorageResult(
+            label,
+            Collection(seconds, rss, left[0]),
+            Collection(*theirs, left[1]),
+            built,
+            objects,
+        )
+        _check_left(result, data)
+    finally:
+        server.stop()
+    rate_rounds(result, ours_storage, workdir, rounds, wrk_seconds, data)
+    return result
+
+
+def _check_left(result: StorageResult, data: GcData) -> None:
+    """Both kept exactly the referenced blobs and the manifests."""
+    expected = data.manifests * (LAYERS + 2)
+    for label, collection in (("dockyard", result.ours), ("reference", result.reference)):
+        if collection.blobs_left != expected:
+            raise RuntimeError(
+                f"{label} kept {collection.blobs_left} blobs on {result.storage}, not {expected}"
+            )
+
+
+def serving(workdir: Path, storage: dict[str, Any], collecting: bool) -> RegistryProcess:
+    """A Dockyard server (one worker per CPU) on `storage`; `collecting`: its own
+    collector runs a second after the last run ended, so nearly all the time."""
+    gc_settings = {"enabled": collecting, "interval": "1s", "grace": "0s"}
+    config = {"storage": storage, "gc": gc_settings}
+    return RegistryProcess(workdir, config, workers=os.cpu_count() or 1).start()
+
+
+def _gc_runs(server: RegistryProcess) -> float:
+    samples = parse(scrape(f"{server.url}/metrics").text)
+    return samples.get(("registry_gc_runs_total", frozenset()), 0.0)
+
+
+def rate_rounds(
+    result: StorageResult,
+    storage: dict[str, Any],
+    workdir: Path,
+    rounds: int,
+    seconds: int,
+    data: GcData,
+) -> None:
+    """Request rates with the servers' own background collector on and off, alternately."""
+    image = next(images(data))
+    accept = f'wrk.headers["Accept"] = "{DOCKER_MANIFEST}"'
+    paths_ = {
+        "manifest_rps": (f"/v2/{image.repository}/manifests/{image.tag}", accept),
+        "head_rps": (f"/v2/{image.repository}/blobs/{image.blobs[1][0]}", "HEAD"),
+    }
+    for round_ in range(rounds):
+        for collecting in (False, True) if round_ % 2 == 0 else (True, False):
+            column = "collecting" if collecting else "idle"
+            server = serving(workdir / f"{column}-{round_}", storage, collecting)
+            try:
+                time.sleep(2)  # the collector's first run has begun
+                for key, (path, script) in paths_.items():
+                    rate = request_rate(server.url + path, script, seconds, workdir)
+                    result.rates.setdefault(key, {}).setdefault(column, []).append(rate)
+                    print(f"  {result.storage} {key:13} {column:10} {rate:10.1f}", flush=True)
+                if collecting:
+                    result.collector_runs += int(_gc_runs(server))
+            finally:
+                server.stop()
+
+
+def run(data: GcData, workdir: Path, rounds: int, wrk_seconds: int) -> str:
+    """Both storages, then the section of RESULTS.md (with what it has if one fails)."""
+    load_before = os.getloadavg()
+    results = [measure("filesystem", data, workdir / "fs", rounds, wrk_seconds)]
+    shared = SharedS3.start(workdir / "seaweedfs", redirect=False)
+    notes = list(shared.notes)
+    try:
+        results.append(measure("SeaweedFS", data, workdir / "s3", rounds, wrk_seconds, shared))
+    except (RuntimeError, subprocess.SubprocessError) as error:
+        notes.append(f"SeaweedFS: not measured: {error}")
+    finally:
+        shared.stop()
+    return render(data, results, load_before, notes)
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def render(
+    data: GcData,
+    results: list[StorageResult],
+    load_before: tuple[float, float, float],
+    notes: list[str],
+) -> str:
+    lines = ["## Garbage collection", "", "Written by `python -m bench --only gc`.", ""]
+    lines += ["| | |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in machine(load_before).items()]
+    lines += [
+        f"| data | {data.describe()} |",
+        f"| reference | {version_of(['docker-registry', '--version'])}, "
+        "`garbage-collect` with the server stopped (it must be) |",
+        "| Dockyard | `dockyard gc` beside its running server (2 workers), `gc.grace: 0s` |",
+        "",
+        "| figure | unit | Dockyard | reference | ratio | target |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for result in results:
+        ours, theirs = result.ours.seconds, result.reference.seconds
+        limit = SECONDS_TARGET[result.storage]
+        lines.append(
+            f"| one collection, {result.storage} | s | {ours:,.1f} | {theirs:,.1f} | "
+            f"{ours / theirs:.2f}x | faster, and < {limit:.0f} s: "
+            f"{_met(ours < theirs and ours < limit)} |"
+        )
+    for result in results:
+        ours, theirs = result.ours.rss, result.reference.rss
+        lines.append(
+            f"| peak RSS of the collecting process, {result.storage} | MB | {ours / MB:,.0f} | "
+            f"{theirs / MB:,.0f} | {ours / theirs:.2f}x | < 150 MB: {_met(ours < RSS_TARGET)} |"
+        )
+    lines += [
+        "",
+        "Request rates of the Dockyard server on that data (64 connections; wrk for the "
+        "manifest, hey for HEAD), with the servers' own background collector on "
+        "(`gc.interval: 1s`: a run starts a second after the last ended) and off, "
+        "alternately; medians:",
+        "",
+        "| storage | figure | req/s idle | req/s collecting | ratio | target |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    titles = {"manifest_rps": "manifest GET by tag", "head_rps": "HEAD blob"}
+    for result in results:
+        for key, columns in result.rates.items():
+            idle = statistics.median(columns["idle"])
+            busy = statistics.median(columns["collecting"])
+            lines.append(
+                f"| {result.storage} | {titles[key]} | {idle:,.0f} | {busy:,.0f} | "
+                f"{busy / idle:.2f}x | >= {RATE_TARGET:.2f}x: {_met(busy / idle >= RATE_TARGET)} |"
+            )
+    lines += ["", "Notes:"]
+    for result in results:
+        lines.append(
+            f"- {result.storage}: writing the data took {result.build_seconds:.0f} s "
+            f"({result.objects['dockyard']:,} objects for Dockyard, "
+            f"{result.objects['reference']:,} for the reference); both kept exactly the "
+            f"{result.ours.blobs_left:,} referenced blobs; {result.collector_runs} "
+            "background collections during the collecting request rates"
+        )
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
