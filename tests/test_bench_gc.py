@@ -1,0 +1,49 @@
+"""The gc figure's data (bench/gc.py): both registries' storage layouts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from bench import gc
+from collector.run import GcOptions, collect
+from oci.references import Digest
+from storage import paths
+from storage.memory import MemoryDriver
+from storage.store import Store
+
+DATA = gc.GcData(200)
+
+
+def test_the_dockyard_layout_is_a_registry_our_collector_halves() -> None:
+    written = [item for objects in gc.dockyard_objects(DATA) for item in objects.items()]
+
+    async def check() -> None:
+        driver = MemoryDriver()
+        for key, value in written:
+            await driver.put(key, value)
+        store = Store(driver)
+        image = next(gc.images(DATA))
+        assert str(await store.manifests.resolve(image.repository, image.tag)) == image.digest
+        assert len(await store.catalog.names()) == DATA.repositories
+        result = await collect(store, GcOptions(grace=0.0, upload_max_age=86400.0))
+        assert result.blobs == DATA.blobs // 2
+        for digest, _ in image.blobs:
+            assert await driver.exists(paths.blob_data(Digest.parse(digest)))
+
+    asyncio.run(check())
+
+
+def test_the_reference_layout_is_distributions() -> None:
+    objects = {key: value for batch in gc.reference_objects(DATA) for key, value in batch.items()}
+    image = next(gc.images(DATA))
+    hex_ = image.digest.removeprefix("sha256:")
+    base = f"docker/registry/v2/repositories/{image.repository}/_manifests"
+    assert objects[f"{base}/tags/{image.tag}/current/link"] == image.digest.encode()
+    assert objects[f"{base}/tags/{image.tag}/index/sha256/{hex_}/link"] == image.digest.encode()
+    assert objects[f"{base}/revisions/sha256/{hex_}/link"] == image.digest.encode()
+    manifest = objects[f"docker/registry/v2/blobs/sha256/{hex_[:2]}/{hex_}/data"]
+    layers = [layer["digest"] for layer in json.loads(manifest)["layers"]]
+    assert [digest for digest, _ in image.blobs[1:]] == layers
+    data = [key for key in objects if key.endswith("/data")]
+    assert len(data) == DATA.blobs + DATA.manifests
