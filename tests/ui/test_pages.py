@@ -24,6 +24,7 @@ from tests.api.helpers import (
     push_referrer,
     put_manifest,
 )
+from tests.collector.support import age, run_gc
 from ui import web
 
 
@@ -249,3 +250,13 @@ async def test_registry_page_shows_the_last_collection_and_what_it_freed(
     page = (await client.get("/ui/registry")).text
     assert "2025-12-01 01:00 UTC (2.5 s)" in page
     assert "3.0 MiB: 4 manifests, 5 tags, 6 blobs, 1 emptied repositories" in page
+
+
+async def test_registry_page_shows_the_record_a_real_run_stored(
+    client: httpx.AsyncClient, driver: CountingDriver
+) -> None:
+    await push_blob(client, "team/app", b"nobody references me")
+    await age(driver)
+    await run_gc(driver)
+    page = (await client.get("/ui/registry")).text
+    assert "0 manifests, 0 tags, 1 blobs, 1 emptied repositories" in page
