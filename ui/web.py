@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from collector.last_run import last_run
 from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest, is_digest, parse_name, parse_tag
 from registry.auth.caller import CALLER_KEY, Caller
@@ -38,7 +39,6 @@ from storage.store import Store
 from storage.usage import usage_report
 from ui import images, repositories
 from ui.access import UiAccess, Viewer
-from ui.collection import last_collection
 from ui.session import COOKIE_NAME, Session, SessionKey, Sessions, cookie_header
 
 PREFIX = "/ui"
@@ -419,7 +419,7 @@ class WebUi:
             "registry.html",
             version=self.version,
             usage=usage,
-            collection=await last_collection(self.store),
+            collection=await last_run(self.store),
             config=self.config,
             format_duration=format_duration,
         )

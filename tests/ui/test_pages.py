@@ -246,7 +246,7 @@ async def test_registry_page_shows_the_last_collection_and_what_it_freed(
     async def last(store: object) -> SimpleNamespace:
         return run
 
-    monkeypatch.setattr(web, "last_collection", last)
+    monkeypatch.setattr(web, "last_run", last)
     page = (await client.get("/ui/registry")).text
     assert "2025-12-01 01:00 UTC (2.5 s)" in page
     assert "3.0 MiB: 4 manifests, 5 tags, 6 blobs, 1 emptied repositories" in page
