@@ -30,6 +30,7 @@ import aiofiles.os
 import aiofiles.threadpool
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
+from storage import nowait
 from storage.driver import (
     READ_CHUNK,
     FileInfo,
@@ -71,12 +72,14 @@ def _reports_full_disk(method: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awai
     return writing
 
 
-def _read_cached(fd: int, size: int, offset: int) -> bytes | None:
+def _read_cached(fd: int, size: int, offset: int) -> memoryview | None:
     """Up to `size` bytes at `offset` if the page cache holds them, else None.
 
     A read with RWF_NOWAIT never waits for the disk, so it may run on the event loop;
     it spares the thread hop, which cost as much as the copy itself (downloads of
-    cached blobs: ~40% less CPU, 1.9 -> 2.7 GB/s on one stream).
+    cached blobs: ~40% less CPU, 1.9 -> 2.7 GB/s on one stream). The bytes are
+    answered as a view of the buffer they were read into: a copy into `bytes` cost
+    as much CPU as the read.
     """
     if _NOWAIT is None:
         return None
@@ -87,8 +90,7 @@ def _read_cached(fd: int, size: int, offset: int) -> bytes | None:
         return None
     if count == 0:
         return None  # the end, or nothing cached yet: the blocking read tells which
-    del buffer[count:]
-    return bytes(buffer)
+    return memoryview(buffer)[:count]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -219,6 +221,10 @@ def _delete_files(root: Path, paths: list[Path]) -> None:
             folder.rmdir()
 
 
+def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)
+
+
 class _Listings:
     """Directory listings, reused while the directory's stat is unchanged.
 
@@ -229,12 +235,18 @@ class _Listings:
     def __init__(self) -> None:
         self._seen: dict[Path, tuple[tuple[int, int, int, int], list[str]]] = {}
 
+    def remembered(self, path: Path, info: os.stat_result) -> list[str] | None:
+        """The listing of `path` if it is remembered and `info` says it still holds."""
+        seen = self._seen.get(path)
+        if seen is not None and seen[0] == _stamp(info):
+            return list(seen[1])
+        return None
+
     def list(self, path: Path) -> list[str]:
         info = os.stat(path)
-        stamp = (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)
-        seen = self._seen.get(path)
-        if seen is not None and seen[0] == stamp:
-            return list(seen[1])
+        if (names := self.remembered(path, info)) is not None:
+            return names
+        stamp = _stamp(info)
         names = [name for name in os.listdir(path) if not name.startswith(".")]
         if time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) > _SETTLED_NS:
             if len(self._seen) >= _REMEMBERED_LISTINGS:
@@ -358,9 +370,12 @@ class FilesystemDriver(StorageDriver):
         return self.root / check_key(key)
 
     async def get(self, key: str) -> bytes:
+        path = self.path(key)
         try:
-            # One thread hop for open, read and close: these small reads are on hot paths.
-            return await asyncio.to_thread(self.path(key).read_bytes)
+            # Cached: on the event loop (see storage.nowait); else one thread hop for
+            # open, read and close. These small reads are on hot paths.
+            data = nowait.read_cached(os.fsencode(path))
+            return data if data is not None else await asyncio.to_thread(path.read_bytes)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFoundError(key) from None
 
@@ -408,15 +423,20 @@ class FilesystemDriver(StorageDriver):
         return FilesystemWriter(self, path, aiofiles.threadpool.wrap(file))
 
     async def stat(self, key: str) -> FileInfo:
+        path = self.path(key)
         try:
-            result = await aiofiles.os.stat(self.path(key))
+            result = nowait.stat_cached(os.fsencode(path)) or await aiofiles.os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFoundError(key) from None
         return FileInfo(key, result.st_size, result.st_mtime)
 
     async def list(self, prefix: str) -> list[str]:
+        path = self.path(prefix)
         try:
-            return await asyncio.to_thread(self._listings.list, self.path(prefix))
+            info = nowait.stat_cached(os.fsencode(path))
+            if info is not None and (names := self._listings.remembered(path, info)) is not None:
+                return names
+            return await asyncio.to_thread(self._listings.list, path)
         except (FileNotFoundError, NotADirectoryError):
             return []
 
