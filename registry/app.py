@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Match, Route, Router
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from collector.background import collect_forever
 from collector.run import GcOptions
@@ -56,11 +56,12 @@ log = logging.getLogger("dockyard")
 
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 
+# The router tries routes in this order, each a regular expression: the requests
+# clients make most (blob and manifest reads) come first. No two routes' paths match
+# one request (their fixed parts differ), so the order changes nothing else.
 ROUTES = [
-    Route("/v2/", listings.api_base, methods=["GET"]),
-    Route("/v2/_catalog", listings.catalog, methods=["GET"]),
-    Route("/v2/{name:path}/tags/list", listings.list_tags, methods=["GET"]),
-    Route("/v2/{name:path}/referrers/{digest}", listings.list_referrers, methods=["GET"]),
+    Route("/v2/{name:path}/blobs/{digest}", blobs.get_blob, methods=["GET"]),
+    Route("/v2/{name:path}/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
     Route(
         "/v2/{name:path}/manifests/{reference}",
         manifests.get_manifest,
@@ -74,8 +75,10 @@ ROUTES = [
     Route("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.patch_upload, methods=["PATCH"]),
     Route("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.finish_upload, methods=["PUT"]),
     Route("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.cancel_upload, methods=["DELETE"]),
-    Route("/v2/{name:path}/blobs/{digest}", blobs.get_blob, methods=["GET"]),
-    Route("/v2/{name:path}/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
+    Route("/v2/{name:path}/tags/list", listings.list_tags, methods=["GET"]),
+    Route("/v2/{name:path}/referrers/{digest}", listings.list_referrers, methods=["GET"]),
+    Route("/v2/", listings.api_base, methods=["GET"]),
+    Route("/v2/_catalog", listings.catalog, methods=["GET"]),
 ]
 
 
@@ -133,25 +136,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     if request_id := request.scope.get(REQUEST_ID_KEY):
         response.headers[REQUEST_ID_HEADER] = request_id
     return response
-
-
-class ApiVersionHeader:
-    """Adds `Docker-Distribution-Api-Version` to every response, errors included."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), API_VERSION_HEADER]
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
 
 
 class RelativeSlashRedirect:
@@ -279,7 +263,6 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
             open_paths=open_paths,
             open_prefixes=open_prefixes,
         )
-    app.add_middleware(ApiVersionHeader)
     labels = RouteLabels(routes)
     recorders: list[Recorder] = []
     if config.metrics.enabled:
@@ -288,6 +271,6 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
         recorders.append(AccessLog(access_lines, labels if config.log.format == "json" else None))
     if recorders:
         app.add_middleware(ObserveRequests, recorders=recorders)
-    app.add_middleware(RequestId)
+    app.add_middleware(RequestId, fixed=[API_VERSION_HEADER])  # on every answer, errors too
     app.add_middleware(DrainBeforeClose)  # outermost: it must see every response
     return app

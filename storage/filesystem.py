@@ -233,25 +233,25 @@ class _Listings:
     """
 
     def __init__(self) -> None:
-        self._seen: dict[Path, tuple[tuple[int, int, int, int], list[str]]] = {}
+        self._seen: dict[str, tuple[tuple[int, int, int, int], list[str]]] = {}
 
-    def remembered(self, path: Path, info: os.stat_result) -> list[str] | None:
-        """The listing of `path` if it is remembered and `info` says it still holds."""
-        seen = self._seen.get(path)
+    def remembered(self, key: str, info: os.stat_result) -> list[str] | None:
+        """The listing of `key` if it is remembered and `info` says it still holds."""
+        seen = self._seen.get(key)
         if seen is not None and seen[0] == _stamp(info):
             return list(seen[1])
         return None
 
-    def list(self, path: Path) -> list[str]:
+    def list(self, key: str, path: Path) -> list[str]:
         info = os.stat(path)
-        if (names := self.remembered(path, info)) is not None:
+        if (names := self.remembered(key, info)) is not None:
             return names
         stamp = _stamp(info)
         names = [name for name in os.listdir(path) if not name.startswith(".")]
         if time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) > _SETTLED_NS:
             if len(self._seen) >= _REMEMBERED_LISTINGS:
                 self._seen.clear()
-            self._seen[path] = (stamp, names)
+            self._seen[key] = (stamp, names)
         return list(names)
 
 
@@ -364,18 +364,22 @@ class FilesystemDriver(StorageDriver):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._prefix = f"{self.root}/"
         self._listings = _Listings()
 
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def _raw(self, key: str) -> bytes:
+        """`path(key)` for `storage.nowait`, without pathlib's cost (most of the call's)."""
+        return os.fsencode(self._prefix + check_key(key))
+
     async def get(self, key: str) -> bytes:
-        path = self.path(key)
         try:
             # Cached: on the event loop (see storage.nowait); else one thread hop for
             # open, read and close. These small reads are on hot paths.
-            data = nowait.read_cached(os.fsencode(path))
-            return data if data is not None else await asyncio.to_thread(path.read_bytes)
+            data = nowait.read_cached(self._raw(key))
+            return data if data is not None else await asyncio.to_thread(self.path(key).read_bytes)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFoundError(key) from None
 
@@ -423,20 +427,18 @@ class FilesystemDriver(StorageDriver):
         return FilesystemWriter(self, path, aiofiles.threadpool.wrap(file))
 
     async def stat(self, key: str) -> FileInfo:
-        path = self.path(key)
         try:
-            result = nowait.stat_cached(os.fsencode(path)) or await aiofiles.os.stat(path)
+            result = nowait.stat_cached(self._raw(key)) or await aiofiles.os.stat(self.path(key))
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFoundError(key) from None
         return FileInfo(key, result.st_size, result.st_mtime)
 
     async def list(self, prefix: str) -> list[str]:
-        path = self.path(prefix)
         try:
-            info = nowait.stat_cached(os.fsencode(path))
-            if info is not None and (names := self._listings.remembered(path, info)) is not None:
+            info = nowait.stat_cached(self._raw(prefix))
+            if info is not None and (names := self._listings.remembered(prefix, info)) is not None:
                 return names
-            return await asyncio.to_thread(self._listings.list, path)
+            return await asyncio.to_thread(self._listings.list, prefix, self.path(prefix))
         except (FileNotFoundError, NotADirectoryError):
             return []
 

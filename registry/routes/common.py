@@ -37,9 +37,10 @@ async def pull_target(
     """The pull-through cache and where it takes a pull of `name`; None: a local pull.
     `fallback` False: names under no prefix stay local (see `proxy.routing`)."""
     cache = proxy(request)
-    ns = request.query_params.get("ns")
-    target = await cache.target(name, ns, fallback) if cache else None
-    return (cache, target) if cache and target else None
+    if cache is None:
+        return None
+    target = await cache.target(name, request.query_params.get("ns"), fallback)
+    return (cache, target) if target else None
 
 
 def refuse_proxied_writes(request: Request, name: str) -> None:

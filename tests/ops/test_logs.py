@@ -7,12 +7,14 @@ import io
 import json
 import logging
 import logging.config
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from registry import request_id
 from registry.app import create_app
 from registry.config import Config, LogConfig
 from registry.logs import log_config
@@ -39,6 +41,24 @@ async def test_every_response_has_a_request_id_the_clients_when_sane(tmp_path: P
     ids = [r.headers["x-request-id"] for r in (refused, missing, forged, again)]
     assert all(len(i) == 16 for i in ids) and len(set(ids)) == 4
     assert given.headers["x-request-id"] == "trace-42.a"
+    answers = (refused, missing, given, forged, again)  # the same layer adds the version
+    assert {r.headers["docker-distribution-api-version"] for r in answers} == {"registry/2.0"}
+
+
+def test_new_request_ids_differ_across_processes() -> None:
+    """Workers share one log: a forked process numbers its ids under a prefix of its own."""
+    parent = [request_id.request_id({"headers": []}) for _ in range(3)]
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        os.write(writing, request_id.request_id({"headers": []}).encode())
+        os._exit(0)
+    os.close(writing)
+    os.waitpid(child, 0)
+    from_child = os.read(reading, 64).decode()
+    os.close(reading)
+    assert len(set(parent)) == 3 and from_child not in parent
+    assert from_child[:8] != parent[0][:8] and len(from_child) == 16
 
 
 class BrokenDriver(MemoryDriver):
