@@ -18,6 +18,7 @@ from bench.figures import (
     ListingFixture,
     NoAnswerError,
     Sizes,
+    curl_download_rate,
     request_rate,
     timed,
 )
@@ -93,6 +94,18 @@ class Bench:
                 if received != expected:
                     raise RuntimeError(f"{label} sent {received} bytes, not {expected}")
                 self.record(key, label, expected / 1e6 / seconds)
+        fresh = {}
+        for label in self.order(round_):  # uploaded, then at once downloaded
+            client = RegistryClient(self.servers[label].host, self.authorization)
+            fresh[label] = blob.fresh()
+            client.upload_monolithic(UPLOADS, blob.view, fresh[label])
+            client.close()
+            url = f"{self.servers[label].url}/v2/{UPLOADS}/blobs/{fresh[label]}"
+            self.record("fresh", label, curl_download_rate(url, sizes.blob, 1, self.authorization))
+        for label in self.order(round_):
+            url = f"{self.servers[label].url}/v2/{UPLOADS}/blobs/{fresh[label]}"
+            rate = curl_download_rate(url, sizes.blob, sizes.concurrency, self.authorization)
+            self.record("downloads", label, rate)
 
     # --- request rates -------------------------------------------------------------------
 
@@ -280,6 +293,8 @@ def compare(
             f"{os.cpu_count()} CPUs): absolute figures are noisy, the A/B alternation keeps "
             "the ratios meaningful"
         )
-    table = report.render(bench.results, memory, environment, bench.notes, sizes, elapsed)
+    table = report.render(
+        bench.results, memory, environment, bench.notes, sizes, elapsed, args.variant
+    )
     write(results_path, "comparison", table)
     print(report.summary_line(bench.results, memory))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bench.report import merge_section
+from bench.figures import FIGURES, TARGETS
+from bench.report import merge_section, verdict
 
 
 def test_a_section_is_replaced_and_the_others_kept() -> None:
@@ -20,3 +21,12 @@ def test_a_file_without_sections_is_an_older_whole_table_and_goes() -> None:
     assert merge_section("# table\nold\n", "costs", "## costs") == (
         "<!-- bench: costs -->\n## costs\n<!-- /bench: costs -->\n"
     )
+
+
+def test_targets_come_from_the_one_table_by_variant() -> None:
+    figures = {figure.key: figure for figure in FIGURES}
+    assert verdict(figures["manifest_rps"], 7.9, "filesystem") == ">= 8x: MISSED"
+    assert verdict(figures["head_rps"], 3.1, "s3") == ">= 3x: met"
+    assert verdict(figures["downloads"], 0.9, "s3-redirect") == ">= 1x: MISSED"
+    assert verdict(figures["pull"], 0.99, "auth") == "<= 1x: met"
+    assert all(key in figures for table in TARGETS.values() for key in table)
