@@ -68,9 +68,10 @@ def _open(path: bytes, how: object) -> int | None:
     code = ctypes.get_errno()
     if code in _CACHE_MISS:
         return None
-    if code in (errno.ENOSYS, errno.EINVAL, errno.EPERM):  # no openat2, no flag, no O_NOATIME
-        if code == errno.ENOSYS:
-            _syscall = None
+    if code in (errno.ENOSYS, errno.EINVAL):  # no openat2 (< 5.6), no RESOLVE_CACHED (< 5.12)
+        _syscall = None
+        return None
+    if code == errno.EPERM:  # O_NOATIME on a file another user owns: the thread reads it
         return None
     raise OSError(code, os.strerror(code), os.fsdecode(path))
 
