@@ -1,6 +1,8 @@
-"""S3 driver: keys are objects below an optional prefix in one bucket, through boto3.
+"""S3 driver: keys are objects below an optional prefix in one bucket.
 
-Every boto3 call runs in the driver's bounded thread pool, never on the event loop.
+The hot reads (HEAD, GET, streamed ranges, delimiter listings) go through obstore
+(storage/s3_reads.py says why); everything else through boto3, whose every call runs
+in the driver's bounded thread pool, never on the event loop.
 Connection and read timeouts plus botocore's standard retries bound every call;
 what still fails becomes `StorageUnavailableError` (the API answers 503).
 
@@ -89,6 +91,7 @@ from storage.s3_part_sizes import (
     PARTS_PER_STEP,
     part_size,
 )
+from storage.s3_reads import S3Reads
 
 log = logging.getLogger("dockyard.s3")
 
@@ -146,10 +149,6 @@ def _error_code(error: Exception) -> str:
     if isinstance(error, botocore.exceptions.ClientError):
         return str(error.response.get("Error", {}).get("Code", ""))
     return ""
-
-
-class _RangeNotSatisfiableError(StorageError):
-    """A ranged read started at or past the end of an object."""
 
 
 class _PreconditionFailedError(StorageError):
@@ -412,6 +411,7 @@ class S3Driver(StorageDriver):
         self._prefix = settings.prefix.strip("/")
         self._executor = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="s3")
         self._client = self._make_client(settings)
+        self._reads = S3Reads(settings)
         self._conditional: bool | None = None
 
     @staticmethod
@@ -471,8 +471,6 @@ class S3Driver(StorageDriver):
             code = _error_code(error)
             if code in _NOT_FOUND:
                 raise PathNotFoundError(kwargs.get("Key", "")) from None
-            if code == "InvalidRange":
-                raise _RangeNotSatisfiableError(operation) from None
             if code == "XMinioStorageFull" or _status(error) == 507:  # Insufficient Storage
                 raise StorageFullError(f"S3 {operation} failed: {code} (HTTP 507)") from None
             if code in _PRECONDITION_FAILED:
@@ -497,15 +495,9 @@ class S3Driver(StorageDriver):
 
     async def get(self, key: str) -> bytes:
         try:
-            return await self._call("GetObject", self._read_object, Key=self.object_key(key))
+            return await self._reads.get(self.object_key(key))
         except PathNotFoundError:
             raise PathNotFoundError(key) from None
-
-    def _read_object(self, **request: Any) -> bytes:
-        """GetObject and its whole body in one pool thread: small reads are on hot paths."""
-        body = self._client.get_object(Bucket=self.settings.bucket, **request)["Body"]
-        with contextlib.closing(body):
-            return body.read()
 
     async def put(self, key: str, data: bytes | bytearray) -> None:
         await self.put_body(key, data, len(data))
@@ -516,17 +508,23 @@ class S3Driver(StorageDriver):
         if length == 0:
             await self.stat(key)
             return
+        pieces = [(key, offset, length)]
         try:
-            body = await self._open(key, offset, length)
+            first = self._reads.stream(self.object_key(key), offset, length)
+            chunk = await anext(first, None)
         except PathNotFoundError:
             pieces = await self._writer_pieces(key, offset, length)
         else:
             pieces = []
-            async for chunk in self._stream(body):
-                yield chunk
+            try:
+                while chunk is not None:
+                    yield chunk
+                    chunk = await anext(first, None)
+            finally:
+                await first.aclose()
         for piece_key, piece_offset, piece_length in pieces:
-            async for chunk in self._stream(
-                await self._open(piece_key, piece_offset, piece_length)
+            async for chunk in self._reads.stream(
+                self.object_key(piece_key), piece_offset, piece_length
             ):
                 yield chunk
 
@@ -536,22 +534,6 @@ class S3Driver(StorageDriver):
                 yield chunk
         finally:
             await self._call("GetObject", body.close)
-
-    async def _open(self, key: str, offset: int, length: int | None) -> Any:
-        """The body of a GetObject of `length` bytes (all if None) from `offset`."""
-        end = "" if length is None else str(offset + length - 1)
-        extra = {"Range": f"bytes={offset}-{end}"} if offset or length is not None else {}
-        try:
-            response = await self._s3(
-                "get_object",
-                Key=self.object_key(key),
-                **extra,
-            )
-        except _RangeNotSatisfiableError:
-            return _EmptyBody()  # offset at the end of the object
-        except PathNotFoundError:
-            raise PathNotFoundError(key) from None
-        return response["Body"]
 
     async def _writer_pieces(
         self, key: str, offset: int, length: int | None
@@ -717,34 +699,23 @@ class S3Driver(StorageDriver):
         # One HEAD: the writer-state LIST `stat` falls back to would double the cost of
         # every miss (clients HEAD each blob before pushing it).
         try:
-            await self._s3("head_object", Key=self.object_key(key))
+            await self._reads.head(self.object_key(key))
         except PathNotFoundError:
             return False
         return True
 
     async def stat(self, key: str) -> FileInfo:
         try:
-            response = await self._s3(
-                "head_object",
-                Key=self.object_key(key),
-            )
+            info = await self._reads.head(self.object_key(key))
         except PathNotFoundError:
             state = await self._writer_state(key)
             if not state.exists:
                 raise PathNotFoundError(key) from None
             return FileInfo(key, state.size, state.modified)
-        return FileInfo(key, response["ContentLength"], response["LastModified"].timestamp())
+        return FileInfo(key, info.size, info.modified)
 
     async def list(self, prefix: str) -> list[str]:
-        start = self.object_key(prefix) + "/"
-        names: set[str] = set()
-        async for page in self._pages(Prefix=start, Delimiter="/"):
-            names.update(item["Key"][len(start) :] for item in page.get("Contents", []))
-            names.update(
-                common["Prefix"][len(start) : -1] for common in page.get("CommonPrefixes", [])
-            )
-        names.discard("")  # the prefix's own folder entry, on servers with real folders
-        return sorted(names)
+        return await self._reads.children(self.object_key(prefix) + "/")
 
     async def delete(self, key: str) -> None:
         await self.delete_writer_state(key)
@@ -936,13 +907,3 @@ class S3Driver(StorageDriver):
             raise
         # Completed: nothing is left to abort (aborting a completed upload confuses some servers).
         await self.delete_objects([commit_key])
-
-
-class _EmptyBody:
-    """A body with nothing in it, for reads that start at the end of an object."""
-
-    def read(self, amt: int | None = None) -> bytes:
-        return b""
-
-    def close(self) -> None:
-        pass

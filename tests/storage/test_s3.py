@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import os
 import socket
@@ -121,7 +122,35 @@ def record_operations(driver: S3Driver) -> list[str]:
     driver._client.meta.events.register(
         "before-call.s3", lambda model, **_: operations.append(model.name)
     )
+    reads = driver._reads  # the obstore read path (storage/s3_reads.py)
+    for method, operation in READ_OPERATIONS.items():
+        setattr(reads, method, _recorded(getattr(reads, method), operation, operations))
     return operations
+
+
+READ_OPERATIONS = {
+    "head": "HeadObject",
+    "get": "GetObject",
+    "stream": "GetObject",
+    "children": "ListObjectsV2",
+}
+
+
+def _recorded(method: Any, operation: str, operations: list[str]) -> Any:
+    if inspect.isasyncgenfunction(method):
+
+        async def stream(*args: Any) -> Any:
+            operations.append(operation)
+            async for piece in method(*args):
+                yield piece
+
+        return stream
+
+    async def call(*args: Any) -> Any:
+        operations.append(operation)
+        return await method(*args)
+
+    return call
 
 
 async def test_exists_is_one_head_and_a_miss_lists_nothing(s3: S3Driver) -> None:

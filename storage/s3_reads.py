@@ -1,0 +1,128 @@
+"""The S3 driver's hot read path (HeadObject, GetObject, delimiter listings) through obstore.
+
+Why not boto3 here: the profile in bench/RESULTS-s3.md put ~700 µs of CPU on every
+boto3 HeadObject (request signing, endpoint resolution, response parsing, urllib3),
+plus a hop to a pool thread and back; obstore (Rust's object_store, native asyncio)
+does the same request for ~200 µs of CPU measured here, with no thread hop, and
+parses a 1,000-key listing in Rust. aiobotocore would keep botocore's per-call cost.
+Writes (multipart assembly, conditional PutObject, DeleteObjects) stay on boto3 in
+s3.py: they are a few calls per push, and boto3 says everything they need.
+
+Every read is bounded: connect and read timeouts and a few retries within
+`read_timeout`; a streamed body comes in pieces of about `READ_CHUNK` bytes, pulled
+only as the caller consumes them (the socket's window is the rest of the buffer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import obstore
+from obstore.exceptions import BaseError as ObstoreError
+from obstore.store import S3Store
+
+from storage.driver import READ_CHUNK, FileInfo, PathNotFoundError, StorageUnavailableError
+
+if TYPE_CHECKING:
+    from storage.s3 import S3Settings
+
+
+def _store(settings: S3Settings) -> S3Store:
+    endpoint = settings.endpoint_url
+    virtual = settings.addressing == "virtual" or (settings.addressing == "auto" and not endpoint)
+    config: dict[str, Any] = {"region": settings.region or "us-east-1"}
+    if endpoint:
+        if virtual:  # object_store wants the bucket in a virtual-hosted endpoint
+            scheme, _, host = endpoint.partition("://")
+            endpoint = f"{scheme}://{settings.bucket}.{host}"
+        config["endpoint"] = endpoint
+    config["virtual_hosted_style_request"] = virtual
+    credentials: Any = None
+    if settings.access_key and settings.secret_key:
+        config["access_key_id"] = settings.access_key
+        config["secret_access_key"] = settings.secret_key
+    else:  # the same chain boto3 uses (environment, profile, instance role)
+        from obstore.auth.boto3 import Boto3CredentialProvider
+
+        credentials = Boto3CredentialProvider()
+    timeout = timedelta(seconds=settings.read_timeout)
+    return S3Store(
+        settings.bucket,
+        config=config,  # type: ignore[arg-type]
+        client_options={
+            "allow_http": bool(endpoint and endpoint.startswith("http://")),
+            "connect_timeout": timedelta(seconds=settings.connect_timeout),
+            "read_timeout": timeout,
+            "timeout": timedelta(days=1),  # a whole download; `read_timeout` bounds stalls
+            "pool_max_idle_per_host": str(max(settings.max_concurrency, 64)),
+        },
+        retry_config={"max_retries": max(0, settings.max_attempts - 1), "retry_timeout": timeout},
+        credential_provider=credentials,
+    )
+
+
+class S3Reads:
+    """HeadObject, GetObject (whole or a range, streamed) and delimiter listings of
+    full object keys; a missing key raises PathNotFoundError(key), a failure
+    StorageUnavailableError."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self._store = _store(settings)
+
+    async def head(self, key: str) -> FileInfo:
+        try:
+            meta = await obstore.head_async(self._store, key)
+        except FileNotFoundError:
+            raise PathNotFoundError(key) from None
+        except ObstoreError as error:
+            raise _unavailable("HeadObject", error) from None
+        return FileInfo(key, meta["size"], meta["last_modified"].timestamp())
+
+    async def get(self, key: str) -> bytes:
+        try:
+            result = await obstore.get_async(self._store, key)
+            return bytes(await result.bytes_async())
+        except FileNotFoundError:
+            raise PathNotFoundError(key) from None
+        except ObstoreError as error:
+            raise _unavailable("GetObject", error) from None
+
+    async def stream(self, key: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
+        """The bytes of `key` from `offset` (`length` of them, all if None), in pieces."""
+        if length is not None:
+            options: Any = {"range": (offset, offset + length)}
+        elif offset:
+            options = {"range": {"offset": offset}}
+        else:
+            options = {}
+        try:
+            result = await obstore.get_async(self._store, key, options=options)
+        except FileNotFoundError:
+            raise PathNotFoundError(key) from None
+        except ObstoreError as error:
+            if options and offset >= (await self.head(key)).size:
+                return  # a range starting at the end: nothing to read (S3 answers 416)
+            raise _unavailable("GetObject", error) from None
+        try:
+            async for piece in result.stream(min_chunk_size=READ_CHUNK):
+                yield bytes(piece)
+        except ObstoreError as error:
+            raise _unavailable("GetObject", error) from None
+
+    async def children(self, start: str) -> list[str]:
+        """Names of the objects and common prefixes directly below `start` (ends in /)."""
+        try:
+            listing = await obstore.list_with_delimiter_async(self._store, start)
+        except ObstoreError as error:
+            raise _unavailable("ListObjectsV2", error) from None
+        names = {entry[len(start) :].rstrip("/") for entry in listing["common_prefixes"]}
+        names.update(meta["path"][len(start) :] for meta in listing["objects"])
+        names.discard("")  # the prefix's own folder entry, on servers with real folders
+        return sorted(names)
+
+
+def _unavailable(operation: str, error: Exception) -> StorageUnavailableError:
+    first = str(error).split("\n", 1)[0]
+    return StorageUnavailableError(f"S3 {operation} failed: {type(error).__name__}: {first}")
