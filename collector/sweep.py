@@ -103,6 +103,8 @@ class Sweeper:
         doomed = await self._untouched(candidates)
         await self._lease.keep()
         await self._driver.delete_many([paths.layer_link(name, digest) for digest in doomed])
+        if doomed:
+            await self._store.deletions.published()  # caches of other processes drop them
         await self._hook("unlinked")
         await self._driver.delete_many(
             [paths.blob_tomb(digest, self._owner) for digest in candidates]
@@ -177,6 +179,8 @@ class Sweeper:
             for item in doomed:
                 keys += [paths.blob_data(item.digest), paths.blob_touched(item.digest)]
             await self._driver.delete_many(keys)
+            if doomed:
+                await self._store.deletions.published()
             await self._hook("deleted")
         else:
             doomed = []

@@ -14,6 +14,17 @@ Before the API says a blob exists it `vouch`es for it: writes the blob's `touche
 marker, then checks no collector has a `tomb` on it, then reads the blob again from
 storage (never from the size cache). The collector writes the tomb before it reads the
 touch, so one of the two always sees the other: see collector/__init__.py.
+
+A process remembers what it vouched for (the size, per repository link) and answers
+again from memory, with no storage call, while both hold:
+- its own touch of the blob is younger than `touch_every`. The collector deletes a
+  blob (or a link to it) only when its touch is older than its cutoff, now - grace -
+  grace/10, and it read that touch after writing its tomb, after our vouch's tomb
+  check found none, so after our touch. A touch at Tv younger than grace/10 at the
+  answer T means no run deletes the blob before T + grace: what the uncached path
+  promises (it skips the touch write for the same grace/10 already).
+- the deletion generation it was read under is current (storage/deletions.py): an
+  API DELETE of the link, or any other removal, is seen within `CHECK_EVERY`.
 """
 
 from __future__ import annotations
@@ -25,9 +36,11 @@ from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest, is_digest_of
 from storage import paths
 from storage.catalog import Catalog
+from storage.deletions import Deletions, Generation, fresh
 from storage.driver import PathNotFoundError, StorageDriver, Writer
 
 _REMEMBERED = 100_000
+_VOUCHED = 20_000  # entries of ~200 bytes: 4 MB at most
 
 
 def being_collected(digest: Digest) -> RegistryError:
@@ -55,9 +68,16 @@ async def digests_below(driver: StorageDriver, directory: str) -> set[Digest]:
 
 
 class BlobStore:
-    def __init__(self, driver: StorageDriver, catalog: Catalog, touch_every: float = 0.0) -> None:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        catalog: Catalog,
+        deletions: Deletions,
+        touch_every: float = 0.0,
+    ) -> None:
         self._driver = driver
         self._catalog = catalog
+        self._deletions = deletions
         # Content never changes under its digest, so its size can be remembered; but
         # the collector may delete it, so only `size` (a hint) answers from here.
         self._sizes: dict[Digest, int] = {}
@@ -65,6 +85,8 @@ class BlobStore:
         # younger than `touch_every` is not written again. The collector allows for it.
         self._touch_every = touch_every
         self._touched: dict[Digest, float] = {}
+        # (repository or None, digest) -> (size, generation, monotonic time stored)
+        self._vouched: dict[tuple[str | None, Digest], tuple[int, Generation, float]] = {}
 
     async def size(self, digest: Digest) -> int | None:
         """Size of the blob's content, or None: a hint (maybe cached), not a promise."""
@@ -101,6 +123,29 @@ class BlobStore:
     async def vouched_size(self, digest: Digest, name: str | None = None) -> int | None:
         """Size of a blob the API may now say exists (given to repository `name`, if
         set), or None. Nothing it vouches for is deleted within the grace period."""
+        if not self._touch_every:
+            return await self._vouch_size(digest, name)
+        generation = await self._deletions.current()  # before any read it covers
+        remembered = self._vouched.get((name, digest))
+        if remembered is not None:
+            size, read_under, stored_at = remembered
+            touched = self._touched.get(digest)
+            if (
+                read_under == generation
+                and touched is not None
+                and time.monotonic() - touched < self._touch_every
+                and fresh(stored_at)
+            ):
+                return size
+        stored_at = time.monotonic()
+        size = await self._vouch_size(digest, name)
+        if size is not None:
+            if len(self._vouched) >= _VOUCHED:
+                self._vouched.clear()
+            self._vouched[(name, digest)] = (size, generation, stored_at)
+        return size
+
+    async def _vouch_size(self, digest: Digest, name: str | None) -> int | None:
         linked = paths.layer_link(name, digest) if name is not None else None
         if linked is not None and not await self._driver.exists(linked):
             return None  # the cheap answer for blobs we do not have: no touch written
@@ -119,6 +164,7 @@ class BlobStore:
         if not await self._driver.exists(link):
             return False
         await self._driver.delete(link)
+        await self._deletions.published()
         return True
 
     async def links(self, name: str) -> set[Digest]:

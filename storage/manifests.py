@@ -53,6 +53,12 @@ the PUT's check, its scan comes after the PUT's R and sees it; if before, the PU
 check sees the removal. Either way the referenced content stays. The scan lists the
 repository's revisions and reads each one and each manifest's bytes (through the
 LRU): proportional to the repository's manifests, once or twice per such DELETE.
+
+Reads: a GET remembers the revision it read (an LRU bounded in bytes), kept under the
+deletion generation it was read under (storage/deletions.py): a DELETE publishes a
+new one after its rounds and before it answers, so the same process never serves a
+deleted manifest after its DELETE answered, and others stop within `CHECK_EVERY`.
+Only GET uses it; DELETE, PUT's re-checks and the reference scans read storage.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,12 +79,15 @@ from oci.references import Digest
 from storage import paths
 from storage.blobs import BlobStore, digests_below
 from storage.catalog import Catalog
+from storage.deletions import Deletions, Generation, fresh
 from storage.driver import PathNotFoundError, StorageDriver
 from storage.pulls import PullRecorder
 
 log = logging.getLogger("dockyard.storage")
 
 _CACHED_MANIFEST_BYTES = 64 << 20
+_CACHED_REVISION_BYTES = 4 << 20
+_REVISION_OVERHEAD = 400  # bytes an entry costs beside its document and name
 _PUT_ROUNDS = 10
 _DELETE_ROUNDS = 5
 _DELETE_BACKOFF = 0.005  # seconds before a second round, doubling after each
@@ -137,15 +147,26 @@ def _contended(digest: Digest, action: str, rounds: int) -> RegistryError:
 
 class ManifestStore:
     def __init__(
-        self, driver: StorageDriver, blobs: BlobStore, catalog: Catalog, pull_interval: float
+        self,
+        driver: StorageDriver,
+        blobs: BlobStore,
+        catalog: Catalog,
+        deletions: Deletions,
+        pull_interval: float,
     ) -> None:
         self._driver = driver
+        self._deletions = deletions
         self._blobs = blobs
         self._catalog = catalog
         self.pulls = PullRecorder(driver, pull_interval)
         # Manifest bytes never change under their digest: an LRU of them saves reads.
         self._content: OrderedDict[Digest, bytes] = OrderedDict()
         self._content_bytes = 0
+        # (repository, digest) -> (revision, generation, monotonic time stored, cost)
+        self._revisions: OrderedDict[
+            tuple[str, Digest], tuple[dict[str, Any], Generation, float, int]
+        ] = OrderedDict()
+        self._revision_bytes = 0
 
     # -- writes ------------------------------------------------------------------
 
@@ -250,6 +271,7 @@ class ManifestStore:
                 raise _referenced(digest, "manifest", referrer, name)
             again = await self._revision(name, digest)
             if again is None:
+                await self._deletions.published()
                 await self.pulls.forget(name, digest)
                 return found
             revision, found = again, True
@@ -278,6 +300,35 @@ class ManifestStore:
             return None  # half-written (an S3 server that kept a cut-off PUT): not there
         return revision
 
+    async def _remembered_revision(self, name: str, digest: Digest) -> dict[str, Any] | None:
+        """`_revision` through the LRU of revisions read under the current generation."""
+        generation = await self._deletions.current()  # before the read it covers
+        key = (name, digest)
+        remembered = self._revisions.get(key)
+        if remembered is not None:
+            revision, read_under, stored_at, _ = remembered
+            if read_under == generation and fresh(stored_at):
+                self._revisions.move_to_end(key)
+                return revision
+            self._forget_revision(key)
+        stored_at = time.monotonic()
+        revision = await self._revision(name, digest)
+        if revision is None:
+            return None
+        if (old := self._revisions.get(key)) is not None and old[1] == generation:
+            return revision  # a concurrent GET stored it meanwhile
+        self._forget_revision(key)
+        cost = len(name) + len(json.dumps(revision)) + _REVISION_OVERHEAD
+        self._revisions[key] = (revision, generation, stored_at, cost)
+        self._revision_bytes += cost
+        while self._revision_bytes > _CACHED_REVISION_BYTES:
+            self._revision_bytes -= self._revisions.popitem(last=False)[1][3]
+        return revision
+
+    def _forget_revision(self, key: tuple[str, Digest]) -> None:
+        if (old := self._revisions.pop(key, None)) is not None:
+            self._revision_bytes -= old[3]
+
     async def exists(self, name: str, digest: Digest) -> bool:
         return await self._driver.exists(paths.revision_link(name, digest))
 
@@ -290,10 +341,10 @@ class ManifestStore:
         """
         raw = self._cached_content(digest)
         if raw is not None:
-            revision = await self._revision(name, digest)
+            revision = await self._remembered_revision(name, digest)
         else:
             revision, raw = await asyncio.gather(
-                self._revision(name, digest), self._stored_content(digest)
+                self._remembered_revision(name, digest), self._stored_content(digest)
             )
         if revision is None or raw is None:
             return None

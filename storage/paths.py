@@ -18,6 +18,7 @@
     _events/outbox/<batch>, _events/cursors/<endpoint>       event outbox (storage.outbox)
     _events/lease                                            the webhook deliverer now (registry/)
     _gc/lease                                                the collector running now (collector/)
+    _gc/deletions                                            new at every deletion (storage/)
     _ui/session-key                                          signs the web UI's cookies (ui/)
     _gc/last-run                                             the last run's record (collector/)
 
@@ -76,6 +77,10 @@ def is_tomb(entry: str) -> bool:
 
 def gc_lease() -> str:
     return "_gc/lease"
+
+
+def deletions() -> str:
+    return "_gc/deletions"
 
 
 def gc_last_run() -> str:

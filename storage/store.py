@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from storage.blobs import BlobStore
 from storage.catalog import Catalog
+from storage.deletions import CHECK_EVERY, Deletions
 from storage.driver import StorageDriver
 from storage.maintenance import MaintenanceFlag
 from storage.manifests import ManifestStore
@@ -13,16 +14,24 @@ from storage.usage import Usage
 
 class Store:
     def __init__(
-        self, driver: StorageDriver, pull_interval: float = 3600.0, touch_every: float = 0.0
+        self,
+        driver: StorageDriver,
+        pull_interval: float = 3600.0,
+        touch_every: float = 0.0,
+        deletions_check_every: float = CHECK_EVERY,
     ) -> None:
         """`pull_interval`: how often one process records a pull of a manifest (`gc.grace`);
         `touch_every`: how long a process may skip re-touching a blob it touched (the
-        collector allows for it: a tenth of `gc.grace`)."""
+        collector allows for it: a tenth of `gc.grace`); `deletions_check_every`: how
+        stale a cached read may be after another process's deletion (storage.deletions)."""
         self.driver = driver
         self.catalog = Catalog(driver)
-        self.blobs = BlobStore(driver, self.catalog, touch_every)
+        self.deletions = Deletions(driver, deletions_check_every)
+        self.blobs = BlobStore(driver, self.catalog, self.deletions, touch_every)
         self.uploads = UploadStore(driver, self.blobs)
-        self.manifests = ManifestStore(driver, self.blobs, self.catalog, pull_interval)
+        self.manifests = ManifestStore(
+            driver, self.blobs, self.catalog, self.deletions, pull_interval
+        )
         self.usage = Usage(driver, self.blobs, self.manifests)
         self.maintenance = MaintenanceFlag(driver)
 
