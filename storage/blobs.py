@@ -24,7 +24,7 @@ again from memory, with no storage call, while both hold:
   answer T means no run deletes the blob before T + grace: what the uncached path
   promises (it skips the touch write for the same grace/10 already).
 - the deletion generation it was read under is current (storage/deletions.py): an
-  API DELETE of the link, or any other removal, is seen within `CHECK_EVERY`.
+  API DELETE of the link, or any other removal, anywhere, ends it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest, is_digest_of
 from storage import paths
 from storage.catalog import Catalog
-from storage.deletions import Deletions, Generation, fresh
+from storage.deletions import Deletions, fresh
 from storage.driver import PathNotFoundError, StorageDriver, Writer
 
 _REMEMBERED = 100_000
@@ -86,7 +86,7 @@ class BlobStore:
         self._touch_every = touch_every
         self._touched: dict[Digest, float] = {}
         # (repository or None, digest) -> (size, generation, monotonic time stored)
-        self._vouched: dict[tuple[str | None, Digest], tuple[int, Generation, float]] = {}
+        self._vouched: dict[tuple[str | None, Digest], tuple[int, bytes, float]] = {}
 
     async def size(self, digest: Digest) -> int | None:
         """Size of the blob's content, or None: a hint (maybe cached), not a promise."""

@@ -1,22 +1,23 @@
-"""The deletion generation: how every process learns, within a bound, that something
-it may have cached was deleted.
+"""The deletion generation: how every process learns that something it may have cached
+was deleted, by any process or replica.
 
 Only deletions change what the read caches hold (a manifest revision, a repository's
 link to a blob, a vouched blob): content never changes under its digest, and a PUT
-only adds. So each cache entry keeps the `Generation` it was read under, and a hit
+only adds. So each cache entry keeps the generation it was read under, and a hit
 counts only while that is still the current one. A deletion (manifest or blob
-DELETE, retention, the collector's sweep) calls `published()` after its removals
-and before it answers: that bumps this process's own counter at once (a DELETE then
-GET on the same process misses) and writes a fresh value to `_gc/deletions`, which
-every process reads again when its last read is `check_every` seconds old.
+DELETE, retention, the collector's sweep) calls `published()` after its removals and
+before it answers: it writes a fresh value to `_gc/deletions`.
 
-Bound: a deletion answered at time t is seen by every process by t + `check_every`
-(1 s) plus one storage read. Why it holds: a fill reads the generation before the
-data it caches. A hit at time T on process P means P's last read of the generation
-began after T - `check_every`; if that was after the deletion's write, P's current
-generation differs from that of any entry filled before it, and any entry filled
-after it read the data after the removal. A process killed between its removals and
-its write leaves other processes a stale entry: `MAX_AGE` bounds that case.
+`current()` returns a value read by a read that *began after the caller asked*, so
+the bound is zero: a request that starts after a deletion answered anywhere never
+sees what it deleted. Concurrent callers share reads (a caller that arrives while a
+read is under way waits for the next one, which serves everyone waiting), so under
+load one small GET answers a whole batch of requests in place of their own reads;
+alone, a request pays one GET. Why a hit is exact: a fill reads the generation before
+the data it caches; if the deletion's write came before the hit's generation read
+began, that read sees a new value unless the entry was filled under it, hence read
+after the removal. A process killed between its removals and its write leaves other
+processes a stale entry: `MAX_AGE` bounds that case.
 """
 
 from __future__ import annotations
@@ -24,33 +25,25 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import NamedTuple
 
 from storage import paths
 from storage.driver import PathNotFoundError, StorageDriver
 
-CHECK_EVERY = 1.0
 MAX_AGE = 60.0  # no entry outlives this, whatever a crash left unpublished
 
 
-class Generation(NamedTuple):
-    stored: bytes  # the value of `_gc/deletions` (b"" before any deletion)
-    local: int  # this process's deletions
-
-
 class Deletions:
-    def __init__(self, driver: StorageDriver, check_every: float = CHECK_EVERY) -> None:
+    def __init__(self, driver: StorageDriver) -> None:
         self._driver = driver
-        self._check_every = check_every
-        self._stored = b""
-        self._local = 0
-        self._checked = -float("inf")  # monotonic time the last read began
+        self._stored = b""  # the value of `_gc/deletions` (b"" before any deletion)
+        self._began = -float("inf")  # monotonic time the last completed read began
         self._reading: asyncio.Future[None] | None = None
 
-    async def current(self) -> Generation:
-        """The generation now: read from storage again if the last read is too old."""
-        if time.monotonic() - self._checked >= self._check_every:
-            if self._reading is None:  # one read at a time; the others wait for it
+    async def current(self) -> bytes:
+        """The generation as of a read that began after this call did."""
+        asked = time.monotonic()
+        while self._began < asked:
+            if self._reading is None:
                 self._reading = asyncio.ensure_future(self._read())
             reading = self._reading
             try:
@@ -58,7 +51,7 @@ class Deletions:
             finally:
                 if reading.done() and self._reading is reading:
                     self._reading = None
-        return Generation(self._stored, self._local)
+        return self._stored
 
     async def _read(self) -> None:
         began = time.monotonic()
@@ -66,11 +59,11 @@ class Deletions:
             stored = await self._driver.get(paths.deletions())
         except PathNotFoundError:
             stored = b""
-        self._stored, self._checked = stored, began
+        if began > self._began:
+            self._stored, self._began = stored, began
 
     async def published(self) -> None:
         """Tell every process that something was deleted; call after the removals."""
-        self._local += 1
         await self._driver.put(paths.deletions(), uuid.uuid4().hex.encode())
 
 

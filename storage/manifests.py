@@ -56,8 +56,8 @@ LRU): proportional to the repository's manifests, once or twice per such DELETE.
 
 Reads: a GET remembers the revision it read (an LRU bounded in bytes), kept under the
 deletion generation it was read under (storage/deletions.py): a DELETE publishes a
-new one after its rounds and before it answers, so the same process never serves a
-deleted manifest after its DELETE answered, and others stop within `CHECK_EVERY`.
+new one after its rounds and before it answers, so no process serves a deleted
+manifest to a request that began after its DELETE answered.
 Only GET uses it; DELETE, PUT's re-checks and the reference scans read storage.
 """
 
@@ -79,7 +79,7 @@ from oci.references import Digest
 from storage import paths
 from storage.blobs import BlobStore, digests_below
 from storage.catalog import Catalog
-from storage.deletions import Deletions, Generation, fresh
+from storage.deletions import Deletions, fresh
 from storage.driver import PathNotFoundError, StorageDriver
 from storage.pulls import PullRecorder
 
@@ -164,7 +164,7 @@ class ManifestStore:
         self._content_bytes = 0
         # (repository, digest) -> (revision, generation, monotonic time stored, cost)
         self._revisions: OrderedDict[
-            tuple[str, Digest], tuple[dict[str, Any], Generation, float, int]
+            tuple[str, Digest], tuple[dict[str, Any], bytes, float, int]
         ] = OrderedDict()
         self._revision_bytes = 0
 

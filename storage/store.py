@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from storage.blobs import BlobStore
 from storage.catalog import Catalog
-from storage.deletions import CHECK_EVERY, Deletions
+from storage.deletions import Deletions
 from storage.driver import StorageDriver
 from storage.maintenance import MaintenanceFlag
 from storage.manifests import ManifestStore
@@ -18,15 +18,13 @@ class Store:
         driver: StorageDriver,
         pull_interval: float = 3600.0,
         touch_every: float = 0.0,
-        deletions_check_every: float = CHECK_EVERY,
     ) -> None:
         """`pull_interval`: how often one process records a pull of a manifest (`gc.grace`);
         `touch_every`: how long a process may skip re-touching a blob it touched (the
-        collector allows for it: a tenth of `gc.grace`); `deletions_check_every`: how
-        stale a cached read may be after another process's deletion (storage.deletions)."""
+        collector allows for it: a tenth of `gc.grace`)."""
         self.driver = driver
         self.catalog = Catalog(driver)
-        self.deletions = Deletions(driver, deletions_check_every)
+        self.deletions = Deletions(driver)
         self.blobs = BlobStore(driver, self.catalog, self.deletions, touch_every)
         self.uploads = UploadStore(driver, self.blobs)
         self.manifests = ManifestStore(

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from typing import Any
 
 import httpx
 from starlette.types import ASGIApp
-
-from storage.deletions import CHECK_EVERY
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -152,9 +149,3 @@ async def raw_request(
     await app(scope, receive, send)
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-
-
-async def past_deletion_bound() -> None:
-    """Wait out the bound within which every process sees another's deletion (a cached
-    read of a manifest or blob link may answer until then: storage/deletions.py)."""
-    await asyncio.sleep(CHECK_EVERY + 0.05)
