@@ -119,12 +119,21 @@ async def test_put_and_delete_races_end_consistent(driver: StorageDriver) -> Non
 async def test_tag_left_on_a_deleted_manifest_is_absent_and_removable(
     client: httpx.AsyncClient, driver: StorageDriver
 ) -> None:
-    """A kill after a DELETE removed the revision, before its last pass over the tags."""
+    """A kill after a DELETE removed the revision, before its last pass over the tags.
+    The restarted process reads storage (a process that cached the revision may serve it
+    for `storage.deletions.MAX_AGE`: the killed DELETE never published its deletion)."""
     digest, _ = await push_image(client, NAME, "v1")
     await put_manifest(
         client, NAME, "v2", (await client.get(f"/v2/{NAME}/manifests/v1")).content, OCI_MANIFEST
     )
     await driver.delete(paths.revision_link(NAME, Digest.parse(digest)))
+    async with client_for(driver) as restarted:
+        await tag_left_on_a_deleted_manifest_is_absent_and_removable(restarted, digest)
+
+
+async def tag_left_on_a_deleted_manifest_is_absent_and_removable(
+    client: httpx.AsyncClient, digest: str
+) -> None:
     for reference in ("v1", "v2", digest):
         response = await client.get(f"/v2/{NAME}/manifests/{reference}")
         assert response.status_code == 404, reference
