@@ -59,6 +59,13 @@ deletion generation it was read under (storage/deletions.py): a DELETE publishes
 new one after its rounds and before it answers, so no process serves a deleted
 manifest to a request that began after its DELETE answered.
 Only GET uses it; DELETE, PUT's re-checks and the reference scans read storage.
+
+Tag lists: every change of a repository's tags (PUT with tags, untag, DELETE) writes a
+fresh value to its `tags_changed` key after the tag keys; a listing reads that key
+first and reuses the list it last made under the same value (one small GET instead
+of listing every tag). A change answered before the read began has written the key,
+so the list served is at least as new. A writer killed between its tag keys and the
+key leaves other processes the older list for at most `MAX_AGE`.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,6 +96,8 @@ log = logging.getLogger("dockyard.storage")
 _CACHED_MANIFEST_BYTES = 64 << 20
 _CACHED_REVISION_BYTES = 4 << 20
 _REVISION_OVERHEAD = 400  # bytes an entry costs beside its document and name
+_CACHED_TAG_BYTES = 8 << 20
+_TAG_OVERHEAD = 60  # bytes a listed tag costs beside its characters
 _PUT_ROUNDS = 10
 _DELETE_ROUNDS = 5
 _DELETE_BACKOFF = 0.005  # seconds before a second round, doubling after each
@@ -167,6 +177,9 @@ class ManifestStore:
             tuple[str, Digest], tuple[dict[str, Any], bytes, float, int]
         ] = OrderedDict()
         self._revision_bytes = 0
+        # repository -> (tags_changed value, sorted tags, monotonic time stored, cost)
+        self._tag_lists: OrderedDict[str, tuple[bytes, list[str], float, int]] = OrderedDict()
+        self._tag_list_bytes = 0
 
     # -- writes ------------------------------------------------------------------
 
@@ -187,6 +200,8 @@ class ManifestStore:
             await asyncio.gather(
                 *(self._driver.put(paths.tag_link(name, tag), tag_value) for tag in tags)
             )
+            if tags:
+                await self._tags_changed(name)
             await self._restore_references(name, blobs, children)
             if await self.exists(name, manifest.digest):
                 await self._catalog.add(name)  # after the content: see Catalog
@@ -233,15 +248,22 @@ class ManifestStore:
         if not await self._driver.exists(paths.tag_link(name, tag)):
             return False
         await self._driver.delete(paths.tag_link(name, tag))
+        await self._tags_changed(name)
         return True
 
     async def _untag_all(self, name: str, digest: Digest) -> int:
         """Remove every tag of `name` that points at `digest`; how many there were."""
-        tags = await self.tags(name)
+        tags = await self._listed_tags(name)
         targets = await asyncio.gather(*(self.resolve(name, tag) for tag in tags))
         doomed = [tag for tag, target in zip(tags, targets, strict=True) if target == digest]
         await asyncio.gather(*(self._driver.delete(paths.tag_link(name, tag)) for tag in doomed))
+        if doomed:
+            await self._tags_changed(name)
         return len(doomed)
+
+    async def _tags_changed(self, name: str) -> None:
+        """Tell every process's tag list cache that `name`'s tags changed (after them)."""
+        await self._driver.put(paths.tags_changed(name), uuid.uuid4().hex.encode())
 
     async def delete(self, name: str, digest: Digest) -> bool:
         """Remove a manifest from a repository, with every tag that points at it.
@@ -386,6 +408,32 @@ class ManifestStore:
             return None
 
     async def tags(self, name: str) -> list[str]:
+        """The repository's tags, sorted: the list made last under the same value of its
+        `tags_changed` key (read first), else a listing."""
+        try:
+            changed = await self._driver.get(paths.tags_changed(name))
+        except PathNotFoundError:
+            return await self._listed_tags(name)  # never changed since this was added
+        remembered = self._tag_lists.get(name)
+        if remembered is not None:
+            value, tags, stored_at, cost = remembered
+            if value == changed and fresh(stored_at):
+                self._tag_lists.move_to_end(name)
+                return list(tags)
+            del self._tag_lists[name]
+            self._tag_list_bytes -= cost
+        stored_at = time.monotonic()
+        tags = await self._listed_tags(name)
+        if name in self._tag_lists:  # a concurrent listing stored one meanwhile
+            return tags
+        cost = sum(len(tag) + _TAG_OVERHEAD for tag in tags) + len(name) + _TAG_OVERHEAD
+        self._tag_lists[name] = (changed, tags, stored_at, cost)
+        self._tag_list_bytes += cost
+        while self._tag_list_bytes > _CACHED_TAG_BYTES:
+            self._tag_list_bytes -= self._tag_lists.popitem(last=False)[1][3]
+        return list(tags)
+
+    async def _listed_tags(self, name: str) -> list[str]:
         return sorted(await self._driver.list(paths.tags_dir(name)))
 
     async def digests(self, name: str) -> list[Digest]:

@@ -11,6 +11,7 @@
     repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>   descriptor of a referrer of a subject
     uploads/<id>/{data,info}                                 upload session (info: its repository)
     repositories/<name>/_summary                             usage numbers (storage.usage)
+    repositories/<name>/_tags_changed                        new at every tag change (storage/)
     repositories/<name>/_summary_blobs                       its blobs' sizes (storage.usage)
     repositories/<name>/_proxy/checked/<tag>                 digest; modified: checked upstream
     quarantine/<alg>/<hex>                                   a corrupt blob moved aside (check)
@@ -142,6 +143,11 @@ def summary_blobs(name: str) -> str:
 
 def tags_dir(name: str) -> str:
     return f"repositories/{name}/_manifests/tags"
+
+
+def tags_changed(name: str) -> str:
+    # Outside _manifests: the collector takes a repository holding nothing there as empty.
+    return f"repositories/{name}/_tags_changed"
 
 
 def tag_link(name: str, tag: str) -> str:

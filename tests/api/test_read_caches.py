@@ -19,7 +19,7 @@ from storage import paths
 from storage.driver import StorageDriver
 from storage.memory import MemoryDriver
 from storage.store import Store
-from tests.api.helpers import digest_of, push_image
+from tests.api.helpers import OCI_MANIFEST, digest_of, push_image, put_manifest
 from tests.api.test_concurrency import client_for
 from tests.support.drivers import twin
 
@@ -75,6 +75,25 @@ async def test_another_process_sees_a_collector_deletion_at_once(
         assert (await first.get(f"/v2/{NAME}/manifests/{digest}")).status_code == 404
 
 
+async def test_another_process_sees_tag_changes_at_once(driver: StorageDriver) -> None:
+    async with client_for(driver) as first, client_for(driver) as second:
+        digest, raw = await push_image(second, NAME, "v1")
+        assert (await put_manifest(second, NAME, "old", raw, OCI_MANIFEST)).status_code == 201
+        assert (await second.delete(f"/v2/{NAME}/manifests/old")).status_code == 202
+
+        async def listed() -> list[str]:
+            return (await first.get(f"/v2/{NAME}/tags/list")).json()["tags"]
+
+        assert await listed() == ["v1"]
+        assert await listed() == ["v1"]  # from memory
+        assert (await put_manifest(second, NAME, "v2", raw, OCI_MANIFEST)).status_code == 201
+        assert await listed() == ["v1", "v2"]
+        assert (await second.delete(f"/v2/{NAME}/manifests/v1")).status_code == 202
+        assert await listed() == ["v2"]
+        assert (await second.delete(f"/v2/{NAME}/manifests/{digest}")).status_code == 202
+        assert await listed() == []
+
+
 class Recording(MemoryDriver):
     """A memory driver that records the key of every read."""
 
@@ -100,14 +119,22 @@ class Recording(MemoryDriver):
 
 
 async def test_repeated_reads_come_from_memory() -> None:
-    """A HEAD blob again reads nothing; a manifest GET by tag reads only the tag."""
+    """A HEAD blob again reads nothing, a manifest GET by tag only the tag, a tag list
+    only the repository's `tags_changed` (and the first two the deletion generation)."""
     driver = Recording()
     async with client_of(create_app(Config(), driver)) as client:
         digest, _ = await push_image(client, NAME, "v1")
         await warm(client, digest)
+        assert (await client.get(f"/v2/{NAME}/tags/list")).json()["tags"] == ["v1"]
         driver.reads.clear()
         assert (await client.head(f"/v2/{NAME}/blobs/{LAYER}")).status_code == 200
         assert (await client.get(f"/v2/{NAME}/manifests/{digest}")).status_code == 200
         assert (await client.get(f"/v2/{NAME}/manifests/v1")).status_code == 200
-    reads = [key for key in driver.reads if key != paths.deletions()]
-    assert reads == [paths.tag_link(NAME, "v1")]
+        reads_before_listing = len(driver.reads)
+        assert (await client.get(f"/v2/{NAME}/tags/list")).json()["tags"] == ["v1"]
+    reads = {key for key in driver.reads[:reads_before_listing] if key != paths.deletions()}
+    assert reads == {paths.tag_link(NAME, "v1")}
+    assert set(driver.reads[reads_before_listing:]) == {
+        paths.catalog_marker(NAME),  # the route's check that the repository exists
+        paths.tags_changed(NAME),
+    }
