@@ -179,8 +179,9 @@ def main(args: argparse.Namespace) -> int:
     results_path = args.results or (None if args.quick else Path(__file__).parent / name)
     if groups & set(COMPARED):
         compare(args, groups, sizes, results_path)
-    if "ui" in groups:  # in process, on the filesystem, whatever the variant
-        write(results_path, "ui", ui.run(WORKDIR / "ui", requests=10 if args.quick else 50))
+    if "ui" in groups:  # in process, on the filesystem, or SeaweedFS for the S3 variants
+        requests, s3 = 10 if args.quick else 50, args.variant.startswith("s3")
+        write(results_path, "ui", ui.run(WORKDIR / "ui", requests, s3))
     if "gc" in groups:  # on the filesystem and SeaweedFS, whatever the variant
         data = gc.GcData(args.gc_blobs) if args.gc_blobs else gc.QUICK if args.quick else gc.FULL
         shutil.rmtree(WORKDIR, ignore_errors=True)
