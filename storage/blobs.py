@@ -125,8 +125,11 @@ class BlobStore:
         set), or None. Nothing it vouches for is deleted within the grace period."""
         if not self._touch_every:
             return await self._vouch_size(digest, name)
-        generation = await self._deletions.current()  # before any read it covers
         remembered = self._vouched.get((name, digest))
+        linked = paths.layer_link(name, digest) if name is not None else None
+        if remembered is None and linked is not None and not await self._driver.exists(linked):
+            return None  # a push's HEAD of a blob it has yet to upload: one request
+        generation = await self._deletions.current()  # before any read it covers
         if remembered is not None:
             size, read_under, stored_at = remembered
             touched = self._touched.get(digest)
