@@ -10,11 +10,12 @@ s3.py: they are a few calls per push, and boto3 says everything they need.
 
 Every read is bounded: connect and read timeouts and a few retries within
 `read_timeout`; a streamed body comes in pieces of about `READ_CHUNK` bytes, pulled
-only as the caller consumes them (the socket's window is the rest of the buffer).
+one piece ahead of what the caller consumed (the socket's window is the rest).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -105,11 +106,24 @@ class S3Reads:
             if options and offset >= (await self.head(key)).size:
                 return  # a range starting at the end: nothing to read (S3 answers 416)
             raise _unavailable("GetObject", error) from None
+        pieces = result.stream(min_chunk_size=READ_CHUNK)
+
+        async def following() -> bytes | None:
+            try:
+                piece = await anext(pieces, None)
+            except ObstoreError as error:
+                raise _unavailable("GetObject", error) from None
+            return None if piece is None else bytes(piece)
+
+        # One piece read ahead while the caller sends the last: S3 and the client's
+        # socket both stay busy, and a download holds at most two pieces.
+        ahead = asyncio.ensure_future(following())
         try:
-            async for piece in result.stream(min_chunk_size=READ_CHUNK):
-                yield bytes(piece)
-        except ObstoreError as error:
-            raise _unavailable("GetObject", error) from None
+            while (piece := await ahead) is not None:
+                ahead = asyncio.ensure_future(following())
+                yield piece
+        finally:
+            ahead.cancel()
 
     async def children(self, start: str) -> list[str]:
         """Names of the objects and common prefixes directly below `start` (ends in /)."""
