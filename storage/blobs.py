@@ -127,8 +127,12 @@ class BlobStore:
             return await self._vouch_size(digest, name)
         remembered = self._vouched.get((name, digest))
         linked = paths.layer_link(name, digest) if name is not None else None
-        if remembered is None and linked is not None and not await self._driver.exists(linked):
-            return None  # a push's HEAD of a blob it has yet to upload: one request
+        if remembered is None and linked is not None:
+            if not await self._driver.exists(linked):
+                return None  # a push's HEAD of a blob it has yet to upload: one request
+            name_checked = True
+        else:
+            name_checked = False
         generation = await self._deletions.current()  # before any read it covers
         if remembered is not None:
             size, read_under, stored_at = remembered
@@ -141,16 +145,20 @@ class BlobStore:
             ):
                 return size
         stored_at = time.monotonic()
-        size = await self._vouch_size(digest, name)
+        size = await self._vouch_size(digest, name, name_checked)
         if size is not None:
             if len(self._vouched) >= _VOUCHED:
                 self._vouched.clear()
             self._vouched[(name, digest)] = (size, generation, stored_at)
         return size
 
-    async def _vouch_size(self, digest: Digest, name: str | None) -> int | None:
+    async def _vouch_size(
+        self, digest: Digest, name: str | None, name_checked: bool = False
+    ) -> int | None:
+        """The uncached vouch; `name_checked`: the caller just found the link (the check
+        after the vouch, the one that counts, still reads it again)."""
         linked = paths.layer_link(name, digest) if name is not None else None
-        if linked is not None and not await self._driver.exists(linked):
+        if linked is not None and not name_checked and not await self._driver.exists(linked):
             return None  # the cheap answer for blobs we do not have: no touch written
         if await self.size(digest) is None or not await self.vouch(digest):
             return None
