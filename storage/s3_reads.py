@@ -45,9 +45,12 @@ def _store(settings: S3Settings) -> S3Store:
         config["access_key_id"] = settings.access_key
         config["secret_access_key"] = settings.secret_key
     else:  # the same chain boto3 uses (environment, profile, instance role)
+        import boto3
         from obstore.auth.boto3 import Boto3CredentialProvider
 
-        credentials = Boto3CredentialProvider()
+        session = boto3.session.Session()
+        if session.get_credentials() is not None:  # else requests fail as boto3's would
+            credentials = Boto3CredentialProvider(session)
     timeout = timedelta(seconds=settings.read_timeout)
     return S3Store(
         settings.bucket,
