@@ -1,13 +1,16 @@
 """One fetch of a blob from an upstream into the store, streamed meanwhile to the
 request that started it.
 
-The bytes go through the store's ordinary upload path (`UploadStore.finish`), which
-verifies the digest before it commits; a wrong or cut-off upstream body is discarded.
-The last chunk is held back from the reader until the blob is committed, so a reader
-never receives a whole body that is wrong: it gets a broken connection instead. The
-reader's queue is bounded; a slow reader slows the fetch, a reader that goes away
-does not stop it (others may be waiting for the blob), nor does one that stalls: it is
-cut off after `_READER_PATIENCE`.
+Two tasks share the upstream's bytes: the pump reads them and hands each chunk at once
+to the reader (the client) and to the store's ordinary upload path
+(`UploadStore.finish`), which hashes and writes it in the background and verifies the
+digest before it commits; a wrong or cut-off upstream body is discarded. So the client
+is never held up by the disk, only by its own pace. The last chunk is held back from
+the reader until the digest is verified (not until the blob is committed, which fsyncs),
+so a reader never receives a whole body that is wrong: it gets a broken connection
+instead. Both hand-overs are bounded in bytes; a slow reader slows the fetch, a reader
+that goes away does not stop it (others may be waiting for the blob), nor does one that
+stalls: it is cut off after `_READER_PATIENCE`.
 """
 
 from __future__ import annotations
@@ -23,16 +26,18 @@ from starlette.types import Send
 
 from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest
+from proxy.byte_queue import ByteQueue
 from proxy.upstream import Upstream, UpstreamError
 from storage.driver import StorageError
+from storage.lease import Lease, LeaseLostError
 from storage.store import Store
 from storage.uploads import Upload
 
 log = logging.getLogger("dockyard.proxy")
 
-_QUEUED_CHUNKS = 8
+_READER_BYTES = 1 << 20  # the reader's queue
+_STORING_BYTES = 8 << 20  # what the upload path has not taken yet
 _READER_PATIENCE = 30.0  # seconds a fetch waits for its reader to take a chunk
-_END = object()
 
 
 class BrokenUpstreamBody(Exception):
@@ -62,93 +67,115 @@ class BlobFill:
         local: str,
         digest: Digest,
         count_bytes: Callable[[int], None],
+        lease: Lease | None = None,
     ) -> None:
+        """`lease`: this process's lease on fetching the blob, renewed as the bytes come
+        and removed once the fill ends (see `PullThrough.blob`)."""
         self._store = store
         self._upstream = upstream
         self._remote = remote
         self._local = local
         self._digest = digest
         self._count_bytes = count_bytes
+        self._lease = lease
         self.started: asyncio.Future[httpx.Headers] = asyncio.get_running_loop().create_future()
         # Its reader may be gone before it is set: a failure is retrieved here, not lost.
         self.started.add_done_callback(lambda done: done.cancelled() or done.exception())
-        self._queue: asyncio.Queue[object] = asyncio.Queue(_QUEUED_CHUNKS)
-        self._reading = True
+        self._reader = ByteQueue(_READER_BYTES)
         self.task = asyncio.create_task(self._run())
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The blob's bytes as they arrive (the reader's side)."""
         try:
-            while True:
-                item = await self._queue.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise BrokenUpstreamBody(str(item))
-                assert isinstance(item, bytes)
-                yield item
+            while (chunks := await self._reader.take()) is not None:
+                yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
         finally:
-            self._leave()
+            self._reader.abandon()  # frees a fetch waiting for room
 
-    def _leave(self) -> None:
-        self._reading = False
-        while not self._queue.empty():  # frees a fetch blocked on a full queue
-            self._queue.get_nowait()
+    def detach(self) -> None:
+        """Fill the store with no reader."""
+        self._reader.abandon()
 
-    async def _pass(self, item: object) -> None:
-        if not self._reading:
-            return
-        try:
-            await asyncio.wait_for(self._queue.put(item), _READER_PATIENCE)
-        except TimeoutError:  # a stalled reader must not hold up the others waiting
-            self._cut(BrokenUpstreamBody(f"the client took nothing for {_READER_PATIENCE:g} s"))
-
-    def _cut(self, error: BaseException) -> None:
-        """End the reader's response unfinished."""
-        if self._reading:
-            self._leave()
-            self._queue.put_nowait(error)
+    async def _pass(self, chunk: bytes) -> None:
+        reader = self._reader
+        if not reader.has_room():
+            try:
+                await asyncio.wait_for(reader.wait_for_room(), _READER_PATIENCE)
+            except TimeoutError:  # a stalled reader must not hold up the others waiting
+                patience = f"the client took nothing for {_READER_PATIENCE:g} s"
+                reader.fail(BrokenUpstreamBody(patience))
+                reader.abandon()
+                return
+        reader.put_nowait(chunk)
 
     async def _run(self) -> None:
         try:
-            async with self._upstream.open(
-                "GET", self._remote, f"blobs/{self._digest}"
-            ) as response:
-                if response.status_code == 404:
-                    raise RegistryError(
-                        ErrorCode.BLOB_UNKNOWN,
-                        not_upstream(self._upstream, f"blob {self._digest} of {self._remote}"),
-                        detail={"digest": str(self._digest)},
-                    )
-                self.started.set_result(response.headers)
-                held = await self._store_blob(response)
-            await self._pass(held)
-            await self._pass(_END)
+            try:
+                await self._fetch()
+            finally:
+                if self._lease is not None:  # after the commit: the processes waiting look
+                    with contextlib.suppress(StorageError):
+                        await self._store.driver.delete(self._lease.key)
         except BaseException as error:
             if not self.started.done():
                 self.started.set_exception(error)
             elif isinstance(error, Exception):
                 log.warning("caching blob %s of %s failed: %s", self._digest, self._local, error)
-            self._cut(error)
+            # Ends the reader's response unfinished, unless it has had every byte; the
+            # last step: a request that sees it fail finds the fill ended, not running.
+            self._reader.fail(BrokenUpstreamBody(str(error) or type(error).__name__))
             raise
 
-    async def _store_blob(self, response: httpx.Response) -> bytes:
-        """Stream the body into an upload of the blob and commit it once verified;
-        returns the last chunk, which the reader has not had yet."""
-        held = [b""]
+    async def _fetch(self) -> None:
+        async with self._upstream.open("GET", self._remote, f"blobs/{self._digest}") as response:
+            if response.status_code == 404:
+                raise RegistryError(
+                    ErrorCode.BLOB_UNKNOWN,
+                    not_upstream(self._upstream, f"blob {self._digest} of {self._remote}"),
+                    detail={"digest": str(self._digest)},
+                )
+            self.started.set_result(response.headers)
+            await self._store_blob(response)
 
-        async def chunks() -> AsyncIterator[bytes]:
+    async def _pump(self, response: httpx.Response, storing: ByteQueue) -> bytes:
+        """Hand each chunk of the body to the upload path and, one chunk behind, to the
+        reader; returns the last chunk, which the reader has not had yet."""
+        held = b""
+        try:
             async for chunk in response.aiter_bytes():
                 self._count_bytes(len(chunk))
-                if held[0]:
-                    await self._pass(held[0])
-                held[0] = chunk
-                yield chunk
+                if self._lease is not None:
+                    await self._renew(self._lease)
+                if held:
+                    await self._pass(held)
+                held = chunk
+                await storing.put(chunk)
+        except BaseException as error:
+            storing.fail(error)
+            raise
+        storing.close()
+        return held
 
+    async def _renew(self, lease: Lease) -> None:
+        try:
+            await lease.keep()
+        except LeaseLostError:  # we stalled and another process fetches it too: both may
+            self._lease = None  # finish, the digest check keeps either from lying
+
+    async def _store_blob(self, response: httpx.Response) -> None:
+        """Stream the body into an upload of the blob and commit it once verified; the
+        reader gets its last bytes (and its end) as soon as the digest matches."""
         uploads = self._store.uploads
         upload = await uploads.start(self._local, self._digest.algorithm)
+        storing = ByteQueue(_STORING_BYTES)
+        pump = asyncio.create_task(self._pump(response, storing))
+
+        async def release() -> None:
+            self._reader.put_nowait(await pump)
+            self._reader.close()
+
         try:
-            await uploads.finish(upload, self._digest, chunks())
+            await uploads.finish(upload, self._digest, _drain(storing), verified=release)
         except RegistryError as error:
             if error.code is ErrorCode.DIGEST_INVALID:  # the session is discarded already
                 raise UpstreamError(
@@ -159,8 +186,18 @@ class BlobFill:
         except BaseException:
             await self._discard(upload)
             raise
-        return held[0]
+        finally:
+            pump.cancel()  # when `finish` failed before the end of the body
+            await asyncio.wait([pump])
+            if not pump.cancelled():
+                pump.exception()  # retrieved: `finish` raised it (from `_drain`)
 
     async def _discard(self, upload: Upload) -> None:
         with contextlib.suppress(RegistryError, StorageError):
             await self._store.uploads.cancel(upload)
+
+
+async def _drain(queue: ByteQueue) -> AsyncIterator[bytes]:
+    while (chunks := await queue.take()) is not None:
+        for chunk in chunks:
+            yield chunk

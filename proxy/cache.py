@@ -39,6 +39,8 @@ from proxy.upstream import MANIFEST_ACCEPT, Upstream, UpstreamError
 from registry import metrics
 from storage import paths
 from storage.driver import PathNotFoundError
+from storage.lease import Lease
+from storage.lease import take as take_lease
 from storage.store import Store
 
 log = logging.getLogger("dockyard.proxy")
@@ -46,6 +48,10 @@ log = logging.getLogger("dockyard.proxy")
 _LINK_QUERY = re.compile(r"<[^>?]*\?([!-=?-~]*)>")  # printable ASCII but `>`
 _FILLED_KEPT = 4096
 _FILLED_FOR = 60.0  # seconds
+# A process fetching a blob holds a lease on it (renewed as its bytes come); the others
+# look every `_FILL_POLL` seconds whether it is stored, until the lease ends or lapses.
+_FILL_LEASE = 30.0
+_FILL_POLL = 0.05
 
 
 class PullThrough:
@@ -83,7 +89,10 @@ class PullThrough:
         if error.rate_limited:
             headers = {"Retry-After": error.retry_after or "60"}
             return RegistryError(ErrorCode.TOOMANYREQUESTS, str(error), headers=headers)
-        return RegistryError(ErrorCode.UNAVAILABLE, str(error), status=502)
+        # 424 Failed Dependency, not a 5xx: docker and the distribution client read the
+        # error body of 4xx answers only and print a bare "unexpected HTTP status: 502"
+        # for the rest, which would hide the upstream and the cause.
+        return RegistryError(ErrorCode.UNAVAILABLE, str(error), status=424)
 
     async def _refuse_if_read_only(self) -> None:
         """Caching writes to storage: in maintenance mode only what is cached is served."""
@@ -237,12 +246,20 @@ class PullThrough:
 
     # -- blobs -------------------------------------------------------------------
 
-    async def blob(self, target: Target, digest: Digest, method: str) -> Response | None:
+    async def blob(
+        self, target: Target, digest: Digest, method: str, ranged: bool = False
+    ) -> Response | int | None:
         """A response for a blob not cached yet (streamed from the upstream while it is
-        stored), or None once the store holds it for `target.local`."""
+        stored), else the blob's vouched size when it was looked up here (None: the
+        store holds it for `target.local`, look it up). `ranged`: the client asks for a
+        range, which is served from the store once the whole blob is (the fill's stream
+        is the whole body, from its start)."""
         blobs = self._store.blobs
         key = (target.local, digest)
-        if await blobs.vouched_size(digest, target.local) is not None or self._filled_lately(key):
+        if (size := await blobs.vouched_size(digest, target.local)) is not None:
+            self._count(target, "hit")
+            return size
+        if self._filled_lately(key):
             self._count(target, "hit")
             return None
         running = self._fills.get(key)
@@ -264,11 +281,19 @@ class PullThrough:
                 self._count(target, "error")
             raise self._failed(target, error) from None
         if key in self._fills or self._filled_lately(key):
-            return await self.blob(target, digest, method)  # started or done meanwhile
+            return await self.blob(target, digest, method, ranged)  # started or done meanwhile
+        lease = await take_lease(self._store.driver, paths.proxy_filling(digest), _FILL_LEASE)
+        # None: another process is fetching it; if it goes away or fails, fetch it here
+        if lease is None and await self._other_fill_stored(key):
+            return await self.blob(target, digest, method, ranged)
         self._count(target, "miss")
-        fill = self._start_fill(target, digest)
+        fill = self._start_fill(target, digest, lease)
         try:
             headers = await fill.started
+            if ranged:
+                fill.detach()
+                await asyncio.shield(fill.task)
+                return None
         except UpstreamError as error:  # counted by the fill
             raise self._failed(target, error) from None
         answer = {
@@ -279,7 +304,29 @@ class PullThrough:
             answer["Content-Length"] = headers["content-length"]
         return FilledResponse(fill.stream(), headers=answer)
 
-    def _start_fill(self, target: Target, digest: Digest) -> BlobFill:
+    async def _other_fill_stored(self, key: tuple[str, Digest]) -> bool:
+        """Wait while another process holds the lease of filling the blob (or a request
+        of this one, which is joined); True once the store has the blob."""
+        digest = key[1]
+        lease = paths.proxy_filling(digest)
+        while True:
+            if (running := self._fills.get(key)) is not None:
+                try:
+                    await asyncio.shield(running.task)
+                except Exception:  # logged by that fill
+                    return False
+                return True
+            if await self._store.blobs.size(digest) is not None:
+                return True
+            try:
+                held = await self._store.driver.read_versioned(lease)
+            except PathNotFoundError:
+                return await self._store.blobs.size(digest) is not None
+            if not held.data or held.age >= _FILL_LEASE:
+                return False
+            await asyncio.sleep(_FILL_POLL)
+
+    def _start_fill(self, target: Target, digest: Digest, lease: Lease | None) -> BlobFill:
         key = (target.local, digest)
         fill = BlobFill(
             self._store,
@@ -288,6 +335,7 @@ class PullThrough:
             target.local,
             digest,
             lambda amount: self._count(target, "bytes", amount),
+            lease,
         )
         self._fills[key] = fill
 

@@ -20,6 +20,7 @@
     _events/lease                                            the webhook deliverer now (registry/)
     _gc/lease                                                the collector running now (collector/)
     _gc/deletions                                            new at every deletion (storage/)
+    _proxy/filling/<alg>/<hex>                               a blob being fetched upstream (proxy/)
     _ui/session-key                                          signs the web UI's cookies (ui/)
     _gc/last-run                                             the last run's record (collector/)
 
@@ -157,6 +158,12 @@ def tag_link(name: str, tag: str) -> str:
 def proxy_checked(name: str, tag: str) -> str:
     """When a pull-through cache last confirmed the tag with its upstream (proxy/)."""
     return f"repositories/{name}/_proxy/checked/{tag}"
+
+
+def proxy_filling(digest: Digest) -> str:
+    """The lease of the process fetching a blob from an upstream (proxy/): the others
+    wait for it rather than fetch the blob too."""
+    return f"_proxy/filling/{digest.algorithm}/{digest.encoded}"
 
 
 def referrers_dir(name: str, subject: Digest) -> str:

@@ -34,7 +34,7 @@ import json
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,11 +204,13 @@ class UploadStore:
         expected: Digest,
         chunks: AsyncIterable[bytes] | None = None,
         expected_length: int | None = None,
+        verified: Callable[[], Awaitable[None]] | None = None,
     ) -> int:
         """Append the last chunk, verify the digest, store the blob and link it.
 
         Returns the blob size. On a digest or size mismatch nothing is stored and
-        the session is gone.
+        the session is gone. `verified` is awaited once the digest matched, before the
+        blob is committed (durably, which takes longer).
         """
         async with self._writing(upload) as writer:
             if chunks is None:
@@ -231,6 +233,8 @@ class UploadStore:
                     f"content has digest {actual}, not {expected}",
                     detail={"digest": str(expected)},
                 )
+            if verified is not None:
+                await verified()
             await self._blobs.commit(writer, expected)
         await self._blobs.link(upload.name, expected)
         await self._driver.delete(paths.upload_dir(upload.id))

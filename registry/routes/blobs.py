@@ -53,12 +53,17 @@ async def get_blob(request: Request) -> Response:
     digest = digest_param(request.path_params["digest"])
     # A HEAD is how a push asks whether to upload: a new local repository of a mirrored
     # name must not be told it holds what only the default upstream has.
+    size = None
     if pulled := await pull_target(request, name, fallback=request.method == "GET"):
         cache, target = pulled
         name = target.local
-        if cold := await cache.blob(target, digest, request.method):
-            return cold
-    size = await store(request).blobs.vouched_size(digest, name)
+        ranged = "range" in request.headers
+        cached = await cache.blob(target, digest, request.method, ranged)
+        if isinstance(cached, Response):
+            return cached
+        size = cached
+    if size is None:
+        size = await store(request).blobs.vouched_size(digest, name)
     if size is None:
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
     etag = f'"{digest}"'

@@ -228,7 +228,7 @@ def test_an_upstream_that_stops_leaves_cached_content_pullable(
         assert "serving ref/team/app:1 stale from the cache" in cache.log()
 
         uncached = httpx.get(f"{cache.url}/v2/ref/team/app/manifests/2")
-        assert uncached.status_code == 502
+        assert uncached.status_code == 424
         message = uncached.json()["errors"][0]["message"]
         assert message.startswith(f"upstream ref ({reference.url}): unreachable")
         failed = dockerd.run("pull", f"{cache.host}/ref/team/app:2", check=False)

@@ -73,7 +73,7 @@ async def test_without_credentials_the_error_says_the_upstream_refused(
     await push_image(upstream, "team/app", "1", seed="private")
     cache = open_cache()
     response = await cache.get("/v2/hub/team/app/manifests/1")
-    assert response.status_code == 502
+    assert response.status_code == 424
     message = response.json()["errors"][0]["message"]
     assert message.startswith("upstream hub (http://upstream.test): ")
     if upstream.app.state.config.auth.mode == "token":  # type: ignore[attr-defined]
