@@ -124,6 +124,9 @@ async def _run_check(store: Store, config: Config, repair: bool, parallelism: in
         parallelism=parallelism,
         required_blobs=lambda manifest: required_blobs(manifest, policy),
         children_required=not policy.allow_missing_manifests,
+        pulled_through=lambda name: any(
+            name.startswith(upstream.prefix + "/") for upstream in config.proxy.upstreams
+        ),
     )
     try:
         return await checker.run()

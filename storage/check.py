@@ -7,7 +7,8 @@ Three passes, in this order so that a repair in one is seen by the next:
    and removed from its content address, so it is no longer served;
 2. in every repository, each blob link and each manifest revision must have its content
    (else it is dangling: removed with `repair`, a manifest together with its tags), and
-   each manifest's references must be there (reported only: nothing safe can fix them);
+   each manifest's references must be there (reported only: nothing safe can fix them;
+   not in a pull-through cache's repositories, which fetch them when they are pulled);
 3. each tag must point at a manifest of its repository (else removed with `repair`).
 
 It runs beside a live registry: pushes write content before links and links before
@@ -62,13 +63,18 @@ class Checker:
         parallelism: int = 4,
         required_blobs: RequiredBlobs = _all_blobs,
         children_required: bool = True,
+        pulled_through: Callable[[str], bool] = lambda name: False,
     ) -> None:
+        """`pulled_through(name)`: the repository is a pull-through cache's, whose
+        manifests' blobs and child manifests are fetched when a client pulls them, so
+        their absence is no problem."""
         self._store = store
         self._driver = store.driver
         self._repair = repair
         self._parallelism = parallelism
         self._required_blobs = required_blobs
         self._children_required = children_required
+        self._pulled_through = pulled_through
         self.report = CheckReport()
 
     async def run(self) -> CheckReport:
@@ -169,6 +175,8 @@ class Checker:
             manifest = parse_manifest(stored.raw, stored.media_type, digest)
         except RegistryError as error:
             self._found(Problem("missing-reference", str(digest), f"unreadable: {error}", name))
+            return
+        if self._pulled_through(name):
             return
         wanted = [(d.digest, "blob") for d in self._required_blobs(manifest)]
         if self._children_required:

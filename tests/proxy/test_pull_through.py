@@ -13,10 +13,16 @@ import pytest
 
 from oci.references import Digest
 from proxy import blob_fill
+from registry.cli_storage import _run_check
+from registry.config import Config
+from storage import paths
+from storage.driver import StorageDriver
+from storage.store import Store
 from tests.api.helpers import OCI_MANIFEST, digest_of, push_blob, push_image
 from tests.ops.test_metrics import sample
 from tests.proxy.conftest import CacheFactory, UpstreamTransport, upstream_config
 from tests.support.auth import basic, write_users
+from tests.support.drivers import twin
 
 
 def layer_digests(manifest: bytes) -> list[str]:
@@ -350,3 +356,20 @@ async def test_access_rules_apply_to_proxied_names_before_any_upstream_request(
     assert transport.requests == []
     allowed = await cache.get(path, headers=basic("alice", "alice-pw"))
     assert allowed.headers["Docker-Content-Digest"] == digest
+
+
+async def test_check_counts_no_unpulled_layer_of_a_cached_manifest_missing(
+    upstream: httpx.AsyncClient, open_cache: CacheFactory, driver: StorageDriver
+) -> None:
+    await push_image(upstream, "library/app", "1")
+    cache = open_cache()
+    assert (await cache.get("/v2/hub/library/app/manifests/1")).status_code == 200
+    await push_image(cache, "team/app", "1")  # a local repository, checked as before
+    await driver.delete(paths.blob_data(Digest.parse(digest_of(b"layer of x"))))
+
+    config = Config(proxy={"upstreams": [upstream_config()]})
+    report = await _run_check(Store(twin(driver)), config, repair=False, parallelism=2)
+    assert {(problem.kind, problem.repository) for problem in report.problems} == {
+        ("dangling-link", "team/app"),
+        ("missing-reference", "team/app"),
+    }

@@ -1,0 +1,123 @@
+"""How a blob fill streams: the client's bytes are never held up by the storage (only the
+last ones, by the digest check), processes sharing the storage fetch a blob once, and a
+Range of a blob not cached yet is answered."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from oci.references import Digest
+from proxy.blob_fill import FilledResponse
+from storage.uploads import UploadStore
+from tests.api.helpers import digest_of, push_blob
+from tests.proxy.conftest import CacheFactory, UpstreamTransport
+
+PIECE = 64 << 10  # what the test transport sends at a time
+
+
+async def filled(cache: httpx.AsyncClient, data: bytes) -> tuple[FilledResponse, Digest]:
+    """A cold GET of `data`'s blob through the cache's API, its body not read yet."""
+    proxy = cache.app.state.proxy  # type: ignore[attr-defined]
+    target = await proxy.target("hub/library/app", None)
+    digest = Digest.parse(digest_of(data))
+    response = await proxy.blob(target, digest, "GET")
+    assert isinstance(response, FilledResponse)
+    return response, digest
+
+
+async def read(body: AsyncIterator[bytes], at_least: int) -> bytes:
+    """Read `body` until `at_least` bytes came (a failure, not a wait, if they never do)."""
+    parts, received = [], 0
+    while received < at_least:
+        part = await asyncio.wait_for(anext(body), 30)
+        parts.append(part)
+        received += len(part)
+    return b"".join(parts)
+
+
+async def test_the_client_gets_the_bytes_while_the_storage_writes_are_held_up(
+    upstream: httpx.AsyncClient, open_cache: CacheFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layer = os.urandom(4 << 20)
+    await push_blob(upstream, "library/app", layer)
+    cache = open_cache()
+    store = cache.app.state.store  # type: ignore[attr-defined]
+    writes_go = asyncio.Event()
+    flush = UploadStore._flush
+
+    async def held_up(writer: object, hasher: object, data: bytes) -> None:
+        await writes_go.wait()
+        await flush(writer, hasher, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(UploadStore, "_flush", staticmethod(held_up))
+    response, digest = await filled(cache, layer)
+    body = response.body_iterator
+    # all but the last piece, which waits for the digest check
+    first = await read(body, len(layer) - PIECE)
+    assert await store.blobs.size(digest) is None
+    writes_go.set()
+    rest = b"".join([part async for part in body])
+    assert first + rest == layer
+
+
+async def test_the_client_has_every_byte_before_the_blob_is_committed(
+    upstream: httpx.AsyncClient, open_cache: CacheFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layer = os.urandom(1 << 20)
+    await push_blob(upstream, "library/app", layer)
+    cache = open_cache()
+    store = cache.app.state.store  # type: ignore[attr-defined]
+    committing, commit_goes = asyncio.Event(), asyncio.Event()
+    commit = store.blobs.commit
+
+    async def held_up(writer: object, digest: Digest) -> None:
+        committing.set()
+        await commit_goes.wait()
+        await commit(writer, digest)
+
+    monkeypatch.setattr(store.blobs, "commit", held_up)
+    response, digest = await filled(cache, layer)
+    assert await read(response.body_iterator, len(layer)) == layer  # verified, and whole
+    assert [part async for part in response.body_iterator] == []
+    assert committing.is_set()
+    assert await store.blobs.size(digest) is None  # not visible before it is committed
+    commit_goes.set()
+    stored = await cache.get(f"/v2/hub/library/app/blobs/{digest}")
+    assert stored.content == layer
+
+
+async def test_processes_sharing_the_storage_fetch_a_blob_from_the_upstream_once(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    layer = os.urandom(2 << 20)
+    digest = await push_blob(upstream, "library/app", layer)
+    processes = [open_cache(), open_cache()]  # each its own cache, on one storage
+    pulled = await asyncio.gather(
+        *(
+            process.get(f"/v2/hub/library/app/blobs/{digest}")
+            for process in processes
+            for _ in range(3)
+        )
+    )
+    assert {response.content for response in pulled} == {layer}
+    assert transport.count("GET", f"/blobs/{digest}") == 1
+
+
+async def test_a_range_of_a_blob_not_cached_yet_is_served(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    layer = os.urandom(1 << 20)
+    digest = await push_blob(upstream, "library/app", layer)
+    cache = open_cache()
+    path = f"/v2/hub/library/app/blobs/{digest}"
+    ranged = await cache.get(path, headers={"Range": "bytes=1000-1999"})
+    assert ranged.status_code == 206
+    assert ranged.headers["Content-Range"] == f"bytes 1000-1999/{len(layer)}"
+    assert ranged.content == layer[1000:2000]
+    assert (await cache.get(path)).content == layer  # the whole blob was cached
+    assert transport.count("GET", f"/blobs/{digest}") == 1
