@@ -7,10 +7,12 @@
   or finds the new digest, which is fetched. When the upstream is down, slow or rate
   limiting, the cached tag is served stale with a `Warning` header and a log line;
   only what was never cached fails, with an error naming the upstream and the cause.
-- A blob is streamed to the client while it is written through the store's upload
-  path, which verifies its digest before committing (`blob_fill`).
+- A blob is streamed to the client as it arrives while it is written through the
+  store's upload path, which verifies its digest before committing (`blob_fill`).
 - Concurrent requests for one manifest or blob share one upstream fetch per process
-  (`single_flight`); across processes each fetches at most once.
+  (`single_flight`, `_fills`). A blob fetch also holds a lease in the storage
+  (`_proxy/filling/<digest>`): other processes wait for the blob to be stored rather
+  than fetch it too (a manifest, small, is fetched at most once per process).
 Cached content is ordinary content of its repository (pushed and pulled times, usage,
 retention and GC apply unchanged).
 """
