@@ -7,17 +7,45 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 
 from oci.references import Digest
 from proxy.blob_fill import FilledResponse
-from storage.uploads import UploadStore
+from storage.store import Store
 from tests.api.helpers import digest_of, push_blob
 from tests.proxy.conftest import CacheFactory, UpstreamTransport
 
 PIECE = 64 << 10  # what the test transport sends at a time
+
+
+async def cached_blob(
+    upstream: httpx.AsyncClient, open_cache: CacheFactory, size: int
+) -> tuple[httpx.AsyncClient, Store, bytes]:
+    """A cache, its store, and a blob of `size` random bytes only the upstream has."""
+    data = os.urandom(size)
+    await push_blob(upstream, "library/app", data)
+    cache = open_cache()
+    return cache, cache.app.state.store, data  # type: ignore[attr-defined]
+
+
+def held_up(
+    monkeypatch: pytest.MonkeyPatch, owner: object, method: str
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make `owner.method` wait until the second event is set; the first is set once it
+    is called."""
+    called, goes = asyncio.Event(), asyncio.Event()
+    original = getattr(owner, method)
+
+    async def waiting(*args: Any) -> Any:
+        called.set()
+        await goes.wait()
+        return await original(*args)
+
+    monkeypatch.setattr(owner, method, waiting)
+    return called, goes
 
 
 async def filled(cache: httpx.AsyncClient, data: bytes) -> tuple[FilledResponse, Digest]:
@@ -43,18 +71,8 @@ async def read(body: AsyncIterator[bytes], at_least: int) -> bytes:
 async def test_the_client_gets_the_bytes_while_the_storage_writes_are_held_up(
     upstream: httpx.AsyncClient, open_cache: CacheFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    layer = os.urandom(4 << 20)
-    await push_blob(upstream, "library/app", layer)
-    cache = open_cache()
-    store = cache.app.state.store  # type: ignore[attr-defined]
-    writes_go = asyncio.Event()
-    flush = UploadStore._flush
-
-    async def held_up(writer: object, hasher: object, data: bytes) -> None:
-        await writes_go.wait()
-        await flush(writer, hasher, data)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(UploadStore, "_flush", staticmethod(held_up))
+    cache, store, layer = await cached_blob(upstream, open_cache, 4 << 20)
+    _, writes_go = held_up(monkeypatch, store.uploads, "_flush")
     response, digest = await filled(cache, layer)
     body = response.body_iterator
     # all but the last piece, which waits for the digest check
@@ -68,19 +86,8 @@ async def test_the_client_gets_the_bytes_while_the_storage_writes_are_held_up(
 async def test_the_client_has_every_byte_before_the_blob_is_committed(
     upstream: httpx.AsyncClient, open_cache: CacheFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    layer = os.urandom(1 << 20)
-    await push_blob(upstream, "library/app", layer)
-    cache = open_cache()
-    store = cache.app.state.store  # type: ignore[attr-defined]
-    committing, commit_goes = asyncio.Event(), asyncio.Event()
-    commit = store.blobs.commit
-
-    async def held_up(writer: object, digest: Digest) -> None:
-        committing.set()
-        await commit_goes.wait()
-        await commit(writer, digest)
-
-    monkeypatch.setattr(store.blobs, "commit", held_up)
+    cache, store, layer = await cached_blob(upstream, open_cache, 1 << 20)
+    committing, commit_goes = held_up(monkeypatch, store.blobs, "commit")
     response, digest = await filled(cache, layer)
     assert await read(response.body_iterator, len(layer)) == layer  # verified, and whole
     assert [part async for part in response.body_iterator] == []
