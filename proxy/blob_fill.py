@@ -166,8 +166,8 @@ class BlobFill:
         """Stream the body into an upload of the blob and commit it once verified; the
         reader gets its last bytes (and its end) as soon as the digest matches."""
         uploads = self._store.uploads
-        upload = await uploads.start(self._local, self._digest.algorithm)
         storing = ByteQueue(_STORING_BYTES)
+        # The reader's first bytes do not wait for the session's durable writes.
         pump = asyncio.create_task(self._pump(response, storing))
 
         async def release() -> None:
@@ -175,22 +175,24 @@ class BlobFill:
             self._reader.close()
 
         try:
-            await uploads.finish(upload, self._digest, _drain(storing), verified=release)
-        except RegistryError as error:
-            if error.code is ErrorCode.DIGEST_INVALID:  # the session is discarded already
-                raise UpstreamError(
-                    self._upstream, f"sent content for {self._digest} that does not match it"
-                ) from None
-            await self._discard(upload)
-            raise
-        except BaseException:
-            await self._discard(upload)
-            raise
+            upload = await uploads.start(self._local, self._digest.algorithm)
+            try:
+                await uploads.finish(upload, self._digest, _drain(storing), verified=release)
+            except RegistryError as error:
+                if error.code is ErrorCode.DIGEST_INVALID:  # the session is discarded already
+                    raise UpstreamError(
+                        self._upstream, f"sent content for {self._digest} that does not match it"
+                    ) from None
+                await self._discard(upload)
+                raise
+            except BaseException:
+                await self._discard(upload)
+                raise
         finally:
-            pump.cancel()  # when `finish` failed before the end of the body
+            pump.cancel()  # when the session or `finish` failed before the end of the body
             await asyncio.wait([pump])
             if not pump.cancelled():
-                pump.exception()  # retrieved: `finish` raised it (from `_drain`)
+                pump.exception()  # retrieved: the fill fails with `finish`'s error, if any
 
     async def _discard(self, upload: Upload) -> None:
         with contextlib.suppress(RegistryError, StorageError):
