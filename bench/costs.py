@@ -9,6 +9,7 @@ identical servers) shows how far apart the rates of two equal servers land.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
@@ -28,11 +29,47 @@ import psutil
 from bench import app_cost, report
 from bench.figures import ListingFixture, NoAnswerError, Sizes, request_rate
 from bench.servers import report_if_died, start_dockyard, version_of
+from registry.config import NotificationsConfig
+from registry.events.deliver import Deliverer
+from storage.filesystem import FilesystemDriver
+from storage.outbox import Outbox
 from tests.support.server import RegistryProcess
 
+BENCH_ENDPOINT = "bench"
 PUT_TAGS = 64  # manifest PUTs cycle through this many tags of one repository
 DRAIN_TIMEOUT = 120.0  # seconds the outbox has to be delivered after a measurement
 METRICS_DROP_TARGET = 5.0  # percent (issue 12 §1)
+EVENTS_DROP_TARGET = 5.0  # percent (issue 15 §2: no feature costs more)
+
+
+# Where the CPU of events goes: measured while writing bench/costs.py (issue 15), not by
+# this run; kept beside the figures it explains.
+EVENTS_PROFILE = """\
+Where the events' CPU goes (profiles taken while changing the outbox, on the same
+machine under other loads; load average 6 to 24): a server of 2 workers, manifest GET
+by tag at 64 connections for 10 s, CPU per request of all its processes (user + system).
+
+| outbox | µs/request | user | system | events a record |
+|---|---:|---:|---:|---:|
+| no events | 214-217 | 152-160 | 54-65 | |
+| a file created, fsynced, renamed a record (before) | 345 | | | ~10 |
+| a segment a process, fdatasync a record (`before_answer`) | 277-311 | 191-229 | 63-90 | ~10 |
+| the same without fdatasync (an experiment) | 235 | 169 | 67 | |
+| a segment a process, fdatasync each 0.1 s (`background`) | 265-287 | 190-206 | 75-81 | 7-11 |
+
+py-spy (`record --gil`, both workers, `background`): of the samples holding the
+interpreter, building and encoding the events took 3.0% (`emit`), the group commit 2.3%
+(`EventRecorder._write_batches`: futures, one thread hop and one `write` a record) and
+the delivery 2.2% (`Deliverer._deliver_pending`: the records' JSON goes out as stored,
+never decoded). What stands in the way of the last percents: the fdatasync before each
+answer (`before_answer`: its wait and the kernel's journal work; without it 235 µs
+against 289 µs in the same minute), and otherwise the Python work of each event (its
+dict, id and timestamp ~4 µs, the wait on a shared record ~3 µs, its share of a thread
+hop ~4 µs at 10 events a record). What would remove them: larger records (requests
+waiting a few ms more each: tried at 10 ms, it cost the rate more than it saved),
+a non-blocking buffered write to append on the event loop (RWF_NOWAIT: this kernel's
+ext4 refuses it for buffered writes, EOPNOTSUPP), or building events in native code.
+"""
 
 
 @dataclass(frozen=True)
@@ -52,7 +89,11 @@ COMPARISONS = (
     ),
     Comparison(
         "events", "events: one webhook endpoint (a loopback receiver) and the outbox",
-        "events_off", "events_on", ("put_rps", "manifest_rps"), None,
+        "events_off", "events_on", ("put_rps", "manifest_rps"), EVENTS_DROP_TARGET,
+    ),
+    Comparison(
+        "synced", "events, `outbox_sync: before_answer` (an fdatasync before each answer)",
+        "synced_off", "synced_on", ("put_rps", "manifest_rps"), None,
     ),
     Comparison(
         "control", "none: A/A control, two servers with the same default settings",
@@ -70,11 +111,14 @@ TITLES = {
 def server_settings(receiver_url: str) -> dict[str, dict[str, Any]]:
     """Config sections of each server (a pair for each comparison, so that one's load
     leaves nothing behind in another's servers); the rest are Dockyard's defaults."""
+    endpoint = {"name": BENCH_ENDPOINT, "url": receiver_url}
     return {
         "metrics_off": {"metrics": {"enabled": False}},
         "metrics_on": {},
         "events_off": {},
-        "events_on": {"notifications": {"endpoints": [{"name": "bench", "url": receiver_url}]}},
+        "events_on": {"notifications": {"endpoints": [endpoint]}},
+        "synced_off": {},
+        "synced_on": {"notifications": {"endpoints": [endpoint], "outbox_sync": "before_answer"}},
         "control_a": {},
         "control_b": {},
     }
@@ -123,12 +167,11 @@ def cpu_seconds(server: RegistryProcess) -> float:
 
 
 def outbox_left(server: RegistryProcess) -> int:
-    """Event batches in the server's outbox (filesystem storage; dot-files are writes
-    in progress)."""
-    outbox = server.workdir / "data" / "_events" / "outbox"
-    with contextlib.suppress(FileNotFoundError):
-        return sum(1 for entry in os.scandir(outbox) if not entry.name.startswith("."))
-    return 0
+    """Segments of the server's outbox (filesystem storage) with events its endpoint has
+    not taken."""
+    outbox = Outbox(FilesystemDriver(server.workdir / "data"), 1)
+    endpoint = {"name": BENCH_ENDPOINT, "url": "http://127.0.0.1"}
+    return asyncio.run(Deliverer(outbox, NotificationsConfig(endpoints=[endpoint])).undelivered())
 
 
 def put_script(fixture: ListingFixture) -> str:
@@ -290,7 +333,8 @@ def render(bench: CostBench, env: dict[str, str], elapsed: float) -> str:
     lines += ["Written by `python -m bench` (`--only costs`); do not edit by hand.", ""]
     lines += ["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in env.items())]
     lines += [
-        f"| Dockyard | {report.git_version()} (Python {platform.python_version()}), six "
+        f"| Dockyard | {report.git_version()} (Python {platform.python_version()}), "
+        f"{2 * len(COMPARISONS)} "
         f"servers of {workers} workers, filesystem storage, default settings but the "
         "feature compared |",
         f"| wrk, hey | {version_of(['wrk', '--version'])}; hey |",
@@ -338,8 +382,13 @@ def render(bench: CostBench, env: dict[str, str], elapsed: float) -> str:
         "",
         "CPU µs/request: the user and system time of all the server's processes over the "
         "measurement, and with events until its outbox is delivered, per request answered. "
-        "Events on: every manifest PUT and GET stores an event in the outbox before it "
-        "answers (batched across concurrent requests); one endpoint gets them all.",
+        "Events on: every manifest PUT and GET writes an event to the outbox before it "
+        "answers; the events of concurrent requests go as one record (a group commit) "
+        "appended to the worker's own segment file, on disk within 0.1 s (the default, "
+        "`outbox_sync: background`) or, in the `before_answer` rows, fdatasync'ed before "
+        "the requests answer. One endpoint gets them all.",
+        "",
+        EVENTS_PROFILE,
     ]
     busiest = bench.highest_load
     if busiest > workers / 2:

@@ -246,7 +246,7 @@ def _event_families(
     yield sent
     pending = GaugeMetricFamily(
         "registry_webhook_pending_batches",
-        "Outbox batches an endpoint has not taken yet (as its deliverer last saw them)",
+        "Outbox segments an endpoint has not taken all of (as its deliverer last saw them)",
         labels=["endpoint"],
     )
     largest: dict[str, int] = {}

@@ -127,10 +127,32 @@ class Writer(abc.ABC):
         """Discard everything written, including what earlier writers left."""
 
 
+class AppendLog(abc.ABC):
+    """An append-only object one process owns while it is open (`StorageDriver.open_log`)."""
+
+    size: int
+
+    @abc.abstractmethod
+    async def append(self, data: bytes, sync: bool = True) -> None:
+        """Add `data` at the end: readers in every process see it, and it outlives this
+        process, when this returns; with `sync`, it is on disk too (it outlives the
+        machine). A failure may leave part of it written: the log takes no more appends
+        (open another)."""
+
+    @abc.abstractmethod
+    async def sync(self) -> None:
+        """Put everything appended so far on disk."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Give up the ownership: nothing is appended any more."""
+
+
 class StorageDriver(abc.ABC):
     """What the registry needs from a storage backend, and nothing more."""
 
     name: str
+    appends_in_place = False  # whether `open_log` works
 
     @abc.abstractmethod
     async def get(self, key: str) -> bytes:
@@ -193,6 +215,25 @@ class StorageDriver(abc.ABC):
             await self.stat(key)
         except PathNotFoundError:
             return False
+        return True
+
+    # -- append-only logs (where the backend can append in place) ------------------
+
+    async def open_log(self, key: str) -> AppendLog:
+        """A new append-only object at `key` (it must not exist), owned by this process
+        until closed or until the process dies; only where `appends_in_place` (elsewhere
+        callers store whole objects with `put`)."""
+        raise NotImplementedError(f"the {self.name} storage cannot append in place")
+
+    async def delete_closed(self, key: str, size: int) -> bool:
+        """Delete `key` if no open `AppendLog` owns it and it still holds `size` bytes;
+        whether it was deleted (or already gone)."""
+        try:
+            if (await self.stat(key)).size != size:
+                return False
+        except PathNotFoundError:
+            return True
+        await self.delete(key)
         return True
 
     async def redirect_url(self, key: str) -> str | None:

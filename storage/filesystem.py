@@ -2,6 +2,7 @@
 
 Atomicity comes from writing aside (a dot-file in the target directory), fsync,
 then `os.replace`; dot-files are never listed. All disk work runs in threads.
+Append-only logs (`open_log`) are files appended in place (fdatasync'ed when asked).
 
 A writer's state is its file. Ownership is `flock(LOCK_EX | LOCK_NB)` on it, which
 the kernel drops when the owner closes it or dies; the owner then checks the key
@@ -33,6 +34,7 @@ from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from storage import nowait
 from storage.driver import (
     READ_CHUNK,
+    AppendLog,
     FileInfo,
     PathNotFoundError,
     StorageDriver,
@@ -358,8 +360,104 @@ class FilesystemWriter(Writer):
             await self.close()
 
 
+def _open_log(path: Path) -> int:
+    """A new file at `path`, locked (flock) before it appears: its descriptor."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f".tmp-{uuid.uuid4().hex}"
+    fd = os.open(temp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.link(temp, path)  # fails if `path` exists
+        _fsync_dir(path.parent)
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        temp.unlink(missing_ok=True)
+    return fd
+
+
+def _append(fd: int, data: bytes, sync: bool) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    if sync:
+        os.fdatasync(fd)
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemLog(AppendLog):
+    """A file this process holds an flock on (the kernel drops it when the process dies);
+    `_delete_closed` removes a log only once it can take that lock itself."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+        self._in_thread: set[asyncio.Future[None]] = set()  # the descriptor's users
+        self.size = 0
+
+    def _run(self, function: Callable[..., None], *args: object) -> asyncio.Future[None]:
+        """`function(fd, *args)` in a thread; `close` waits for it, even if cancelled."""
+        assert self._fd is not None
+        running = asyncio.ensure_future(asyncio.to_thread(function, self._fd, *args))
+        self._in_thread.add(running)
+        running.add_done_callback(self._in_thread.discard)
+        return asyncio.shield(running)
+
+    @_reports_full_disk
+    async def append(self, data: bytes, sync: bool = True) -> None:
+        if self._fd is None:
+            raise StorageError("the log is closed")
+        try:
+            await self._run(_append, data, sync)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                await self.close()  # part of `data` may be in it: no append may follow
+            raise
+        self.size += len(data)
+
+    async def sync(self) -> None:
+        if self._fd is not None:
+            await self._run(os.fdatasync)
+
+    async def close(self) -> None:
+        """Sync what was appended, then let the file go."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            if self._in_thread:
+                await asyncio.wait(self._in_thread)
+            await asyncio.to_thread(_sync_and_close, fd)
+
+
+def _delete_closed(path: Path, size: int) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive
+        info = os.fstat(fd)
+        if info.st_size != size:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == info.st_ino:
+                path.unlink()
+        return True
+    finally:
+        os.close(fd)
+
+
 class FilesystemDriver(StorageDriver):
     name = "filesystem"
+    appends_in_place = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
@@ -465,3 +563,10 @@ class FilesystemDriver(StorageDriver):
     @_reports_full_disk
     async def replace(self, key: str, data: bytes, version: str) -> str | None:
         return await asyncio.to_thread(_replace_if, self.path(key), data, version)
+
+    @_reports_full_disk
+    async def open_log(self, key: str) -> FilesystemLog:
+        return FilesystemLog(await asyncio.to_thread(_open_log, self.path(key)))
+
+    async def delete_closed(self, key: str, size: int) -> bool:
+        return await asyncio.to_thread(_delete_closed, self.path(key), size)

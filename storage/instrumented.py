@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from time import perf_counter
 from typing import Any
 
-from storage.driver import FileInfo, StorageDriver, Versioned, Writer
+from storage.driver import AppendLog, FileInfo, StorageDriver, Versioned, Writer
 
 Observe = Callable[[str, float], None]
 
@@ -71,6 +71,7 @@ class InstrumentedDriver(StorageDriver):
     def __init__(self, driver: StorageDriver, observe: Observe) -> None:
         self.driver = driver
         self.name = driver.name
+        self.appends_in_place = driver.appends_in_place
         self._observe = observe
 
     async def get(self, key: str) -> bytes:
@@ -160,6 +161,12 @@ class InstrumentedDriver(StorageDriver):
 
     async def replace(self, key: str, data: bytes, version: str) -> str | None:
         return await self.driver.replace(key, data, version)
+
+    async def open_log(self, key: str) -> AppendLog:
+        return await self.driver.open_log(key)
+
+    async def delete_closed(self, key: str, size: int) -> bool:
+        return await self.driver.delete_closed(key, size)
 
     async def close(self) -> None:
         await self.driver.close()

@@ -16,7 +16,7 @@
     repositories/<name>/_proxy/checked/<tag>                 digest; modified: checked upstream
     quarantine/<alg>/<hex>                                   a corrupt blob moved aside (check)
     _maintenance                                             maintenance flag (JSON: message, since)
-    _events/outbox/<batch>, _events/cursors/<endpoint>       event outbox (storage.outbox)
+    _events/outbox/<segment>, _events/cursors/<endpoint>       event outbox (storage.outbox)
     _events/lease                                            the webhook deliverer now (registry/)
     _gc/lease                                                the collector running now (collector/)
     _gc/deletions                                            new at every deletion (storage/)
@@ -203,7 +203,7 @@ def outbox_dir() -> str:
     return "_events/outbox"
 
 
-def outbox_batch(name: str) -> str:
+def outbox_segment(name: str) -> str:
     return f"_events/outbox/{name}"
 
 

@@ -1,19 +1,21 @@
 """Delivering the outbox to the webhooks: in order, at least once, with backoff.
 
 Each endpoint has a cursor object in the storage: for every producing process, the last
-of its batches the endpoint has taken (a 2xx or 3xx answer). A process writes its batches
-one after another, so its batch names only grow; batches of different processes are
-taken in name (time) order, and one written late by a slow process is still taken, since
-it is compared with its own process's cursor only. A batch every endpoint has passed is
-removed. An endpoint that fails is retried after 1 s, doubling up to `max_backoff`, and
-holds up only itself; nothing of a stuck endpoint stays in memory but the names of the
-batches (bounded by `outbox_max_batches`). Delivery restarts from the cursors after a
-restart or a crash: a batch sent but not yet marked is sent again (at least once).
+of its records the endpoint has taken (a 2xx or 3xx answer). A process writes its records
+one after another, so their names (segment, then end offset) only grow; segments of
+different processes are taken in name (time) order, and a record written late by a slow
+process is still taken, since it is compared with its own process's cursor only. A
+segment every endpoint has passed is removed once its writer has let it go. An endpoint
+that fails is retried after 1 s, doubling up to `max_backoff`, and holds up only itself;
+nothing of a stuck endpoint stays in memory but the names of the segments (bounded by
+`outbox_max_batches`) and one request's records. Delivery restarts from the cursors after
+a restart or a crash: a record sent but not yet marked is sent again (at least once).
 
-Consecutive batches go out together, in one request with one cursor write, and after a
+Consecutive records go out together, in one request with one cursor write, and after a
 delivery the next waits `GATHER_SECONDS` for more: under load, each request and cursor
-write carries hundreds of events rather than the few of one batch (bench/RESULTS.md,
-"Cost of metrics and events").
+write carries hundreds of events rather than the few of one record (bench/RESULTS.md,
+"Cost of metrics and events"). An endpoint without filters in the distribution format
+gets the records' stored JSON as it is, never decoded and encoded again.
 
 One process delivers at a time, across every process and replica sharing the storage:
 the one holding the lease `_events/lease` (storage.lease). It renews the lease as it
@@ -31,14 +33,13 @@ import logging
 
 import httpx
 
-from oci.globs import matches_any
 from registry.config import NotificationsConfig, WebhookEndpoint
-from registry.events.formats import SIGNATURE_HEADER, bodies_of, signature
+from registry.events.formats import SIGNATURE_HEADER, Body, bodies_for, signature
 from registry.metrics import TOTALS, Totals
 from storage import paths
 from storage.driver import PathNotFoundError
 from storage.lease import LEASE_SECONDS, Lease, LeaseLostError, take
-from storage.outbox import Event, Outbox
+from storage.outbox import Outbox, Record, position, producer
 
 log = logging.getLogger("dockyard")
 
@@ -47,11 +48,23 @@ GATHER_SECONDS = 0.2  # after a delivery, the wait for more batches to send toge
 MAX_DELIVERY_EVENTS = 500  # events in one request at most (a few hundred KiB of JSON)
 FIRST_BACKOFF = 1.0
 
-Cursor = dict[str, str]  # producing process -> last batch taken
+TAIL_BYTES = 256 << 10  # a cut-off record is looked for only in a log's last bytes
+
+Cursor = dict[str, str]  # producing process -> last record taken
 
 
-def producer(batch: str) -> str:
-    return batch.split("-")[1]
+def unread(segment: str, size: int, cursor: Cursor) -> tuple[int] | None:
+    """Where the records of `segment` the cursor has not taken start (a 1-tuple, as 0 is
+    a start), or None if it took them all."""
+    taken = cursor.get(producer(segment))
+    start = 0
+    if taken is not None:
+        taken_segment, end = position(taken)
+        if segment < taken_segment:
+            return None
+        if segment == taken_segment:
+            start = size if end < 0 else end
+    return (start,) if start < size else None
 
 
 class Deliverer:
@@ -120,6 +133,12 @@ class Deliverer:
             return {}
         return cursor if isinstance(cursor, dict) else {}
 
+    async def undelivered(self) -> int:
+        """Segments holding records some endpoint has not taken."""
+        segments = await self.outbox.segments()
+        cursors = [await self.cursor(e.name) for e in self.config.endpoints]
+        return sum(1 for n, size in segments if any(unread(n, size, c) for c in cursors))
+
     async def _save_cursor(self, endpoint: str, cursor: Cursor) -> None:
         await self.outbox.driver.put(paths.outbox_cursor(endpoint), json.dumps(cursor).encode())
 
@@ -145,35 +164,49 @@ class Deliverer:
     async def _deliver_pending(
         self, client: httpx.AsyncClient, endpoint: WebhookEndpoint, lease: Lease
     ) -> int:
-        """Send every batch the endpoint has not taken, oldest first, consecutive batches
+        """Send every record the endpoint has not taken, oldest first, consecutive records
         together (up to `MAX_DELIVERY_EVENTS` events a request, the cursor saved once a
-        request); how many batches were sent."""
-        batches = await self.outbox.batches()
-        producers = {producer(batch) for batch in batches}
-        # A process none of whose batches is left has nothing to compare with its entry.
-        cursor = {p: b for p, b in (await self.cursor(endpoint.name)).items() if p in producers}
-        pending = [b for b in batches if b > cursor.get(producer(b), "")]
+        request); how many records were sent."""
+        segments = await self.outbox.segments()
+        producers = {producer(name) for name, _ in segments}
+        # A process none of whose segments is left has nothing to compare with its entry.
+        cursor = {p: r for p, r in (await self.cursor(endpoint.name)).items() if p in producers}
+        pending = [(name, at) for name, size in segments if (at := unread(name, size, cursor))]
         self.totals.webhook_pending[endpoint.name] = len(pending)
-        taken: list[str] = []
-        events: list[Event] = []
-        for batch in pending:
-            taken.append(batch)
-            events += [e for e in await self.outbox.read(batch) or () if wanted(endpoint, e)]
-            if len(events) >= MAX_DELIVERY_EVENTS or batch == pending[-1]:
-                await lease.keep()  # LeaseLostError if another process delivers now
-                await self._send(client, endpoint, events)
-                cursor.update((producer(taken_batch), taken_batch) for taken_batch in taken)
-                await self._save_cursor(endpoint.name, cursor)
-                self.totals.webhook_pending[endpoint.name] -= len(taken)
-                taken, events = [], []
-        return len(pending)
+        taken: list[Record] = []
+        count = sent = 0
+        for name, start in pending:
+            for record in (await self.outbox.read(name, start[0])).records:
+                taken.append(record)
+                count += record.count
+                if count >= MAX_DELIVERY_EVENTS:
+                    await self._take(client, endpoint, lease, cursor, taken)
+                    sent += len(taken)
+                    taken, count = [], 0
+        if taken:
+            await self._take(client, endpoint, lease, cursor, taken)
+            sent += len(taken)
+        self.totals.webhook_pending[endpoint.name] = 0
+        return sent
+
+    async def _take(
+        self,
+        client: httpx.AsyncClient,
+        endpoint: WebhookEndpoint,
+        lease: Lease,
+        cursor: Cursor,
+        records: list[Record],
+    ) -> None:
+        """Send `records` to the endpoint and move its cursor past them."""
+        await lease.keep()  # LeaseLostError if another process delivers now
+        await self._send(client, endpoint, bodies_for(endpoint, records))
+        cursor.update((producer(record.id), record.id) for record in records)
+        await self._save_cursor(endpoint.name, cursor)
 
     async def _send(
-        self, client: httpx.AsyncClient, endpoint: WebhookEndpoint, events: list[Event]
+        self, client: httpx.AsyncClient, endpoint: WebhookEndpoint, bodies: list[Body]
     ) -> None:
-        if not events:
-            return
-        for body, content_type in bodies_of(events, endpoint.format):
+        for body, content_type in bodies:
             headers = {**endpoint.headers, "Content-Type": content_type}
             if endpoint.secret is not None:
                 headers[SIGNATURE_HEADER] = signature(endpoint.secret.get_secret_value(), body)
@@ -190,27 +223,30 @@ class Deliverer:
             self.totals.count_delivery(endpoint.name, "sent")
 
     async def _remove_delivered(self) -> None:
-        """Remove the batches every endpoint has taken; forget cursors of gone processes."""
+        """Remove the segments every endpoint has taken (once their writers let them go);
+        forget cursors of gone processes."""
         while True:
             try:
-                batches = await self.outbox.batches()
+                segments = await self.outbox.segments()
                 cursors = [await self.cursor(e.name) for e in self.config.endpoints]
-                for batch in batches:
-                    if all(batch <= cursor.get(producer(batch), "") for cursor in cursors):
-                        await self.outbox.remove(batch)
+                for name, size in segments:
+                    starts = [at[0] for c in cursors if (at := unread(name, size, c))]
+                    if starts and not await self._only_cut_off(name, size, min(starts)):
+                        continue
+                    await self.outbox.remove(name, size)
             except Exception:
-                log.exception("removing delivered event batches failed")
+                log.exception("removing delivered event segments failed")
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _only_cut_off(self, name: str, size: int, start: int) -> bool:
+        """Whether the segment holds no whole record past `start`: a record cut off by a
+        crash (removing it then waits for its writer to be gone). Only a log's last bytes
+        are looked at: whole objects hold whole records, and an endpoint behind by more
+        than a record has records to take."""
+        if not self.outbox.driver.appends_in_place or size - start > TAIL_BYTES:
+            return False
+        return not (await self.outbox.read(name, start)).records
 
 
 class DeliveryError(Exception):
     """The endpoint did not take a delivery (no answer, or a 4xx or 5xx)."""
-
-
-def wanted(endpoint: WebhookEndpoint, event: Event) -> bool:
-    target = event["target"]
-    if endpoint.actions and event["action"] not in endpoint.actions:
-        return False
-    if endpoint.media_types and target.get("mediaType", None) not in (None, *endpoint.media_types):
-        return False
-    return not endpoint.repositories or matches_any(endpoint.repositories, target["repository"])

@@ -10,7 +10,9 @@ import hashlib
 import hmac
 import json
 
-from storage.outbox import Event
+from oci.globs import matches_any
+from registry.config import WebhookEndpoint
+from storage.outbox import Event, Record
 
 DISTRIBUTION_MEDIA_TYPE = "application/vnd.docker.distribution.events.v2+json"
 CLOUDEVENTS_MEDIA_TYPE = "application/cloudevents+json"
@@ -34,7 +36,32 @@ def cloudevent(event: Event) -> dict[str, object]:
     }
 
 
-def bodies_of(events: list[Event], format: str) -> list[tuple[bytes, str]]:
+Body = tuple[bytes, str]  # a request body and its content type
+
+
+def wanted(endpoint: WebhookEndpoint, event: Event) -> bool:
+    target = event["target"]
+    if endpoint.actions and event["action"] not in endpoint.actions:
+        return False
+    if endpoint.media_types and target.get("mediaType", None) not in (None, *endpoint.media_types):
+        return False
+    return not endpoint.repositories or matches_any(endpoint.repositories, target["repository"])
+
+
+def bodies_for(endpoint: WebhookEndpoint, records: list[Record]) -> list[Body]:
+    """The request bodies delivering the events of `records` the endpoint wants."""
+    if endpoint.format == "distribution" and not (
+        endpoint.actions or endpoint.media_types or endpoint.repositories
+    ):
+        # Every event as stored: the records' JSON lists joined, not decoded.
+        lists = [record.raw[1:-1] for record in records if record.count]
+        body = b'{"events":[' + b",".join(lists) + b"]}"
+        return [(body, DISTRIBUTION_MEDIA_TYPE)] if lists else []
+    events = [e for record in records for e in record.events() if wanted(endpoint, e)]
+    return bodies_of(events, endpoint.format) if events else []
+
+
+def bodies_of(events: list[Event], format: str) -> list[Body]:
     """The request bodies delivering `events`, with their content type: one envelope of
     them all, or one CloudEvent a request (structured mode, as zot and Harbor send)."""
     if format == "cloudevents":

@@ -1,8 +1,9 @@
 """Building the event of a request, and storing events before the request answers.
 
-Events of concurrent requests share one outbox write: a single writer task takes
-everything waiting (at most `MAX_BATCH_EVENTS`), writes it as one batch, and wakes the
-requests, which answer only then. A full outbox drops the events with a log line and a
+Events of concurrent requests share one outbox write (a group commit): a single writer
+task takes everything waiting (at most `MAX_BATCH_EVENTS`), stores it as one record, and
+wakes the requests, which answer only then; the requests that come meanwhile wait for
+the next record. A full outbox drops the events with a log line and a
 count rather than fail the request: the action itself is done.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import random
 import socket
 import uuid
 from collections import deque
@@ -32,6 +35,38 @@ MAX_BATCH_EVENTS = 200
 INSTANCE_ID = str(uuid.uuid4())
 SOURCE_ADDR = socket.gethostname()
 
+# Event ids: random UUIDs from a generator seeded from the system's randomness (in each
+# process: reseeded after a fork), without uuid4's system call per event.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
+def event_id() -> str:
+    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
+
+
+def request_part(request: Request) -> tuple[dict[str, str], str]:
+    """What every event of a request says about it, and the registry's base URL as the
+    client called it (as starlette's `request.url`: the Host header, else the server)."""
+    scope = request.scope
+    host = user_agent = ""
+    for key, value in scope["headers"]:
+        if key == b"host":
+            host = value.decode("latin-1")
+        elif key == b"user-agent":
+            user_agent = value.decode("latin-1")
+    client = scope.get("client")
+    server = scope.get("server")
+    netloc = host or (f"{server[0]}:{server[1]}" if server else "")
+    part = {
+        "id": scope.get(REQUEST_ID_KEY, ""),
+        "addr": f"{client[0]}:{client[1]}" if client else "",
+        "host": host,
+        "method": scope["method"],
+        "useragent": user_agent,
+    }
+    return part, f"{scope['scheme']}://{netloc}"
+
 
 def build_event(
     request: Request,
@@ -43,8 +78,11 @@ def build_event(
     size: int | None = None,
     tag: str | None = None,
     from_repository: str | None = None,
+    about: tuple[dict[str, str], str] | None = None,
 ) -> Event:
-    """An event in the shape of docker distribution's notifications."""
+    """An event in the shape of docker distribution's notifications; `about` is the
+    request's `request_part` when the caller made it already."""
+    request_fields, base_url = about or request_part(request)
     target: dict[str, Any] = {"repository": name}
     if digest is not None:
         target["digest"] = str(digest)
@@ -55,25 +93,18 @@ def build_event(
     # as docker's: a delete's target is its digest and repository, and no URL
     if action != "delete" and digest is not None:
         kind = "blobs" if action == "mount" else "manifests"
-        target["url"] = f"{request.url.scheme}://{request.url.netloc}/v2/{name}/{kind}/{digest}"
+        target["url"] = f"{base_url}/v2/{name}/{kind}/{digest}"
     if tag is not None:
         target["tag"] = tag
     if from_repository is not None:
         target["fromRepository"] = from_repository
     caller = request.scope.get(CALLER_KEY)
-    client = request.client
     return {
-        "id": str(uuid.uuid4()),
+        "id": event_id(),
         "timestamp": datetime.now(UTC).isoformat(timespec="microseconds"),
         "action": action,
         "target": target,
-        "request": {
-            "id": request.scope.get(REQUEST_ID_KEY, ""),
-            "addr": f"{client.host}:{client.port}" if client else "",
-            "host": request.headers.get("host", ""),
-            "method": request.method,
-            "useragent": request.headers.get("user-agent", ""),
-        },
+        "request": request_fields,
         "actor": {"name": caller.name} if caller is not None and caller.name else {},
         "source": {"addr": SOURCE_ADDR, "instanceID": INSTANCE_ID},
     }
@@ -147,6 +178,8 @@ class EventRecorder:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+        if self.outbox is not None:
+            await self.outbox.close()
 
 
 async def emit(
@@ -159,9 +192,10 @@ async def emit(
     """Record one event per (digest, tag) of an action (nothing when events are off)."""
     recorder: EventRecorder = request.app.state.events
     if recorder.enabled:
+        about = request_part(request)
         await recorder.record(
             *(
-                build_event(request, action, name, digest, tag=tag, **fields)
+                build_event(request, action, name, digest, tag=tag, about=about, **fields)
                 for digest, tag in digests
             )
         )

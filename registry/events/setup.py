@@ -13,7 +13,10 @@ from storage.store import Store
 def build_events(
     config: NotificationsConfig, store: Store
 ) -> tuple[EventRecorder, Deliverer | None]:
-    outbox = Outbox(store.driver, config.outbox_max_batches) if config.endpoints else None
+    outbox = None
+    if config.endpoints:
+        before_answer = config.outbox_sync == "before_answer"
+        outbox = Outbox(store.driver, config.outbox_max_batches, before_answer)
     audit = AuditLog(config.audit.path) if config.audit.enabled else None
     deliverer = Deliverer(outbox, config) if outbox is not None else None
     return EventRecorder(outbox, audit), deliverer

@@ -20,9 +20,11 @@ from registry.config import Config
 from registry.events.deliver import Deliverer
 from registry.metrics import Totals
 from storage.driver import StorageDriver
+from storage.filesystem import FilesystemDriver
 from storage.lease import Lease
 from storage.outbox import Outbox
 from tests.api.helpers import OCI_MANIFEST, digest_of, push_image
+from tests.storage.test_outbox_log import cut_off_record
 from tests.support.drivers import twin
 from tests.support.webhooks import WebhookReceiver
 
@@ -57,8 +59,8 @@ def events_config(receiver: WebhookReceiver, tmp_path: Path, **extra: Any) -> Co
 
 async def stored_events(driver: StorageDriver) -> list[dict[str, Any]]:
     outbox = Outbox(driver, 100)
-    batches = [await outbox.read(name) for name in await outbox.batches()]
-    return [event for batch in batches if batch for event in batch]
+    segments = [await outbox.read(name) for name, _ in await outbox.segments()]
+    return [e for segment in segments for record in segment.records for e in record.events()]
 
 
 async def do_everything(client: httpx.AsyncClient) -> str:
@@ -155,10 +157,15 @@ async def test_delivery_after_an_outage_in_order_signed_filtered_and_the_outbox_
     receiver.failing = False
 
     async def all_delivered() -> bool:
-        return not await outbox.batches()
+        return not await deliverer.undelivered()
+
+    async def all_removed() -> bool:
+        return not await outbox.segments()
 
     await deliver_until(deliverer, all_delivered)
     assert totals.webhook_pending == {"plain": 0, "cloud": 0}
+    await app.state.events.close()  # the writer lets its log segment go: it is removed
+    await deliver_until(deliverer, all_removed)
     assert totals.webhook_deliveries[("plain", "sent")] >= 1
     deliveries = receiver.received()
     plain = [d for d in deliveries if d.headers["content-type"].endswith("events.v2+json")]
@@ -219,7 +226,7 @@ async def test_batches_and_cursors_cut_off_empty_are_skipped_and_resent(
     )
 
     async def all_delivered() -> bool:
-        return not await outbox.batches()
+        return not await outbox.segments()
 
     await deliver_until(deliverer, all_delivered)
     assert [e["id"] for e in receiver.events()] == ["e1"]
@@ -246,7 +253,7 @@ async def test_consecutive_batches_go_in_one_request_up_to_the_bound(
     )
 
     async def all_delivered() -> bool:
-        return not await outbox.batches()
+        return not await outbox.segments()
 
     await deliver_until(Deliverer(outbox, plain), all_delivered)
     sizes = [len(delivery.json()["events"]) for delivery in receiver.received()]
@@ -280,13 +287,12 @@ async def test_one_deliverer_at_a_time_and_another_takes_over_when_it_dies(
         for d, t in zip(drivers, totals, strict=True)
     ]
     tasks = [asyncio.create_task(d.run()) for d in deliverers]
-    outbox = Outbox(driver, 100)
 
     def delivered_by(index: int) -> int:
         return totals[index].webhook_deliveries.get(("plain", "sent"), 0)
 
     async def all_delivered() -> bool:
-        return not await outbox.batches()
+        return not await deliverers[0].undelivered()
 
     try:
         for tag in ("1", "2", "3"):
@@ -310,3 +316,30 @@ async def test_one_deliverer_at_a_time_and_another_takes_over_when_it_dies(
     ids = [event["id"] for event in receiver.events()]
     assert len(ids) == 5 and len(set(ids)) == 5
     assert [e["target"]["tag"] for e in receiver.events()] == ["1", "2", "3", "4", "5"]
+
+
+@pytest.mark.parametrize("driver", ["filesystem"], indirect=True)
+async def test_a_dead_writers_cut_off_record_is_skipped_and_its_segment_removed(
+    driver: FilesystemDriver,
+    receiver: WebhookReceiver,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A writer killed in the middle of a record leaves part of a line: the whole records
+    are delivered, and the segment goes once its writer is gone."""
+    monkeypatch.setattr(registry.events.deliver, "POLL_SECONDS", 0.05)
+    writer = Outbox(driver, 100)
+    event = {"id": "e1", "action": "push", "target": {"repository": "x", "digest": "sha256:0"}}
+    await writer.append([event])
+    await writer.close()  # as its process's death lets the segment go
+    [(name, _)] = await writer.segments()
+    cut_off_record(driver.path(f"_events/outbox/{name}"))
+    plain = config.notifications.model_copy(
+        update={"endpoints": [config.notifications.endpoints[0]]}
+    )
+
+    async def all_removed() -> bool:
+        return not await writer.segments()
+
+    await deliver_until(Deliverer(writer, plain), all_removed)
+    assert [e["id"] for e in receiver.events()] == ["e1"]
