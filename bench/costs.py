@@ -61,14 +61,19 @@ py-spy (`record --gil`, both workers, `background`): of the samples holding the
 interpreter, building and encoding the events took 3.0% (`emit`), the group commit 2.3%
 (`EventRecorder._write_batches`: futures, one thread hop and one `write` a record) and
 the delivery 2.2% (`Deliverer._deliver_pending`: the records' JSON goes out as stored,
-never decoded). What stands in the way of the last percents: the fdatasync before each
-answer (`before_answer`: its wait and the kernel's journal work; without it 235 µs
-against 289 µs in the same minute), and otherwise the Python work of each event (its
-dict, id and timestamp ~4 µs, the wait on a shared record ~3 µs, its share of a thread
-hop ~4 µs at 10 events a record). What would remove them: larger records (requests
-waiting a few ms more each: tried at 10 ms, it cost the rate more than it saved),
-a non-blocking buffered write to append on the event loop (RWF_NOWAIT: this kernel's
-ext4 refuses it for buffered writes, EOPNOTSUPP), or building events in native code.
+never decoded): ~15 µs a request of the 35-55 µs of user time events add. The rest is
+outside the interpreter's own work: system time (+15-25 µs: a `write` and a thread
+wake-up a record of 7-11 events, the loop's wake-ups as requests finish at different
+times, the delivery's reads, HTTP and cursor writes) and the worker threads. So the
+events stay over the 5% target: what stands in the way is the thread hop and system
+calls a record (at only ~10 events a record, since requests are not kept waiting) and
+the Python work of each event. What would remove it: appending on the event loop
+without a thread (a non-blocking buffered write, RWF_NOWAIT, which this kernel's ext4
+refuses: EOPNOTSUPP), larger records (requests waiting a few ms more each: tried at
+10 ms, it cost the rate more than it saved), building and encoding an event in one
+native step rather than a dict then JSON. With `before_answer`, the fdatasync before
+each answer stands in the way on its own (235 µs a request without it, 289 µs with it,
+in the same minute).
 """
 
 
