@@ -23,6 +23,7 @@ Contract every driver keeps:
 from __future__ import annotations
 
 import abc
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -190,6 +191,12 @@ class StorageDriver(abc.ABC):
         """Remove these objects (not prefixes); missing ones are not an error."""
         for key in keys:
             await self.delete(key)
+
+    async def put_markers(self, keys: list[str]) -> None:
+        """Store an empty object at each key (replacing any): every reader sees them once
+        this returns, but unlike `put` they need not survive a crash of the machine or
+        the storage server (the filesystem does not fsync them)."""
+        await asyncio.gather(*(self.put(key, b"") for key in keys))
 
     # -- leases: conditional writes of small objects -----------------------------
 

@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
@@ -193,34 +194,66 @@ def _replace_if(path: Path, data: bytes, version: str) -> str | None:
         os.close(fd)
 
 
-def _scan(root: Path, directory: Path) -> list[FileInfo]:
+def _scan(root: Path, directory: str) -> list[FileInfo]:
+    """Every file below `directory` (dot-files and dot-folders skipped); strings, not
+    pathlib: the collector scans every blob with it."""
     found = []
-    for folder, folders, files in os.walk(directory):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        for name in files:
-            if name.startswith("."):
-                continue
-            path = Path(folder, name)
-            try:
-                info = path.stat()
-            except FileNotFoundError:
-                continue  # removed while we walked
-            found.append(FileInfo(path.relative_to(root).as_posix(), info.st_size, info.st_mtime))
+    start = len(str(root)) + 1
+    folders = [directory]
+    while folders:
+        try:
+            entries = os.scandir(folders.pop())
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed while we walked
+        with entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                        continue
+                    info = entry.stat()
+                except FileNotFoundError:
+                    continue
+                found.append(FileInfo(entry.path[start:], info.st_size, info.st_mtime))
     return found
 
 
-def _delete_files(root: Path, paths: list[Path]) -> None:
-    """Unlink files, then remove the folders (below the top two levels) they emptied."""
-    folders = set()
+def _create_empty(path: str) -> None:
+    """An empty file is whole as soon as it exists (or is truncated): nothing to write aside."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
+
+
+def _create_empty_files(paths: list[str]) -> None:
     for path in paths:
-        path.unlink(missing_ok=True)
-        parent = path.parent
-        while len(parent.relative_to(root).parts) > 2:
-            folders.add(parent)
-            parent = parent.parent
-    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
-        with contextlib.suppress(OSError):  # not empty, or gone
-            folder.rmdir()
+        _in_new_folder(functools.partial(_create_empty, path))
+
+
+def _delete_files(root: Path, paths: list[str]) -> None:
+    """Unlink files, then remove the folders (below the top two levels) they emptied,
+    deepest first, climbing only from a folder that went (its parent holds nothing
+    else of ours if it did not)."""
+    lowest = str(root).count("/") + 3  # depth of `blobs/sha256/ab`
+    pending: dict[int, set[str]] = defaultdict(set)
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        folder = os.path.dirname(path)
+        pending[folder.count("/")].add(folder)
+    for depth in range(max(pending, default=0), lowest - 1, -1):
+        for folder in pending.pop(depth, ()):
+            try:
+                os.rmdir(folder)
+            except FileNotFoundError:
+                pass  # removed by another process: its parent may be empty now
+            except OSError:
+                continue  # not empty
+            pending[depth - 1].add(os.path.dirname(folder))
 
 
 def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
@@ -468,9 +501,13 @@ class FilesystemDriver(StorageDriver):
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def _location(self, key: str) -> str:
+        """`path(key)` as a string, without pathlib's cost (for `storage.nowait` and the
+        collector's calls on many keys at once)."""
+        return self._prefix + check_key(key)
+
     def _raw(self, key: str) -> bytes:
-        """`path(key)` for `storage.nowait`, without pathlib's cost (most of the call's)."""
-        return os.fsencode(self._prefix + check_key(key))
+        return os.fsencode(self._location(key))
 
     async def get(self, key: str) -> bytes:
         try:
@@ -544,10 +581,16 @@ class FilesystemDriver(StorageDriver):
         await asyncio.to_thread(_remove, self.path(key), self.root)
 
     async def scan(self, prefix: str) -> list[FileInfo]:
-        return await asyncio.to_thread(_scan, self.root, self.path(prefix))
+        return await asyncio.to_thread(_scan, self.root, self._location(prefix))
 
     async def delete_many(self, keys: list[str]) -> None:
-        await asyncio.to_thread(_delete_files, self.root, [self.path(key) for key in keys])
+        await asyncio.to_thread(_delete_files, self.root, [self._location(key) for key in keys])
+
+    @_reports_full_disk
+    async def put_markers(self, keys: list[str]) -> None:
+        """In one thread, without fsync: the page cache already shows them to every
+        process on this machine."""
+        await asyncio.to_thread(_create_empty_files, [self._location(key) for key in keys])
 
     async def read_versioned(self, key: str) -> Versioned:
         try:

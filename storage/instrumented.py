@@ -146,12 +146,15 @@ class InstrumentedDriver(StorageDriver):
     async def redirect_url(self, key: str) -> str | None:
         return await self.driver.redirect_url(key)
 
-    # The collector's calls (scan, batch deletes, its lease) pass through untimed.
+    # The collector's calls (scan, batch deletes and markers, its lease) pass through untimed.
     async def scan(self, prefix: str) -> list[FileInfo]:
         return await self.driver.scan(prefix)
 
     async def delete_many(self, keys: list[str]) -> None:
         await self.driver.delete_many(keys)
+
+    async def put_markers(self, keys: list[str]) -> None:
+        await self.driver.put_markers(keys)
 
     async def read_versioned(self, key: str) -> Versioned:
         return await self.driver.read_versioned(key)

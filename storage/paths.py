@@ -59,8 +59,14 @@ def blobs_of(algorithm: str) -> str:
     return f"blobs/{algorithm}"
 
 
+def blob_fan_out(digest: Digest) -> str:
+    """The folder of the digest's `blob_dir` and those of every digest with the same
+    first two characters (the collector sweeps one such folder at a time)."""
+    return f"blobs/{digest.algorithm}/{digest.encoded[:2]}"
+
+
 def blob_dir(digest: Digest) -> str:
-    return f"blobs/{digest.algorithm}/{digest.encoded[:2]}/{digest.encoded}"
+    return f"{blob_fan_out(digest)}/{digest.encoded}"
 
 
 def blob_touched(digest: Digest) -> str:

@@ -398,6 +398,16 @@ class _Lease:
         await driver.replace(self.key, b"", self.etag)
 
 
+def _folders_of(root: str, deleted: Iterable[str]) -> set[str]:
+    """The folders of `deleted` keys below `root` (for `S3Driver._delete_folders`)."""
+    folders: set[str] = set()
+    depth = root.count("/") + 1
+    for name in deleted:
+        parts = name.split("/")
+        folders.update("/".join(parts[:end]) for end in range(depth, len(parts)))
+    return folders
+
+
 class S3Driver(StorageDriver):
     name = "s3"
 
@@ -721,7 +731,7 @@ class S3Driver(StorageDriver):
         await self.delete_writer_state(key)
         below = [name for name, *_ in await self._list_objects(key)]
         await self.delete_objects([key, *below])
-        await self._delete_folders(key, below)
+        await self._delete_folders(_folders_of(key, below))
 
     async def scan(self, prefix: str) -> list[FileInfo]:
         return [
@@ -730,21 +740,18 @@ class S3Driver(StorageDriver):
 
     async def delete_many(self, keys: list[str]) -> None:
         await self.delete_objects(keys)
+        folders: set[str] = set()  # of every root at once: one DeleteObjects, not one a root
         for root in {"/".join(key.split("/")[:2]) for key in keys}:
-            await self._delete_folders(root, [key for key in keys if key.startswith(root + "/")])
+            folders |= _folders_of(root, [key for key in keys if key.startswith(root + "/")])
+        await self._delete_folders(folders)
 
-    async def _delete_folders(self, root: str, deleted: Iterable[str]) -> None:
-        """Remove the folders of `deleted` keys, up to `root`, deepest first.
+    async def _delete_folders(self, folders: set[str]) -> None:
+        """Remove these folders (`_folders_of`), deepest first.
 
         Servers with real folders (SeaweedFS) keep listing an emptied folder as a
         common prefix for minutes, which would list a deleted tag; deleting a folder
         key removes it there only if it is empty, and is a no-op on S3 itself.
         """
-        folders: set[str] = set()
-        depth = root.count("/") + 1
-        for name in deleted:
-            parts = name.split("/")
-            folders.update("/".join(parts[:end]) for end in range(depth, len(parts)))
         if folders:
             deepest_first = sorted(folders, key=lambda folder: (-folder.count("/"), folder))
             await self.delete_objects(deepest_first, folders=True)
@@ -835,7 +842,7 @@ class S3Driver(StorageDriver):
             if name.endswith("/commit"):
                 await self._abort_recorded(name)
         await self.delete_objects(state)
-        await self._delete_folders(root, state)
+        await self._delete_folders(_folders_of(root, state))
 
     async def _abort_recorded(self, commit_key: str) -> None:
         with contextlib.suppress(PathNotFoundError):

@@ -182,3 +182,39 @@ async def test_version_names_the_bytes_a_later_writer_finds(driver: StorageDrive
     await again.write(b"d")
     assert again.version != writer.version
     await again.close()
+
+
+async def test_scan_lists_every_object_below_with_its_size_and_time(driver: StorageDriver) -> None:
+    for key, data in (("s/a", b"1"), ("s/b/c", b"22"), ("s/b/d/e", b"333"), ("sx/f", b".")):
+        await driver.put(key, data)
+    found = {info.key: info for info in await driver.scan("s")}
+    assert {key: info.size for key, info in found.items()} == {"s/a": 1, "s/b/c": 2, "s/b/d/e": 3}
+    for key, info in found.items():
+        assert info.modified == (await driver.stat(key)).modified
+    assert await driver.scan("nothing/here") == []
+
+
+async def test_delete_many_removes_the_objects_and_the_folders_they_emptied(
+    driver: StorageDriver,
+) -> None:
+    for key in ("d/a/b/x", "d/a/b/y", "d/a/c/z"):
+        await driver.put(key, b".")
+    await driver.delete_many(["d/a/b/x", "d/a/b/y", "d/never/was"])
+    assert not await driver.exists("d/a/b/x") and not await driver.exists("d/a/b/y")
+    assert await driver.list("d/a") == ["c"]  # b went with its last object
+    assert await driver.exists("d/a/c/z")
+
+
+async def test_markers_are_empty_objects_every_process_sees(driver: StorageDriver) -> None:
+    await driver.put("m/2/t", b"something")
+    await driver.put_markers(["m/1/t", "m/2/t", "m/3/deeper/t"])
+    other = twin(driver)  # another process's driver on the same storage
+    for key in ("m/1/t", "m/2/t", "m/3/deeper/t"):
+        assert await other.get(key) == b""
+    assert sorted((info.key, info.size) for info in await other.scan("m")) == [
+        ("m/1/t", 0),
+        ("m/2/t", 0),
+        ("m/3/deeper/t", 0),
+    ]
+    with pytest.raises(InvalidKeyError):
+        await driver.put_markers(["m/../escape"])
