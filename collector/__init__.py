@@ -24,6 +24,16 @@ spares B. If the collector deleted B before removing its tomb, the API either sa
 tomb, or read after the deletion and answers "missing". Each run removes only its own
 tombs (and, after `stale_tomb_after`, ones a dead run left), so this holds for any
 number of collectors at once; the lease (step 5) is there to not do the work twice.
+One tomb covers B's data and every repository's link to B (step 4), and a sweep
+batch's tombs are read back by one listing of their fan-out folder, not a read each.
+
+Tombs need only be visible, not durable (driver `put_markers`: on the filesystem an
+empty file created without fsync). The argument above reads them only while the
+collector that wrote them is running: every reader sees a file the kernel created,
+whichever process reads. A crash of the machine that loses an unsynced tomb also ends
+every request that could have read it and the collector that would delete under it;
+what it leaves is what any crash leaves (step 6). (Touches, links and data keep their
+fsync: those must survive.)
 
 Step 2, the cutoffs (run.py; test_collect.py, test_nothing_younger_than_the_grace_goes).
 A run takes `now` from the storage's clock (the time of the lease it just wrote); it
@@ -43,12 +53,15 @@ blob; a race costs at most a PUT answered MANIFEST_BLOB_UNKNOWN or 503, and the
 client's next push uploads again.
 
 Step 4, links and repositories (test_collect.py, test_a_link_the_repository_...;
-test_handshake.py, test_a_mount_before_the_tomb_... and test_a_push_into_a_...). A
-repository's link to a blob it no longer references goes by the same handshake (the
-link is what HEAD and mount read). An emptied repository leaves the catalog: the
-collector deletes the marker first, then looks for content and puts the marker back
-if a push raced it; writers store content first and the marker after (Catalog), so a
-repository with content always ends up listed.
+test_handshake.py, test_a_mount_before_the_tomb_..., test_a_link_under_its_blobs_tomb_...
+and test_a_push_into_a_...). A repository's link to a blob it no longer references goes
+by the same handshake (the link is what HEAD and mount read): the mark queues it, and
+the sweep takes it with its blob's fan-out folder, under the blob's one tomb, deleting
+it in the same batch as the blob's data when that goes too. An emptied repository
+leaves the catalog (after the sweep removed its last links): the collector deletes
+the marker first, then looks for content and puts the marker back if a push raced it;
+writers store content first and the marker after (Catalog), so a repository with
+content always ends up listed.
 
 Step 5, one collector (storage/lease.py; test_lease.py; tests/e2e/test_gc_stress.py,
 test_two_replicas_...: runs of two replicas never overlap). A lease object taken and renewed by
@@ -62,9 +75,14 @@ uploads of them fail retryably, until a run after `stale_tomb_after` removes the
 deletes what is still unreferenced), links without data (the API checks the data
 too), or a removed catalog marker of a repository that had nothing left.
 
-Cost: the mark keeps the live set as strings (16 MB measured for 100,000 digests); the
-sweep lists one fan-out folder (`blobs/<alg>/<xx>`) at a time in one listing (S3:
-ListObjects pages, not a request per blob) and deletes in batches (S3 DeleteObjects,
-1,000 keys). The API pays per vouched blob: a touch write (at most every grace/10 per
+Cost: the mark keeps the live set as strings (16 MB measured for 100,000 digests) and
+the queued links (repository names are shared strings); the sweep lists one fan-out
+folder (`blobs/<alg>/<xx>`) at a time in one listing (S3: ListObjects pages, not a
+request per blob), twice (before and after its tombs), writes one tomb per candidate
+blob and deletes in batches (S3 DeleteObjects, 1,000 keys). A repository the run
+changed gets its usage summary rewritten after the sweep from the sizes it recorded
+(a digest's size never changes), not by a stat per blob. A server runs its collections
+in a child process at the lowest CPU priority (collector/niced.py), so serving keeps
+the CPU. The API pays per vouched blob: a touch write (at most every grace/10 per
 process), a listing of the blob's folder and a fresh stat.
 """

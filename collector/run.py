@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 from collector.concurrently import concurrently
@@ -70,6 +70,28 @@ class GcResult:
         return asdict(self)
 
 
+UNLISTED = -1  # the size of a live blob whose data the sweep did not list
+
+
+class _ListedSizes(Mapping[Digest, int]):
+    """The sizes of the live blobs the sweep listed, as `Usage.refresh` takes them."""
+
+    def __init__(self, live: dict[str, int]) -> None:
+        self._live = live
+
+    def __getitem__(self, digest: Digest) -> int:
+        size = self._live[str(digest)]
+        if size == UNLISTED:
+            raise KeyError(digest)
+        return size
+
+    def __iter__(self) -> Iterator[Digest]:
+        return (Digest.parse(name) for name, size in self._live.items() if size != UNLISTED)
+
+    def __len__(self) -> int:
+        return sum(1 for size in self._live.values() if size != UNLISTED)
+
+
 @dataclass(frozen=True, slots=True)
 class Deletion:
     kind: str  # blob, link, manifest, tag, upload, repository
@@ -95,7 +117,13 @@ class _Run:
         self.report = report
         self.hook = hook
         self.result = GcResult(dry_run=lease is None)
-        self.live: set[str] = set()
+        # The live set: each digest a manifest references -> its size, once the sweep
+        # listed its data (UNLISTED until then).
+        self.live: dict[str, int] = {}
+        self.changed: set[str] = set()  # repositories whose usage summary is out of date
+        # Repositories with no manifest left: how many of their links the sweep must
+        # still remove before they leave the catalog.
+        self.emptying: dict[str, int] = {}
 
     async def storage_now(self) -> float:
         """Now by the storage's clock (the times the cutoffs compare with): the time of
@@ -116,15 +144,25 @@ class _Run:
         await self.purge_uploads()
         await concurrently(
             await self.store.catalog.names(),
-            lambda name: self.repository(name, cutoffs),
+            lambda name: self.collect_repository(name, cutoffs),
             CONCURRENCY,
         )
         await self.hook("marked")
-        for doomed in await self.sweeper.blobs(self.live):
+        swept = await self.sweeper.sweep(self.live)
+        for doomed in swept.blobs:
             if doomed.size is not None:
                 self.result.blobs += 1
                 self.result.bytes_freed += doomed.size
                 self.report(Deletion("blob", str(doomed.digest), size=doomed.size))
+        for name, digest in swept.links:
+            self.result.links += 1
+            self.changed.add(name)
+            self.report(Deletion("link", f"{name}@{digest}", "not referenced in the repository"))
+            if name in self.emptying:
+                self.emptying[name] -= 1
+        emptied = [name for name, left in self.emptying.items() if left == 0]
+        await concurrently(emptied, self.uncatalog, CONCURRENCY)
+        await concurrently(sorted(self.changed), self.refresh_usage, CONCURRENCY)
         return self.result
 
     async def purge_uploads(self) -> None:
@@ -135,35 +173,45 @@ class _Run:
             self.result.uploads += 1
             self.report(Deletion("upload", upload_id, "idle longer than uploads.max_age"))
 
-    async def repository(self, name: str, cutoffs: Cutoffs) -> None:
-        before = (self.result.tags, self.result.manifests, self.result.links)
-        await self.collect_repository(name, cutoffs)
-        changed = before != (self.result.tags, self.result.manifests, self.result.links)
-        if changed and self.lease is not None and await self.store.catalog.exists(name):
-            await self.store.usage.refresh(name, exact=True)  # its usage summary
-
     async def collect_repository(self, name: str, cutoffs: Cutoffs) -> None:
+        """Retention, orphan referrers, the mark; queues the links the repository does
+        not reference for the sweep."""
+        before = (self.result.tags, self.result.manifests)
         if self.options.retention:
             await self.apply_retention(name)
         stored = await revisions(self.store, name)
         kept = await self.without_orphan_referrers(name, stored, cutoffs)
+        if before != (self.result.tags, self.result.manifests):
+            self.changed.add(name)
         references: set[str] = set()
         for found in await asyncio.gather(*(referenced(self.store, r.digest) for r in kept)):
             references |= found
-        self.live |= references
+        self.live.update(dict.fromkeys(references, UNLISTED))
         links = await layer_links(self.store, name)
         unreferenced = [
             digest
             for digest, modified in links
             if str(digest) not in references and modified < cutoffs.data
         ]
-        unlinked = await self.sweeper.unlink(name, unreferenced)
-        for digest in unlinked:
-            self.result.links += 1
-            self.report(Deletion("link", f"{name}@{digest}", "not referenced in the repository"))
-        if not kept and len(unlinked) == len(links) and await self.remove_if_empty(name):
+        self.sweeper.unlink(name, unreferenced)
+        if kept or len(unreferenced) < len(links):
+            return
+        if links:
+            self.emptying[name] = len(links)  # empty once the sweep removed them all
+        else:
+            await self.uncatalog(name)
+
+    async def uncatalog(self, name: str) -> None:
+        if await self.remove_if_empty(name):
             self.result.repositories += 1
+            self.changed.discard(name)
             self.report(Deletion("repository", name, "holds nothing"))
+
+    async def refresh_usage(self, name: str) -> None:
+        """The usage summary of a repository the run changed, from the sizes the sweep
+        listed (not a stat per blob)."""
+        if self.lease is not None and await self.store.catalog.exists(name):
+            await self.store.usage.refresh(name, known=_ListedSizes(self.live))
 
     async def without_orphan_referrers(
         self, name: str, stored: list[Revision], cutoffs: Cutoffs

@@ -1,23 +1,25 @@
 """The sweep: deleting what the mark did not reach, by the tomb handshake.
 
-For a batch of candidates (blobs, or one repository's links to blobs) the collector
-writes each blob's tomb, then reads each blob's touch again, and deletes only the
-blobs (or links) whose touch is still older than the cutoff, removing the tombs after.
-See collector/__init__.py for why this never deletes what the API vouched for.
+One fan-out folder (`blobs/<alg>/<xx>`) at a time, its candidates are the blobs no
+manifest references and the blobs some repository holds a link to that it does not
+reference (queued by the mark). The collector lists the folder (data, touches, tombs:
+one listing), writes one tomb per candidate blob, lists the folder again to re-read
+the touches, and deletes only the blobs and links whose touch is still older than the
+cutoff, in one batch, removing its tombs after. See collector/__init__.py for why
+this never deletes what the API vouched for.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from collector.concurrently import concurrently
 from oci.errors import RegistryError
 from oci.references import Digest
 from storage import paths
-from storage.driver import FileInfo, PathNotFoundError
+from storage.driver import FileInfo
 from storage.lease import Lease
 from storage.store import Store
 
@@ -50,6 +52,19 @@ def _size(files: dict[str, FileInfo]) -> int | None:
     return files["data"].size if "data" in files else None
 
 
+@dataclass(slots=True)
+class Swept:
+    blobs: list[Doomed] = field(default_factory=list)
+    links: list[tuple[str, Digest]] = field(default_factory=list)  # (repository, blob)
+
+    def add(self, other: Swept) -> None:
+        self.blobs += other.blobs
+        self.links += other.links
+
+
+Files = dict[Digest, dict[str, FileInfo]]  # a fan-out folder's blobs: entry name -> info
+
+
 class Sweeper:
     def __init__(
         self,
@@ -69,69 +84,39 @@ class Sweeper:
         self._hook = hook
         self._owner = lease.owner if lease is not None else ""
         self._concurrency = concurrency  # fan-out folders swept at once
+        # Links the mark found unreferenced: fan-out folder -> blob -> repositories.
+        self._links: dict[str, dict[Digest, list[str]]] = defaultdict(lambda: defaultdict(list))
 
     def _stale(self, info: FileInfo | None, cutoff: float) -> bool:
         return info is None or info.modified < cutoff
 
-    async def _touched_since(self, digest: Digest) -> bool:
-        try:
-            info = await self._driver.stat(paths.blob_touched(digest))
-        except PathNotFoundError:
-            return False
-        return not self._stale(info, self._cutoffs.touch)
+    def unlink(self, name: str, links: list[Digest]) -> None:
+        """Queue these links of repository `name` (unreferenced there, written before
+        the cutoff) for the sweep, which removes each unless its blob was touched since."""
+        for digest in links:
+            self._links[paths.blob_fan_out(digest)][digest].append(name)
 
-    async def _untouched(self, digests: list[Digest]) -> list[Digest]:
-        touched = await asyncio.gather(*(self._touched_since(digest) for digest in digests))
-        return [digest for digest, fresh in zip(digests, touched, strict=True) if not fresh]
-
-    async def _entomb(self, digests: list[Digest]) -> None:
-        assert self._lease is not None
-        await self._lease.keep()
-        await asyncio.gather(
-            *(self._driver.put(paths.blob_tomb(digest, self._owner), b"") for digest in digests)
-        )
-        await self._hook("entombed")
-
-    async def unlink(self, name: str, links: list[Digest]) -> list[Digest]:
-        """Remove these links of repository `name` (unreferenced there, written before
-        the cutoff) unless their blob was touched since; returns the removed ones."""
-        candidates = await self._untouched(links)
-        if self._lease is None or not candidates:
-            return candidates
-        await self._hook("candidates")
-        await self._entomb(candidates)
-        doomed = await self._untouched(candidates)
-        await self._lease.keep()
-        await self._driver.delete_many([paths.layer_link(name, digest) for digest in doomed])
-        if doomed:
-            await self._store.deletions.published()  # caches of other processes drop them
-        await self._hook("unlinked")
-        await self._driver.delete_many(
-            [paths.blob_tomb(digest, self._owner) for digest in candidates]
-        )
-        return doomed
-
-    async def blobs(self, live: set[str]) -> list[Doomed]:
+    async def sweep(self, live: dict[str, int]) -> Swept:
         """Delete every stored blob not in `live`, written and touched before the
-        cutoffs, one fan-out folder (`blobs/<alg>/<xx>`) at a time."""
-        folders = []
-        for algorithm in await self._driver.list("blobs"):
+        cutoffs, and the queued links whose blob was not touched since, one fan-out
+        folder at a time. Records the size of each live blob it lists in `live` (for
+        the usage summaries after it: its keys are the mark's strings, no new ones)."""
+        folders = {folder: folder.split("/")[1] for folder in self._links}
+        for algorithm in await self._driver.list(paths.blobs_dir()):
             folder = paths.blobs_of(algorithm)
-            folders += [
-                (f"{folder}/{fan_out}", algorithm) for fan_out in await self._driver.list(folder)
-            ]
+            for fan_out in await self._driver.list(folder):
+                folders[f"{folder}/{fan_out}"] = algorithm
 
-        async def sweep(found: tuple[str, str]) -> list[Doomed]:
+        async def sweep(found: tuple[str, str]) -> Swept:
             return await self._sweep_folder(*found, live)
 
-        return [
-            doomed
-            for swept in await concurrently(folders, sweep, self._concurrency)
-            for doomed in swept
-        ]
+        swept = Swept()
+        for part in await concurrently(folders.items(), sweep, self._concurrency):
+            swept.add(part)
+        return swept
 
-    async def _blob_files(self, folder: str, algorithm: str) -> dict[Digest, dict[str, FileInfo]]:
-        found: dict[Digest, dict[str, FileInfo]] = defaultdict(dict)
+    async def _blob_files(self, folder: str, algorithm: str) -> Files:
+        found: Files = defaultdict(dict)
         for info in await self._driver.scan(folder):
             parts = info.key[len(folder) + 1 :].split("/")
             if len(parts) != 2:
@@ -144,17 +129,43 @@ class Sweeper:
         return found
 
     def _collectable(self, files: dict[str, FileInfo]) -> bool:
-        return self._stale(files.get("data"), self._cutoffs.data) and self._stale(
-            files.get("touched"), self._cutoffs.touch
+        return self._stale(files.get("data"), self._cutoffs.data) and self._untouched(files)
+
+    def _untouched(self, files: dict[str, FileInfo] | None) -> bool:
+        return self._stale((files or {}).get("touched"), self._cutoffs.touch)
+
+    def _doomed(self, found: Files, blobs: set[Digest], links: dict[Digest, list[str]]) -> Swept:
+        """What of the candidates `found` (a listing of their folder) still lets go."""
+        return Swept(
+            [
+                Doomed(digest, _size(files))
+                for digest in blobs
+                if self._collectable(files := found.get(digest, {}))
+            ],
+            [
+                (name, digest)
+                for digest, names in links.items()
+                if self._untouched(found.get(digest))
+                for name in names
+            ],
         )
 
-    async def _sweep_folder(self, folder: str, algorithm: str, live: set[str]) -> list[Doomed]:
+    async def _sweep_folder(self, folder: str, algorithm: str, live: dict[str, int]) -> Swept:
+        queued = self._links.pop(folder, {})
         found = await self._blob_files(folder, algorithm)
-        candidates = {
-            digest: files
+        for digest, files in found.items():
+            if "data" in files and (name := str(digest)) in live:
+                live[name] = files["data"].size
+        blobs = {
+            digest
             for digest, files in found.items()
             if str(digest) not in live and self._collectable(files)
         }
+        links = {
+            digest: names for digest, names in queued.items() if self._untouched(found.get(digest))
+        }
+        if self._lease is None:
+            return self._doomed(found, blobs, links)
         # Tombs a collector that died or lost its lease left long ago.
         stale_tombs = [
             info.key
@@ -162,28 +173,28 @@ class Sweeper:
             for name, info in files.items()
             if paths.is_tomb(name) and info.modified < self._cutoffs.tomb
         ]
-        if self._lease is None:
-            return [Doomed(digest, _size(files)) for digest, files in candidates.items()]
+        candidates = blobs | links.keys()
         if candidates:
             await self._hook("candidates")
-            await self._entomb(list(candidates))
-            again = await self._blob_files(folder, algorithm)  # the touches, read again
-            doomed = [
-                Doomed(digest, _size(files))
-                for digest, files in again.items()
-                if digest in candidates and self._collectable(files)
-            ]
+            await self._lease.keep()
+            # One tomb per blob covers its data and every link to it (the API reads the
+            # tombs before it answers for either); not durable: see collector/__init__.py.
+            await self._driver.put_markers(
+                [paths.blob_tomb(digest, self._owner) for digest in candidates]
+            )
+            await self._hook("entombed")
+            doomed = self._doomed(await self._blob_files(folder, algorithm), blobs, links)
             await self._hook("checked")
             await self._lease.keep()
-            keys = []
-            for item in doomed:
+            keys = [paths.layer_link(name, digest) for name, digest in doomed.links]
+            for item in doomed.blobs:
                 keys += [paths.blob_data(item.digest), paths.blob_touched(item.digest)]
             await self._driver.delete_many(keys)
-            if doomed:
-                await self._store.deletions.published()
+            if keys:
+                await self._store.deletions.published()  # caches of other processes drop them
             await self._hook("deleted")
         else:
-            doomed = []
+            doomed = Swept()
         await self._driver.delete_many(
             [*(paths.blob_tomb(digest, self._owner) for digest in candidates), *stale_tombs]
         )

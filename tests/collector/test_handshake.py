@@ -9,6 +9,7 @@ import time
 
 import httpx
 
+from collector.run import UNLISTED
 from collector.sweep import Cutoffs, Sweeper, no_hook
 from oci.references import Digest
 from storage import paths
@@ -27,7 +28,9 @@ from tests.api.helpers import (
 from tests.collector.support import Steps, age, run_gc
 from tests.support.drivers import twin
 
-LAYER = b"a layer nobody references yet"
+# Their digests share a fan-out folder (sha256:93...), so the sweep takes them in one
+# batch and the hooks' steps below are steps of both.
+LAYER = b"a layer nobody references yet 664"
 CONFIG = b'{"config": "nobody references yet"}'
 
 
@@ -35,6 +38,7 @@ async def _orphans(client: httpx.AsyncClient, driver: StorageDriver) -> tuple[st
     """A config and a layer in team/app that no manifest references, older than the cutoff."""
     config = await push_blob(client, "team/app", CONFIG)
     layer = await push_blob(client, "team/app", LAYER)
+    assert paths.blob_fan_out(Digest.parse(config)) == paths.blob_fan_out(Digest.parse(layer))
     await age(driver)
     return config, layer
 
@@ -117,17 +121,16 @@ async def test_a_manifest_pushed_after_the_mark_keeps_its_blobs(
     client: httpx.AsyncClient, driver: StorageDriver
 ) -> None:
     """Step 3: a manifest stored after the run marked its repository (so it is not in the
-    live set) references old blobs; as docker does, the client HEADs them (while the run
-    looks at the repository's links), then PUTs the manifest after the mark: the HEADs and
-    the PUT vouched for them, so the sweep spares them."""
+    live set) references old blobs; as docker does, the client HEADs them, then PUTs the
+    manifest, after the mark and before the sweep: the HEADs and the PUT vouched for them,
+    so the sweep spares them."""
     config, layer = await _orphans(client, driver)
     manifest = image_manifest(CONFIG, [LAYER])
 
     async def client_pushes(step: str) -> None:
-        if step == "candidates" and not answers:
+        if step == "marked":
             for digest in (config, layer):
                 answers.append((await client.head(f"/v2/team/app/blobs/{digest}")).status_code)
-        if step == "marked":
             put = await put_manifest(client, "team/app", "v1", manifest, OCI_MANIFEST)
             answers.append(put.status_code)
 
@@ -159,6 +162,34 @@ async def test_a_mount_before_the_tomb_keeps_the_link(
     assert (await client.head(f"/v2/team/other/blobs/{layer}")).status_code == 200
     assert (await client.head(f"/v2/team/app/blobs/{layer}")).status_code == 200
     assert result.links == 1  # the config's link: nobody vouched for it
+
+
+async def test_a_link_under_its_blobs_tomb_is_answered_missing(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """Step 4 with step 1: a blob's one tomb covers the links to it too. team/app holds
+    links it does not reference to blobs team/kept's manifest keeps: a HEAD through
+    team/app between the tomb and the re-read of the touches answers 404 (it read the
+    tomb), and its touch spares the link; the link nobody vouched for goes."""
+    config, layer = await _orphans(client, driver)
+    for data in (CONFIG, LAYER):
+        await push_blob(client, "team/kept", data)
+    manifest = image_manifest(CONFIG, [LAYER])
+    assert (
+        await put_manifest(client, "team/kept", "v1", manifest, OCI_MANIFEST)
+    ).status_code == 201
+    await age(driver)
+    answers: list[int] = []
+
+    async def head() -> None:
+        answers.append((await client.head(f"/v2/team/app/blobs/{layer}")).status_code)
+
+    result, _ = await run_gc(driver, hook=Steps("entombed", head))
+    assert answers == [404]
+    assert (result.blobs, result.links) == (0, 1)
+    assert (await client.head(f"/v2/team/app/blobs/{layer}")).status_code == 200
+    assert (await client.head(f"/v2/team/app/blobs/{config}")).status_code == 404
+    assert (await client.head(f"/v2/team/kept/blobs/{config}")).status_code == 200
 
 
 async def test_a_push_into_a_repository_being_uncataloged_keeps_it_listed(
@@ -195,11 +226,11 @@ async def test_two_collectors_at_once_keep_the_handshake(
         if step != "checked" or answers:
             return
         keeper = Sweeper(Store(twin(driver)), _lease(driver, "keeper"), cutoffs, no_hook)
-        await keeper.blobs(live={layer})  # its mark saw a manifest referencing the layer
+        await keeper.sweep(live={layer: UNLISTED})  # its mark saw a manifest referencing the layer
         answers.append((await client.head(f"/v2/team/app/blobs/{layer}")).status_code)
 
     deleter = Sweeper(Store(twin(driver)), _lease(driver, "deleter"), cutoffs, meanwhile)
-    doomed = await deleter.blobs(live=set())
+    doomed = (await deleter.sweep(live={})).blobs
     assert answers == [404]
     assert layer in {str(item.digest) for item in doomed} and not await _stored(driver, layer)
 
