@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from collector.run import GcOptions, GcResult, collect
-from storage.store import Store
+from collector.run import GcResult
 
 log = logging.getLogger("dockyard.gc")
 Observe = Callable[[GcResult], None]
+CollectOnce = Callable[[], Awaitable[GcResult]]  # collector.run.collect, or in a child
 
 
 def _ignore(result: GcResult) -> None:
@@ -20,7 +20,7 @@ def _ignore(result: GcResult) -> None:
 
 
 async def collect_forever(
-    store: Store, options: GcOptions, interval: float, observe: Observe = _ignore
+    collect_once: CollectOnce, interval: float, observe: Observe = _ignore
 ) -> None:
     """Runs until cancelled; `observe` sees each run this process made (the server's
     metrics: registry.metrics.gc_observer)."""
@@ -28,7 +28,7 @@ async def collect_forever(
         # Jittered, so the processes sharing the storage do not all try at once.
         await asyncio.sleep(interval * random.uniform(0.9, 1.1))
         try:
-            result = await collect(store, options)
+            result = await collect_once()
             if result.skipped is None:
                 observe(result)
         except asyncio.CancelledError:

@@ -35,8 +35,13 @@ class RunRecord:
     dry_run: bool = False
 
 
+# Set in a server worker's collecting child (collector/niced.py): the worker's pid.
+started_by: int | None = None
+
+
 def this_process() -> tuple[str, int]:
-    return socket.gethostname(), os.getpid()
+    """Who runs the collection: this host, and this process or the worker it serves."""
+    return socket.gethostname(), started_by or os.getpid()
 
 
 async def save(store: Store, record: RunRecord) -> None:

@@ -17,7 +17,8 @@ from starlette.routing import Match, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from collector.background import collect_forever
-from collector.run import GcOptions
+from collector.niced import collect_in_child
+from collector.run import GcOptions, GcResult, collect
 from oci.errors import ErrorCode, RegistryError
 from proxy import build_proxy
 from registry import health, metrics, metrics_exposition
@@ -184,6 +185,9 @@ def s3_settings(config: S3Config) -> S3Settings:
 def create_app(config: Config | None = None, driver: StorageDriver | None = None) -> Starlette:
     config = config or load_config()
     return_big_buffers_to_the_system()
+    # A driver of the configured storage can be made again in a child process, which is
+    # where the background collector runs then (collector/niced.py).
+    storage_in_config = driver is None
     driver = driver or create_driver(config)
     readiness = health.Readiness(driver, config.health.timeout)  # its probes are not timed
     if config.metrics.enabled:
@@ -202,7 +206,13 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
         collector = None
         if config.gc.enabled:
             options = GcOptions.of(config)
-            collecting = collect_forever(store, options, config.gc.interval, metrics.gc_observer())
+
+            async def collect_once() -> GcResult:
+                if storage_in_config:
+                    return await collect_in_child(store, config)
+                return await collect(store, options)
+
+            collecting = collect_forever(collect_once, config.gc.interval, metrics.gc_observer())
             collector = asyncio.create_task(collecting)
         delivering = asyncio.create_task(deliverer.run()) if deliverer else None
         publisher = asyncio.create_task(metrics.publish_periodically())

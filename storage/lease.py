@@ -51,6 +51,15 @@ class Lease:
         await self.driver.replace(self.key, b"", self.version)
 
 
+async def held(driver: StorageDriver, key: str, seconds: float = LEASE_SECONDS) -> bool:
+    """Whether a process holds the lease `key` now (a look only: `take` decides)."""
+    try:
+        current = await driver.read_versioned(key)
+    except PathNotFoundError:
+        return False
+    return bool(current.data) and current.age < seconds
+
+
 async def take(driver: StorageDriver, key: str, seconds: float = LEASE_SECONDS) -> Lease | None:
     """The lease `key`, or None while another process holds it."""
     owner = uuid.uuid4().hex

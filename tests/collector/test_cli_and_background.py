@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from collector.background import collect_forever
-from collector.run import GcOptions
+from collector.run import GcOptions, collect
 from oci.references import Digest
 from registry import cli
 from registry.config import CONFIG_ENV
@@ -77,7 +77,7 @@ async def test_the_background_collector_runs_every_interval_and_purges_uploads()
     upload = await store.uploads.start("team/app")
     options = GcOptions(grace=0.0, upload_max_age=0.01)
     await asyncio.sleep(0.05)
-    task = asyncio.create_task(collect_forever(store, options, interval=0.05))
+    task = asyncio.create_task(collect_forever(lambda: collect(store, options), interval=0.05))
     try:
         for _ in range(100):
             if not await store.driver.list("uploads"):
