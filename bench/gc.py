@@ -17,6 +17,7 @@ the Dockyard server on that data, with its own background collector on and off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -244,16 +245,31 @@ class Collection:
 
 
 def collect(command: list[str], env: dict[str, str] | None, log: Path) -> tuple[float, float]:
-    """Run one collector to its end: seconds, and its peak RSS as the kernel counted it."""
+    """Run one collector to its end: seconds, and its peak RSS.
+
+    The peak is the kernel's high-water mark of the child's own memory (VmHWM), read until
+    it exits: `wait4`'s ru_maxrss would start from the bench's own RSS, which Linux carries
+    into a child across its exec."""
     with open(log, "ab") as output:
         started = time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
+        peak = 0.0
+        while process.poll() is None:
+            peak = max(peak, _high_water_mark(process.pid))
+            time.sleep(0.05)
         seconds = time.perf_counter() - started
-    process.returncode = code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"{' '.join(command)} exited with {code}: see {log}")
-    return seconds, usage.ru_maxrss * 1024.0  # KiB on Linux
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}: see {log}")
+    return seconds, peak
+
+
+def _high_water_mark(pid: int) -> float:
+    """Bytes of the process's peak RSS so far; 0 once it is gone."""
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) * 1024.0  # kB
+    return 0.0
 
 
 def dockyard_gc_command(server: RegistryProcess) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from pathlib import Path
 
 from bench import gc
 from collector.run import GcOptions, collect
@@ -47,3 +49,11 @@ def test_the_reference_layout_is_distributions() -> None:
     assert [digest for digest, _ in image.blobs[1:]] == layers
     data = [key for key in objects if key.endswith("/data")]
     assert len(data) == DATA.blobs + DATA.manifests
+
+
+def test_a_collectors_peak_memory_is_its_own_not_the_benchs(tmp_path: Path) -> None:
+    held = bytearray(300 << 20)  # the bench's own memory, which a child inherits at exec
+    child = [sys.executable, "-c", "x = bytearray(50 << 20); x[::4096] = b'1' * len(x[::4096])"]
+    _, peak = gc.collect(child, None, tmp_path / "child.log")
+    assert 50e6 < peak < 150e6
+    del held
