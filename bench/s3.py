@@ -43,8 +43,7 @@ class SharedS3:
         if not redirect:
             shared.reference["redirect"] = {"disable": True}
         reference_mode = (
-            "its default: blob GETs (Range ones too) redirected to S3; Dockyard redirects "
-            "whole-blob GETs only and serves Range GETs itself"
+            "its default: blob GETs (Range ones too) redirected to S3, as Dockyard's"
             if redirect
             else "storage.redirect.disable: true, blobs served through the registry"
         )
