@@ -17,7 +17,6 @@ the Dockyard server on that data, with its own background collector on and off.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -247,29 +247,17 @@ class Collection:
 def collect(command: list[str], env: dict[str, str] | None, log: Path) -> tuple[float, float]:
     """Run one collector to its end: seconds, and its peak RSS.
 
-    The peak is the kernel's high-water mark of the child's own memory (VmHWM), read until
-    it exits: `wait4`'s ru_maxrss would start from the bench's own RSS, which Linux carries
-    into a child across its exec."""
-    with open(log, "ab") as output:
+    GNU time reports the peak (its child's ru_maxrss): the bench's own `wait4` would not do,
+    as Linux starts a child's ru_maxrss from its parent's RSS when the child execs, and the
+    bench holds the generated data; GNU time's RSS is a megabyte or two."""
+    with open(log, "ab") as output, tempfile.NamedTemporaryFile("r") as peak:
         started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-        peak = 0.0
-        while process.poll() is None:
-            peak = max(peak, _high_water_mark(process.pid))
-            time.sleep(0.05)
+        timed = ["time", "--format", "%M", "--output", peak.name, *command]
+        code = subprocess.call(timed, env=env, stdout=output, stderr=subprocess.STDOUT)
         seconds = time.perf_counter() - started
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}: see {log}")
-    return seconds, peak
-
-
-def _high_water_mark(pid: int) -> float:
-    """Bytes of the process's peak RSS so far; 0 once it is gone."""
-    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1]) * 1024.0  # kB
-    return 0.0
+        if code != 0:
+            raise RuntimeError(f"{' '.join(command)} exited with {code}: see {log}")
+        return seconds, float(peak.read().split()[-1]) * 1024.0  # KiB
 
 
 def dockyard_gc_command(server: RegistryProcess) -> list[str]:

@@ -23,6 +23,7 @@ DEBIAN_PACKAGES = {
     "hey": "hey",
     "dockerd": "docker.io",
     "busybox": "busybox-static",
+    "time": "time",  # GNU time: the gc figure's peak RSS of a collector
 }
 PYTHON_MODULES = ("starlette", "uvicorn", "httpx", "psutil", "yaml")
 

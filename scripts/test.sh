@@ -11,9 +11,9 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
-    apt-get install -y docker.io skopeo busybox-static docker-registry python3 python3-venv chromium
+    apt-get install -y docker.io skopeo busybox-static docker-registry python3 python3-venv chromium time
 else
-    echo "test.sh: not root on Debian, not installing docker.io, skopeo, busybox-static, docker-registry, chromium;" \
+    echo "test.sh: not root on Debian, not installing docker.io, skopeo, busybox-static, docker-registry, chromium, time;" \
         "the tests that need them fail (E2E_REQUIRED=0 skips them)" >&2
 fi
 export E2E_REQUIRED="${E2E_REQUIRED:-1}"
