@@ -769,6 +769,7 @@ class S3Driver(StorageDriver):
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        await self._reads.close()
 
     # -- helpers the writer uses -----------------------------------------------
 

@@ -29,6 +29,8 @@ from storage.driver import READ_CHUNK, FileInfo, PathNotFoundError, StorageUnava
 if TYPE_CHECKING:
     from storage.s3 import S3Settings
 
+HANDOVER_SECONDS = 0.02
+
 
 def _store(settings: S3Settings) -> S3Store:
     endpoint = settings.endpoint_url
@@ -127,6 +129,19 @@ class S3Reads:
                 yield piece
         finally:
             ahead.cancel()
+
+    async def close(self) -> None:
+        """Let obstore's threads finish handing their last results to this loop.
+
+        A tokio thread hands a result over by `loop.call_soon_threadsafe`, which queues
+        the callback and then writes to the loop's wake-up socket with the GIL released.
+        The loop can run the callback and the program finish before that thread takes
+        the GIL back; if it comes back while the interpreter is finalizing, CPython
+        3.11 ends it with pthread_exit, whose forced unwind through Rust frames aborts
+        the process (a `dockyard du` killed by SIGABRT after printing its report, about
+        one run in fifty). Waiting in the loop's poll releases the GIL to them.
+        """
+        await asyncio.sleep(HANDOVER_SECONDS)
 
     async def children(self, start: str) -> list[str]:
         """Names of the objects and common prefixes directly below `start` (ends in /)."""
