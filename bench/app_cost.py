@@ -1,7 +1,10 @@
-"""What metrics cost the application alone: its ASGI app called in this process, no
+"""What a feature costs the application alone: its ASGI app called in this process, no
 server or client around it, on memory storage (no threads: the CPU time is the
-request's alone), metrics off and on in alternating rounds. Precise to a few
-microseconds where rates through a server on a shared machine move by ten percent.
+request's alone), the feature off and on in alternating rounds. Precise to about a
+microsecond where rates through a server on a shared machine move by ten percent.
+
+`python -m bench.app_cost` prints the costs of metrics and of a configured
+pull-through cache on local pulls.
 """
 
 from __future__ import annotations
@@ -71,13 +74,15 @@ async def _push_small_image(app: Any) -> str:
     return "sha256:" + hashlib.sha256(layer).hexdigest()
 
 
-async def _measure(rounds: int) -> dict[str, dict[str, list[float]]]:
+async def _measure(
+    rounds: int, off: dict[str, Any], on: dict[str, Any]
+) -> dict[str, dict[str, list[float]]]:
     calls: dict[str, dict[str, Call]] = {}
     cpu: dict[str, dict[str, list[float]]] = {}
     async with contextlib.AsyncExitStack() as stack:
-        for label, enabled in (("off", False), ("on", True)):
+        for label, settings in (("off", off), ("on", on)):
             # no collector run in the middle of a round
-            config = Config(metrics={"enabled": enabled}, gc={"enabled": False})
+            config = Config(**{"gc": {"enabled": False}, **settings})
             app = create_app(config, MemoryDriver())
             await stack.enter_async_context(app.router.lifespan_context(app))
             layer = await _push_small_image(app)
@@ -98,12 +103,46 @@ async def _measure(rounds: int) -> dict[str, dict[str, list[float]]]:
     return cpu
 
 
-def measure_metrics(rounds: int) -> dict[str, tuple[float, float]]:
-    """Per figure: the median CPU µs a request costs the app with metrics off, and on.
-    The access log (on, as by default) writes to /dev/null, as a server's to a file."""
+def measure(rounds: int, off: dict[str, Any], on: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Per figure: the median CPU µs a request costs the app configured with the settings
+    `off`, and `on` (configuration sections over the defaults). The access log (on, as by
+    default) writes to /dev/null, as a server's to a file."""
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        cpu = uvloop.run(_measure(rounds))
+        cpu = uvloop.run(_measure(rounds, off, on))
     return {
         figure: (statistics.median(cpu["off"][figure]), statistics.median(cpu["on"][figure]))
         for figure in cpu["off"]
     }
+
+
+def measure_metrics(rounds: int) -> dict[str, tuple[float, float]]:
+    return measure(rounds, {"metrics": {"enabled": False}}, {})
+
+
+def _upstream(default: bool) -> dict[str, Any]:
+    """An upstream that local pulls must not reach (nothing listens on port 9)."""
+    return {"prefix": "hub", "url": "http://127.0.0.1:9", "default": default}
+
+
+PROXY_SETTINGS = {  # each against no upstream at all
+    "one upstream under a prefix": {"proxy": {"upstreams": [_upstream(False)]}},
+    "the same, `default: true`": {"proxy": {"upstreams": [_upstream(True)]}},
+}
+
+
+def measure_proxy(rounds: int) -> dict[str, dict[str, tuple[float, float]]]:
+    """What a configured pull-through cache costs a local repository's pulls."""
+    return {label: measure(rounds, {}, on) for label, on in PROXY_SETTINGS.items()}
+
+
+def main() -> None:
+    rounds = 8
+    print(f"CPU µs a request, medians of {rounds} alternating rounds of {REQUESTS:,} requests")
+    results = {"metrics on": measure_metrics(rounds), **measure_proxy(rounds)}
+    for label, figures in results.items():
+        for figure, (off, on) in figures.items():
+            print(f"{label:32} {figure:14} off {off:6.1f} on {on:6.1f} cost {on - off:+5.1f}")
+
+
+if __name__ == "__main__":
+    main()

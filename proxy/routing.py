@@ -35,10 +35,20 @@ class Routes:
         self._upstreams = list(upstreams)
         self._default = next((u for u in upstreams if u.config.default), None)
         self._by_registry = {u.config.registry: u for u in upstreams if u.config.registry}
+        self._prefixes = tuple(u.prefix + "/" for u in upstreams)
+        self._falls_through = self._default is not None or bool(self._by_registry)
 
     def owner(self, name: str) -> Upstream | None:
         """The upstream whose prefix `name` is under."""
+        if not name.startswith(self._prefixes):
+            return None
         return next((u for u in self._upstreams if name.startswith(u.prefix + "/")), None)
+
+    def may_go_upstream(self, name: str, fallback: bool = True) -> bool:
+        """False when `target` would surely answer None: a name under no prefix, with no
+        upstream taking such names (or `fallback` False). Pulls of local repositories ask
+        this first: it costs no query parsing and no lookup."""
+        return name.startswith(self._prefixes) or (fallback and self._falls_through)
 
     async def target(
         self, name: str, ns: str | None, catalog: Catalog, fallback: bool = True

@@ -37,9 +37,10 @@ async def pull_target(
     """The pull-through cache and where it takes a pull of `name`; None: a local pull.
     `fallback` False: names under no prefix stay local (see `proxy.routing`)."""
     cache = proxy(request)
-    if cache is None:
+    if cache is None or not cache.routes.may_go_upstream(name, fallback):
         return None
-    target = await cache.target(name, request.query_params.get("ns"), fallback)
+    ns = request.query_params.get("ns") if request.scope["query_string"] else None
+    target = await cache.target(name, ns, fallback)
     return (cache, target) if target else None
 
 
