@@ -1,6 +1,6 @@
 """S3 driver: keys are objects below an optional prefix in one bucket.
 
-The hot reads (HEAD, GET, streamed ranges, delimiter listings) go through obstore
+The hot reads (HEAD, GET, streamed ranges, delimiter listings, presigned GETs) go through obstore
 (storage/s3_reads.py says why); everything else through boto3, whose every call runs
 in the driver's bounded thread pool, never on the event loop.
 Connection and read timeouts plus botocore's standard retries bound every call;
@@ -759,13 +759,7 @@ class S3Driver(StorageDriver):
     async def redirect_url(self, key: str) -> str | None:
         if not self.settings.redirect:
             return None
-        return await self._call(
-            "presign",
-            self._client.generate_presigned_url,
-            ClientMethod="get_object",
-            Params={"Bucket": self.settings.bucket, "Key": self.object_key(key)},
-            ExpiresIn=PRESIGN_SECONDS,
-        )
+        return await self._reads.presigned_get(self.object_key(key), PRESIGN_SECONDS)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
