@@ -1,8 +1,10 @@
 """`immutable_tags`: tags that, once pushed, never move to another manifest and are
 never deleted. Pushing the same manifest again is allowed (clients retry pushes).
 
-The check reads the tag before the write: two pushes of different manifests to a
-new immutable tag at the same instant can both pass it (the later write wins).
+The check reads the tag before the write, for a clear answer naming the rule; two
+pushes of different manifests to a new immutable tag at the same instant can both pass
+it, so the store then writes such a tag only if it is absent (a conditional create, as
+the leases'): one push wins, the other is denied (`storage.manifests`).
 """
 
 from __future__ import annotations
@@ -37,15 +39,19 @@ def _denied(name: str, tag: str, rule: str, what: str) -> RegistryError:
 
 async def check_push(
     rules: Sequence[ImmutableTagRule], store: Store, name: str, tags: Iterable[str], digest: Digest
-) -> None:
-    """Refuse to point an existing immutable tag at another manifest."""
+) -> set[str]:
+    """Refuse to point an existing immutable tag at another manifest; returns the
+    immutable ones among `tags`, for the store to create only where absent."""
+    immutable = set()
     for tag in tags:
         rule = immutable_rule(rules, name, tag)
         if rule is None:
             continue
+        immutable.add(tag)
         current = await store.manifests.resolve(name, tag)
         if current is not None and current != digest:
             raise _denied(name, tag, rule, f"it points at {current}, it cannot be moved")
+    return immutable
 
 
 async def check_untag(rules: Sequence[ImmutableTagRule], store: Store, name: str, tag: str) -> None:

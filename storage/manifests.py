@@ -77,7 +77,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,23 +190,42 @@ class ManifestStore:
         tags: list[str],
         blobs: Sequence[Descriptor],
         children: Sequence[Descriptor],
+        immutable: Set[str] = frozenset(),
     ) -> None:
         """Store `manifest` in `name` with `tags`. The caller found `blobs` linked and
-        `children` stored in `name`: they are re-checked, and restored, after writing."""
+        `children` stored in `name`: they are re-checked, and restored, after writing.
+        Tags in `immutable` are written only where absent (or already this manifest's)."""
         await self._blobs.put(manifest.raw, manifest.digest)
         tag_value = str(manifest.digest).encode()
         for _ in range(_PUT_ROUNDS):
             await self._write_revision(name, manifest)
-            await asyncio.gather(
-                *(self._driver.put(paths.tag_link(name, tag), tag_value) for tag in tags)
-            )
-            if tags:
-                await self._tags_changed(name)
+            try:
+                for tag in immutable.intersection(tags):  # first: a refusal moves no tag
+                    await self._create_tag(name, tag, tag_value)
+                mutable = [tag for tag in tags if tag not in immutable]
+                await asyncio.gather(
+                    *(self._driver.put(paths.tag_link(name, tag), tag_value) for tag in mutable)
+                )
+            finally:
+                if tags:
+                    await self._tags_changed(name)
             await self._restore_references(name, blobs, children)
             if await self.exists(name, manifest.digest):
                 await self._catalog.add(name)  # after the content: see Catalog
                 return
         raise _contended(manifest.digest, "pushed", _PUT_ROUNDS)
+
+    async def _create_tag(self, name: str, tag: str, value: bytes) -> None:
+        """An immutable tag: written only where absent (or already `value`), by a
+        conditional create, so of two pushes racing to a new one exactly one wins."""
+        key = paths.tag_link(name, tag)
+        if await self._driver.create(key, value) is None and await self._driver.get(key) != value:
+            raise RegistryError(
+                ErrorCode.DENIED,
+                f"tag {tag} of {name} is immutable and another manifest was pushed to it "
+                "at the same moment; it cannot be moved",
+                detail={"tag": tag},
+            )
 
     async def _write_revision(self, name: str, manifest: Manifest) -> None:
         """R, then E: the part of a manifest a tagless PUT (or a restore) writes."""

@@ -159,8 +159,8 @@ async def put_manifest(request: Request) -> Response:
     blobs, children = await _check_references(store(request), name, manifest, policy)
     tags = list(dict.fromkeys(tags))
     rules = config(request).immutable_tags
-    await immutable_tags.check_push(rules, store(request), name, tags, digest)
-    await store(request).manifests.put(name, manifest, tags, blobs, children)
+    immutable = await immutable_tags.check_push(rules, store(request), name, tags, digest)
+    await store(request).manifests.put(name, manifest, tags, blobs, children, immutable)
     targets = [(digest, tag) for tag in tags] or [(digest, None)]
     await emit(request, "push", name, targets, media_type=manifest.media_type, size=len(raw))
     headers = {"Location": manifest_location(name, digest), "Docker-Content-Digest": str(digest)}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import pytest
 from starlette.applications import Starlette
 
+from registry import immutable_tags
 from registry.config import Config, ImmutableTagRule
 from tests.api.helpers import OCI_MANIFEST, error_code, push_image, put_manifest
 
@@ -40,6 +44,34 @@ async def test_pushing_another_manifest_to_an_immutable_tag_is_denied(
     assert "v1" in message(response)
     got = await client.get("/v2/team/app/manifests/v1")
     assert got.headers["Docker-Content-Digest"] == first
+
+
+async def test_of_two_pushes_racing_to_a_new_immutable_tag_exactly_one_wins(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, first = await push_image(client, "team/app", "scratch-1", seed="first")
+    _, second = await push_image(client, "team/app", "scratch-2", seed="second")
+    both_checked = asyncio.Barrier(2)
+    check_push = immutable_tags.check_push
+
+    async def check_then_wait(*args: Any) -> set[str]:
+        immutable = await check_push(*args)
+        await both_checked.wait()  # each passed the check before either writes the tag
+        return immutable
+
+    monkeypatch.setattr(immutable_tags, "check_push", check_then_wait)
+    answers = await asyncio.gather(
+        *(put_manifest(client, "team/app", "v9", raw, OCI_MANIFEST) for raw in (first, second))
+    )
+    monkeypatch.undo()
+    assert sorted(answer.status_code for answer in answers) == [201, 403], answers
+    won = next(answer for answer in answers if answer.status_code == 201)
+    lost = next(answer for answer in answers if answer.status_code == 403)
+    assert error_code(lost) == "DENIED" and "immutable" in lost.json()["errors"][0]["message"]
+    got = await client.get("/v2/team/app/manifests/v9", headers={"Accept": OCI_MANIFEST})
+    assert got.headers["Docker-Content-Digest"] == won.headers["Docker-Content-Digest"]
+    pushed_again = await put_manifest(client, "team/app", "v9", got.content, OCI_MANIFEST)
+    assert pushed_again.status_code == 201  # the winner's retry still succeeds
 
 
 async def test_a_tag_given_with_the_digest_push_is_checked_too(client: httpx.AsyncClient) -> None:
