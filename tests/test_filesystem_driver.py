@@ -151,3 +151,35 @@ async def test_a_cancelled_read_closes_the_file_only_after_its_thread_is_done(
             break
         await asyncio.sleep(0.01)
     assert open_when_read == [True]
+
+
+async def test_delete_then_unlinks_in_order_and_removes_each_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector's tombs go after what they cover, in one pass: a blob's folder
+    (holding its data and its tomb until both go) is removed by one rmdir, not two."""
+    driver = FilesystemDriver(tmp_path)
+    for key in ("blobs/sha256/ab/abc/data", "blobs/sha256/ab/abc/tomb-1", "r/_layers/abc/link"):
+        await driver.put(key, b"")
+    unlinked: list[str] = []
+    removed: list[str] = []
+    unlink, rmdir = os.unlink, os.rmdir
+    monkeypatch.setattr(os, "unlink", lambda path: (unlinked.append(path), unlink(path)))
+    monkeypatch.setattr(os, "rmdir", lambda path: (removed.append(path), rmdir(path)))
+    await driver.delete_then(
+        ["r/_layers/abc/link", "blobs/sha256/ab/abc/data"], ["blobs/sha256/ab/abc/tomb-1"]
+    )
+    assert [Path(path).name for path in unlinked] == ["link", "data", "tomb-1"]
+    assert removed.count(str(tmp_path / "blobs/sha256/ab/abc")) == 1
+    assert not (tmp_path / "blobs/sha256/ab/abc").exists()
+
+
+async def test_put_visible_does_not_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = FilesystemDriver(tmp_path)
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    await driver.put_visible("r/_summary", b"{}")
+    assert synced == []
+    await driver.put("r/_summary", b"{}")
+    assert synced  # `put` does
+    assert leftovers(tmp_path) == []
