@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -38,10 +39,10 @@ from bench.s3 import SharedS3
 from bench.servers import ReferenceRegistry, version_of
 from oci.manifests import DOCKER_MANIFEST, parse_manifest
 from oci.references import Digest
+from registry.config import Config
 from storage import paths
 from storage.memory import MemoryDriver
 from storage.store import Store
-from tests.support.metrics import parse, scrape
 from tests.support.seaweedfs import SeaweedFS, weed_binary
 from tests.support.server import RegistryProcess
 
@@ -54,6 +55,7 @@ BATCH = 500  # images written into memory, then copied out, at a time
 RSS_TARGET = 150 * MB
 SECONDS_TARGET = {"filesystem": 60.0, "SeaweedFS": 300.0}
 RATE_TARGET = 0.95  # request rates with the collector running, against without
+COLLECTING_WAIT = 30.0  # seconds a collecting server has to start its first run
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,12 @@ class StorageResult:
     build_seconds: float
     objects: dict[str, int]
     rates: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    collector_runs: int = 0
+    # The collecting measurements, and how many of them collection work overlapped (a
+    # run in progress when it began, or started during it), from the servers' logs.
+    collecting_measures: int = 0
+    overlapped: int = 0
+    runs_started: int = 0  # during the collecting measurements
+    runs_ended: int = 0
 
 
 def _count_files(root: Path) -> int:
@@ -367,9 +374,37 @@ def serving(workdir: Path, storage: dict[str, Any], collecting: bool) -> Registr
     return RegistryProcess(workdir, config, workers=os.cpu_count() or 1).start()
 
 
-def _gc_runs(server: RegistryProcess) -> float:
-    samples = parse(scrape(f"{server.url}/metrics").text)
-    return samples.get(("registry_gc_runs_total", frozenset()), 0.0)
+@dataclass(frozen=True)
+class RunsLogged:
+    """The background runs a server's log shows so far (collector/run.py logs each
+    start and end; a failed run is logged by the worker that started it)."""
+
+    started: int
+    ended: int
+
+    @classmethod
+    def of(cls, log: str) -> RunsLogged:
+        started = len(re.findall(r"gc run \w+ started", log))
+        ended = len(re.findall(r"gc run \w+: removed|garbage collection failed", log))
+        return cls(started, ended)
+
+    @property
+    def running(self) -> bool:
+        return self.started > self.ended
+
+
+def overlapped(before: RunsLogged, after: RunsLogged) -> bool:
+    """Whether collection work went on during the interval between the two looks: a run
+    in progress at its start, or one started within it."""
+    return before.running or after.started > before.started
+
+
+def _await_a_run(server: RegistryProcess, timeout: float = COLLECTING_WAIT) -> None:
+    """Until the server's collector is in a run (its first starts `gc.interval` after
+    the server did); the measurement then begins with collection work under way."""
+    deadline = time.monotonic() + timeout
+    while not RunsLogged.of(server.log()).running and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def rate_rounds(
@@ -392,13 +427,23 @@ def rate_rounds(
             column = "collecting" if collecting else "idle"
             server = serving(workdir / f"{column}-{round_}", storage, collecting)
             try:
-                time.sleep(2)  # the collector's first run has begun
+                if collecting:
+                    _await_a_run(server)
+                else:
+                    time.sleep(2)  # as long as a collecting server's first run takes to start
                 for key, (path, script) in paths_.items():
+                    before = RunsLogged.of(server.log())
                     rate = request_rate(server.url + path, script, seconds, workdir)
+                    after = RunsLogged.of(server.log())
                     result.rates.setdefault(key, {}).setdefault(column, []).append(rate)
                     print(f"  {result.storage} {key:13} {column:10} {rate:10.1f}", flush=True)
-                if collecting:
-                    result.collector_runs += int(_gc_runs(server))
+                    if collecting:
+                        result.collecting_measures += 1
+                        result.overlapped += overlapped(before, after)
+                        result.runs_started += after.started - before.started
+                        result.runs_ended += after.ended - before.ended
+                    elif after.started:
+                        raise RuntimeError(f"the idle server collected: see {server.log_path}")
             finally:
                 server.stop()
 
@@ -498,8 +543,9 @@ def render(
         "",
         "Request rates of the Dockyard server on that data (64 connections; wrk for the "
         "manifest, hey for HEAD), with the servers' own background collector on "
-        "(`gc.interval: 1s`: a run starts a second after the last ended) and off, "
-        "alternately; medians:",
+        "(`gc.interval: 1s`: a run starts a second after the last ended; paced to "
+        f"`gc.background_share: {Config().gc.background_share}` of the time, the default) "
+        "and off, alternately; medians:",
         "",
         "| storage | figure | req/s idle | req/s collecting | ratio | target |",
         "|---|---|---:|---:|---:|---|",
@@ -528,8 +574,10 @@ def render(
             f"- {result.storage}: writing the data took {result.build_seconds:.0f} s "
             f"({result.objects['dockyard']:,} objects for Dockyard, "
             f"{result.objects['reference']:,} for the reference); both kept exactly the "
-            f"{result.ours.blobs_left:,} referenced blobs; {result.collector_runs} "
-            "background collections during the collecting request rates"
+            f"{result.ours.blobs_left:,} referenced blobs; collection work overlapped "
+            f"{result.overlapped} of the {result.collecting_measures} collecting "
+            f"measurements ({result.runs_started} background runs started and "
+            f"{result.runs_ended} ended during them; the servers' logs)"
         )
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
