@@ -231,9 +231,33 @@ def _create_empty(path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
 
 
+def _link_empty(first: str, path: str) -> None:
+    """`path` as a hard link to the empty file `first` (an empty file of its own if
+    something is there already: replaced, as `put_markers` promises)."""
+    try:
+        os.link(first, path)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.link(first, path)  # FileNotFoundError again: `first` is gone (the caller's case)
+    except FileExistsError:
+        _create_empty(path)
+
+
 def _create_empty_files(paths: list[str]) -> None:
+    """An empty file at each path: the first created, the others hard links to it. One
+    inode a batch, not one a marker: ext4 searches long for a free inode among many
+    just freed, as a sweep's deletions leave them (most of a sweep's kernel time went
+    there). They share the first's time, which is no older than this call."""
+    first = None
     for path in paths:
+        if first is not None:
+            try:
+                _in_new_folder(functools.partial(_link_empty, first, path))
+                continue
+            except FileNotFoundError:
+                pass  # `first` was removed meanwhile: start again from this one
         _in_new_folder(functools.partial(_create_empty, path))
+        first = path
 
 
 def _delete_files(root: Path, paths: list[str]) -> None:

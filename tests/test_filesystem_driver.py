@@ -183,3 +183,17 @@ async def test_put_visible_does_not_fsync(tmp_path: Path, monkeypatch: pytest.Mo
     await driver.put("r/_summary", b"{}")
     assert synced  # `put` does
     assert leftovers(tmp_path) == []
+
+
+async def test_a_batch_of_markers_takes_one_inode(tmp_path: Path) -> None:
+    """The collector's tombs: hard links to one empty file, not an inode each (ext4's
+    search for a free inode among many just freed was most of a sweep's kernel time)."""
+    driver = FilesystemDriver(tmp_path)
+    await driver.put("m/b/tomb-1", b"was here")
+    keys = ["m/a/tomb-1", "m/b/tomb-1", "m/c/deeper/tomb-1", "m/d/tomb-1"]
+    await driver.put_markers(keys)
+    inodes = {(tmp_path / key).stat().st_ino for key in keys}
+    assert len(inodes) == 2  # the one that was there is emptied in place
+    assert all((tmp_path / key).read_bytes() == b"" for key in keys)
+    await driver.delete_many(keys[:2])
+    assert (tmp_path / keys[2]).stat().st_nlink == 2  # the others keep the file
