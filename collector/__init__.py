@@ -29,7 +29,9 @@ batch's touches are read back, after its tombs are written, by one listing of th
 fan-out folder (the filesystem: of the candidates' folders), not a read each.
 
 Tombs need only be visible, not durable (driver `put_markers`: on the filesystem an
-empty file created without fsync). The argument above reads them only while the
+empty file created without fsync, a batch's tombs hard links to one, so they carry the
+time it was created, just before them: what step 6 compares with `stale_tomb_after`).
+Every reader reads a tomb by its name; the argument above reads them only while the
 collector that wrote them is running: every reader sees a file the kernel created,
 whichever process reads. A crash of the machine that loses an unsynced tomb also ends
 every request that could have read it and the collector that would delete under it;

@@ -256,6 +256,9 @@ def _create_empty_files(paths: list[str]) -> None:
                 continue
             except FileNotFoundError:
                 pass  # `first` was removed meanwhile: start again from this one
+            except OSError as error:
+                if error.errno != errno.EMLINK:
+                    raise  # (EMLINK: `first` has all the links it can: a new one)
         _in_new_folder(functools.partial(_create_empty, path))
         first = path
 
