@@ -26,9 +26,10 @@ async def concurrently(
 
     async def one(item: Item) -> Result:
         async with semaphore:
-            if pacer is not None:
-                await pacer.pause()
-            return await action(item)
+            if pacer is None:
+                return await action(item)
+            async with pacer.step():
+                return await action(item)
 
     tasks = [asyncio.ensure_future(one(item)) for item in items]
     try:
