@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -38,10 +39,10 @@ from bench.s3 import SharedS3
 from bench.servers import ReferenceRegistry, version_of
 from oci.manifests import DOCKER_MANIFEST, parse_manifest
 from oci.references import Digest
+from registry.config import Config
 from storage import paths
 from storage.memory import MemoryDriver
 from storage.store import Store
-from tests.support.metrics import parse, scrape
 from tests.support.seaweedfs import SeaweedFS, weed_binary
 from tests.support.server import RegistryProcess
 
@@ -54,6 +55,7 @@ BATCH = 500  # images written into memory, then copied out, at a time
 RSS_TARGET = 150 * MB
 SECONDS_TARGET = {"filesystem": 60.0, "SeaweedFS": 300.0}
 RATE_TARGET = 0.95  # request rates with the collector running, against without
+COLLECTING_WAIT = 30.0  # seconds a collecting server has to start its first run
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,12 @@ class StorageResult:
     build_seconds: float
     objects: dict[str, int]
     rates: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    collector_runs: int = 0
+    # The collecting measurements, and how many of them collection work overlapped (a
+    # run in progress when it began, or started during it), from the servers' logs.
+    collecting_measures: int = 0
+    overlapped: int = 0
+    runs_started: int = 0  # during the collecting measurements
+    runs_ended: int = 0
 
 
 def _count_files(root: Path) -> int:
@@ -367,9 +374,37 @@ def serving(workdir: Path, storage: dict[str, Any], collecting: bool) -> Registr
     return RegistryProcess(workdir, config, workers=os.cpu_count() or 1).start()
 
 
-def _gc_runs(server: RegistryProcess) -> float:
-    samples = parse(scrape(f"{server.url}/metrics").text)
-    return samples.get(("registry_gc_runs_total", frozenset()), 0.0)
+@dataclass(frozen=True)
+class RunsLogged:
+    """The background runs a server's log shows so far (collector/run.py logs each
+    start and end; a failed run is logged by the worker that started it)."""
+
+    started: int
+    ended: int
+
+    @classmethod
+    def of(cls, log: str) -> RunsLogged:
+        started = len(re.findall(r"gc run \w+ started", log))
+        ended = len(re.findall(r"gc run \w+: removed|garbage collection failed", log))
+        return cls(started, ended)
+
+    @property
+    def running(self) -> bool:
+        return self.started > self.ended
+
+
+def overlapped(before: RunsLogged, after: RunsLogged) -> bool:
+    """Whether collection work went on during the interval between the two looks: a run
+    in progress at its start, or one started within it."""
+    return before.running or after.started > before.started
+
+
+def _await_a_run(server: RegistryProcess, timeout: float = COLLECTING_WAIT) -> None:
+    """Until the server's collector is in a run (its first starts `gc.interval` after
+    the server did); the measurement then begins with collection work under way."""
+    deadline = time.monotonic() + timeout
+    while not RunsLogged.of(server.log()).running and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def rate_rounds(
@@ -392,13 +427,23 @@ def rate_rounds(
             column = "collecting" if collecting else "idle"
             server = serving(workdir / f"{column}-{round_}", storage, collecting)
             try:
-                time.sleep(2)  # the collector's first run has begun
+                if collecting:
+                    _await_a_run(server)
+                else:
+                    time.sleep(2)  # as long as a collecting server's first run takes to start
                 for key, (path, script) in paths_.items():
+                    before = RunsLogged.of(server.log())
                     rate = request_rate(server.url + path, script, seconds, workdir)
+                    after = RunsLogged.of(server.log())
                     result.rates.setdefault(key, {}).setdefault(column, []).append(rate)
                     print(f"  {result.storage} {key:13} {column:10} {rate:10.1f}", flush=True)
-                if collecting:
-                    result.collector_runs += int(_gc_runs(server))
+                    if collecting:
+                        result.collecting_measures += 1
+                        result.overlapped += overlapped(before, after)
+                        result.runs_started += after.started - before.started
+                        result.runs_ended += after.ended - before.ended
+                    elif after.started:
+                        raise RuntimeError(f"the idle server collected: see {server.log_path}")
             finally:
                 server.stop()
 
@@ -422,39 +467,45 @@ def run(data: GcData, workdir: Path, rounds: int, wrk_seconds: int) -> str:
 
 
 WHERE_THE_TIME_GOES = [
-    "What stands in the way of the time targets (profiles of `dockyard gc`: on the "
-    "filesystem 10,000 blobs under cProfile with its threads' work run inline; on "
-    "SeaweedFS 4,000 blobs, wall time per S3 operation, load average about 10). The "
-    "collector now writes one tomb per unreferenced blob (for its data and its links "
-    "together, no fsync), reads each fan-out folder's touches by two listings instead of "
-    "a stat per blob, and rewrites usage summaries from the sizes it listed. On the "
-    "filesystem what is left is mostly the kernel's work on the files (of 10 s inline: "
-    "rmdir 1.8 s, unlink 1.2 s, listings 1.5 s, the summaries' fsynced writes 0.9 s, "
-    "tombs 0.7 s), and the rest Python's own (asyncio, digests parsed: about 4 s), "
-    "where the reference's Go makes about two system calls per unreferenced blob; what "
-    "would remove it: the tomb deleted in the same pass as the data (one rmdir per "
-    "folder instead of two attempts), summaries written without fsync (they are "
-    "recomputed from facts anyway). On "
-    "SeaweedFS the collecting process used 6.8 CPU-seconds of 42 s: it waits on "
-    "SeaweedFS, which on this loaded machine took 50 ms a PutObject, 150 ms a GetObject, "
-    "160 ms a DeleteObjects and 100 ms a ListObjectsV2 (8 repositories or fan-out "
-    "folders at a time over 16 connections). Per unreferenced blob the run makes one "
-    "request the offline reference needs not (its tomb: the handshake with the running "
-    "servers); per fan-out folder four DeleteObjects (the doomed objects, then the "
-    "tombs, each followed by the folders they emptied, which SeaweedFS would go on "
-    "listing); per manifest two GetObjects (its revision, for its subject, and its "
-    "bytes). What would remove them: one tomb object per batch (the API would then read "
-    "its fan-out folder's tombs on every vouch, a cost on the hot path), and more "
-    "requests in flight (SeaweedFS, not the collector's CPU, is the limit).",
+    "What stands in the way of the time targets (profiles of `dockyard gc` on 30,000 "
+    "blobs: on the filesystem `perf record -g` and `perf stat`, and the run's phases "
+    "timed by getrusage; on SeaweedFS 4,000 blobs, wall time per S3 operation). On the "
+    "filesystem the run is the kernel's work on its files: of 6.4 CPU-seconds (1.2 M "
+    "system calls; before this round 12.2 CPU-s and 1.9 M calls) the sweep takes 2.6 s "
+    "of system time, the mark 0.6 s and the usage summaries 0.8 s, Python about 2 s. "
+    "Per unreferenced blob Dockyard makes six changes to the filesystem where the "
+    "offline reference makes two (it unlinks the data and removes the folder, and "
+    "leaves the repositories' links): the tomb (a hard link, the handshake with the "
+    "running servers), its unlink, the link's unlink and its folder's rmdir. Since the "
+    "last run: a batch's tombs are hard links to one file (ext4 searched long for a "
+    "free inode among the many the sweep had just freed: `recently_deleted`, the "
+    "largest kernel cost in the profile), the tombs are unlinked in the same pass as "
+    "the data (one rmdir per emptied folder), the re-read after the tombs walks only "
+    "the candidates' folders, and the usage summaries are written without fsync. What "
+    "is left is spread thin (path walks, context switches between the event loop and "
+    "its threads, the interpreter); what would remove more: operations relative to an "
+    "open folder (`dir_fd`) instead of whole paths. On SeaweedFS the collecting process "
+    "waits on SeaweedFS (6.8 CPU-seconds of 42 s in the last profile), which on this "
+    "loaded machine took 50 ms a PutObject, 150 ms a GetObject, 160 ms a DeleteObjects "
+    "and 100 ms a ListObjectsV2 (8 repositories or fan-out folders at a time over 16 "
+    "connections); per unreferenced blob the run makes one request the offline "
+    "reference needs not (its tomb), per fan-out folder four DeleteObjects (the doomed "
+    "objects, then the tombs: S3 gives no order within one request), per manifest two "
+    "GetObjects.",
 ]
 
 
 RATES_FALL = (
     "What stands in the way of the request rate target: the servers' background "
     "collection runs in a child process at nice 19 (collector/niced.py), so it takes "
-    "only CPU the workers leave idle; what it still costs serving is the storage's side "
-    "of its work (SeaweedFS answering its requests at normal priority; the kernel's "
-    "work on its files) and, each `gc.interval`, starting that process."
+    "only CPU the workers leave idle, and paced (collector/pacing.py): it works at most "
+    "`gc.background_share` of the time, resting between its steps. What it still costs "
+    "serving is the storage's side of the work it does (SeaweedFS answering its "
+    "requests at normal priority; the kernel's locks on the files and folders both "
+    "use) and, each `gc.interval`, starting that process (the bench's interval is 1 s, "
+    "a server's default an hour). The rates are medians of a few short rounds on a "
+    "shared 2-core machine that also runs the load generator: idle rounds of one run "
+    "differ by more than the target's 5 %."
 )
 
 
@@ -498,8 +549,9 @@ def render(
         "",
         "Request rates of the Dockyard server on that data (64 connections; wrk for the "
         "manifest, hey for HEAD), with the servers' own background collector on "
-        "(`gc.interval: 1s`: a run starts a second after the last ended) and off, "
-        "alternately; medians:",
+        "(`gc.interval: 1s`: a run starts a second after the last ended; paced to "
+        f"`gc.background_share: {Config().gc.background_share}` of the time, the default) "
+        "and off, alternately; medians:",
         "",
         "| storage | figure | req/s idle | req/s collecting | ratio | target |",
         "|---|---|---:|---:|---:|---|",
@@ -528,8 +580,10 @@ def render(
             f"- {result.storage}: writing the data took {result.build_seconds:.0f} s "
             f"({result.objects['dockyard']:,} objects for Dockyard, "
             f"{result.objects['reference']:,} for the reference); both kept exactly the "
-            f"{result.ours.blobs_left:,} referenced blobs; {result.collector_runs} "
-            "background collections during the collecting request rates"
+            f"{result.ours.blobs_left:,} referenced blobs; collection work overlapped "
+            f"{result.overlapped} of the {result.collecting_measures} collecting "
+            f"measurements ({result.runs_started} background runs started and "
+            f"{result.runs_ended} ended during them; the servers' logs)"
         )
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"

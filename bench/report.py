@@ -108,7 +108,7 @@ def environment(
     }
 
 
-SECTION = re.compile(r"<!-- bench: (\w+) -->\n.*?<!-- /bench: \1 -->\n", re.DOTALL)
+SECTION = re.compile(r"<!-- bench: ([\w-]+) -->\n.*?<!-- /bench: \1 -->\n", re.DOTALL)
 
 
 def merge_section(document: str, name: str, text: str) -> str:

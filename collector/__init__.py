@@ -25,10 +25,13 @@ tomb, or read after the deletion and answers "missing". Each run removes only it
 tombs (and, after `stale_tomb_after`, ones a dead run left), so this holds for any
 number of collectors at once; the lease (step 5) is there to not do the work twice.
 One tomb covers B's data and every repository's link to B (step 4), and a sweep
-batch's tombs are read back by one listing of their fan-out folder, not a read each.
+batch's touches are read back, after its tombs are written, by one listing of their
+fan-out folder (the filesystem: of the candidates' folders), not a read each.
 
 Tombs need only be visible, not durable (driver `put_markers`: on the filesystem an
-empty file created without fsync). The argument above reads them only while the
+empty file created without fsync, a batch's tombs hard links to one, so they carry the
+time it was created, just before them: what step 6 compares with `stale_tomb_after`).
+Every reader reads a tomb by its name; the argument above reads them only while the
 collector that wrote them is running: every reader sees a file the kernel created,
 whichever process reads. A crash of the machine that loses an unsynced tomb also ends
 every request that could have read it and the collector that would delete under it;
@@ -78,11 +81,17 @@ too), or a removed catalog marker of a repository that had nothing left.
 Cost: the mark keeps the live set as strings (16 MB measured for 100,000 digests) and
 the queued links (repository names are shared strings); the sweep lists one fan-out
 folder (`blobs/<alg>/<xx>`) at a time in one listing (S3: ListObjects pages, not a
-request per blob), twice (before and after its tombs), writes one tomb per candidate
-blob and deletes in batches (S3 DeleteObjects, 1,000 keys). A repository the run
-changed gets its usage summary rewritten after the sweep from the sizes it recorded
-(a digest's size never changes), not by a stat per blob. A server runs its collections
-in a child process at the lowest CPU priority (collector/niced.py), so serving keeps
-the CPU. The API pays per vouched blob: a touch write (at most every grace/10 per
-process), a listing of the blob's folder and a fresh stat.
+request per blob), then, after its tombs, the candidates again (S3: the folder's
+listing; the filesystem: only their folders), writes one tomb per candidate blob and
+deletes in batches (S3 DeleteObjects, 1,000 keys), the tombs after what they cover
+(`delete_then`: on the filesystem in the same pass, so each emptied folder is removed
+once). A repository the run changed gets its usage summary rewritten after the sweep
+from the sizes it recorded (a digest's size never changes), not by a stat per blob,
+and not fsynced (`put_visible`: an unreadable summary is recomputed from the facts).
+A server runs its collections in a child process at the lowest CPU priority
+(collector/niced.py), so serving keeps the CPU, and paced (collector/pacing.py): it
+works at most `gc.background_share` of the time, resting between steps (never inside
+one: a rest only makes the run longer; it renews its lease before each batch). The
+API pays per vouched blob: a touch write (at most every grace/10 per process), a
+listing of the blob's folder and a fresh stat.
 """

@@ -62,7 +62,7 @@ async def _collect(config: Config) -> GcResult:
 
     store = Store(create_driver(config))
     try:
-        return await collect(store, GcOptions.of(config))
+        return await collect(store, GcOptions.background(config))
     finally:
         await store.close()
 

@@ -7,11 +7,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from collector.concurrently import concurrently
 from collector.last_run import RunRecord, save, this_process
 from collector.mark import Revision, layer_links, referenced, revisions
+from collector.pacing import Pacer
 from collector.retention import condemned
 from collector.sweep import Cutoffs, Hook, Sweeper, no_hook
 from oci.errors import RegistryError
@@ -35,6 +36,9 @@ class GcOptions:
     stale_tomb_after: float = 2 * LEASE_SECONDS
     retention: tuple[RetentionRule, ...] = ()  # `retention.policies`
     immutable: tuple[ImmutableTagRule, ...] = ()  # `immutable_tags`: never condemned
+    # Of the time, what the run may work (collector/pacing.py): 1, full speed (`dockyard
+    # gc`); the servers' background runs take `gc.background_share`.
+    share: float = 1.0
 
     @classmethod
     def of(cls, config: Config) -> GcOptions:
@@ -44,6 +48,11 @@ class GcOptions:
             retention=tuple(config.retention.policies),
             immutable=tuple(config.immutable_tags),
         )
+
+    @classmethod
+    def background(cls, config: Config) -> GcOptions:
+        """A server's own runs: paced to `gc.background_share` of the time."""
+        return replace(cls.of(config), share=config.gc.background_share)
 
     @property
     def touch_every(self) -> float:
@@ -65,6 +74,7 @@ class GcResult:
     duration: float = 0.0
     dry_run: bool = False
     skipped: str | None = None  # why nothing ran
+    rested: float = 0.0  # seconds of `duration` the run rested (its pacing)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -117,6 +127,7 @@ class _Run:
         self.report = report
         self.hook = hook
         self.result = GcResult(dry_run=lease is None)
+        self.pacer = Pacer(options.share)
         # The live set: each digest a manifest references -> its size, once the sweep
         # listed its data (UNLISTED until then).
         self.live: dict[str, int] = {}
@@ -140,12 +151,13 @@ class _Run:
             touch=now - grace - self.options.touch_every,
             tomb=now - self.options.stale_tomb_after,
         )
-        self.sweeper = Sweeper(self.store, self.lease, cutoffs, self.hook, CONCURRENCY)
+        self.sweeper = Sweeper(self.store, self.lease, cutoffs, self.hook, CONCURRENCY, self.pacer)
         await self.purge_uploads()
         await concurrently(
             await self.store.catalog.names(),
             lambda name: self.collect_repository(name, cutoffs),
             CONCURRENCY,
+            self.pacer,
         )
         await self.hook("marked")
         swept = await self.sweeper.sweep(self.live)
@@ -161,8 +173,9 @@ class _Run:
             if name in self.emptying:
                 self.emptying[name] -= 1
         emptied = [name for name, left in self.emptying.items() if left == 0]
-        await concurrently(emptied, self.uncatalog, CONCURRENCY)
-        await concurrently(sorted(self.changed), self.refresh_usage, CONCURRENCY)
+        await concurrently(emptied, self.uncatalog, CONCURRENCY, self.pacer)
+        await concurrently(sorted(self.changed), self.refresh_usage, CONCURRENCY, self.pacer)
+        self.result.rested = self.pacer.rested
         return self.result
 
     async def purge_uploads(self) -> None:

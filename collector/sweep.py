@@ -3,10 +3,11 @@
 One fan-out folder (`blobs/<alg>/<xx>`) at a time, its candidates are the blobs no
 manifest references and the blobs some repository holds a link to that it does not
 reference (queued by the mark). The collector lists the folder (data, touches, tombs:
-one listing), writes one tomb per candidate blob, lists the folder again to re-read
-the touches, and deletes only the blobs and links whose touch is still older than the
-cutoff, in one batch, removing its tombs after. See collector/__init__.py for why
-this never deletes what the API vouched for.
+one listing), writes one tomb per candidate blob, lists the candidates' folders again
+to re-read their touches, and deletes only the blobs and links whose touch is still
+older than the cutoff, in one batch, removing its tombs after them (`delete_then`:
+on the filesystem the same pass). See collector/__init__.py for why this never
+deletes what the API vouched for.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from collector.concurrently import concurrently
+from collector.pacing import Pacer
 from oci.errors import RegistryError
 from oci.references import Digest
 from storage import paths
@@ -73,6 +75,7 @@ class Sweeper:
         cutoffs: Cutoffs,
         hook: Hook,
         concurrency: int = 1,
+        pacer: Pacer | None = None,
     ) -> None:
         """`lease` None: a dry run, which deletes nothing and writes no tombs. Tombs
         carry the lease's owner, so a collector only ever removes its own (or ones a
@@ -84,6 +87,7 @@ class Sweeper:
         self._hook = hook
         self._owner = lease.owner if lease is not None else ""
         self._concurrency = concurrency  # fan-out folders swept at once
+        self._pacer = pacer  # rests between folders (the background runs')
         # Links the mark found unreferenced: fan-out folder -> blob -> repositories.
         self._links: dict[str, dict[Digest, list[str]]] = defaultdict(lambda: defaultdict(list))
 
@@ -111,13 +115,20 @@ class Sweeper:
             return await self._sweep_folder(*found, live)
 
         swept = Swept()
-        for part in await concurrently(folders.items(), sweep, self._concurrency):
+        for part in await concurrently(folders.items(), sweep, self._concurrency, self._pacer):
             swept.add(part)
         return swept
 
-    async def _blob_files(self, folder: str, algorithm: str) -> Files:
+    async def _blob_files(
+        self, folder: str, algorithm: str, only: set[Digest] | None = None
+    ) -> Files:
+        """The folder's blobs (`only`: just these)."""
+        if only is None:
+            listing = await self._driver.scan(folder)
+        else:
+            listing = await self._driver.scan_folders(folder, {digest.encoded for digest in only})
         found: Files = defaultdict(dict)
-        for info in await self._driver.scan(folder):
+        for info in listing:
             parts = info.key[len(folder) + 1 :].split("/")
             if len(parts) != 2:
                 continue
@@ -174,6 +185,7 @@ class Sweeper:
             if paths.is_tomb(name) and info.modified < self._cutoffs.tomb
         ]
         candidates = blobs | links.keys()
+        doomed, keys = Swept(), []
         if candidates:
             await self._hook("candidates")
             await self._lease.keep()
@@ -183,19 +195,23 @@ class Sweeper:
                 [paths.blob_tomb(digest, self._owner) for digest in candidates]
             )
             await self._hook("entombed")
-            doomed = self._doomed(await self._blob_files(folder, algorithm), blobs, links)
+            again = await self._blob_files(folder, algorithm, candidates)
+            doomed = self._doomed(again, blobs, links)
             await self._hook("checked")
             await self._lease.keep()
             keys = [paths.layer_link(name, digest) for name, digest in doomed.links]
             for item in doomed.blobs:
-                keys += [paths.blob_data(item.digest), paths.blob_touched(item.digest)]
-            await self._driver.delete_many(keys)
-            if keys:
-                await self._store.deletions.published()  # caches of other processes drop them
+                keys.append(paths.blob_data(item.digest))
+                if "touched" in again.get(item.digest, {}):
+                    keys.append(paths.blob_touched(item.digest))
+                # (A touch written since came after the tomb, so its request answered
+                # "missing"; a later run removes it with the folder.)
+        # The tombs go only once what they cover is gone (the API reads them before it
+        # answers for that): on the filesystem in the same pass, one rmdir per folder.
+        tombs = [paths.blob_tomb(digest, self._owner) for digest in candidates]
+        await self._driver.delete_then(keys, [*tombs, *stale_tombs])
+        if keys:
+            await self._store.deletions.published()  # caches of other processes drop them
+        if candidates:
             await self._hook("deleted")
-        else:
-            doomed = Swept()
-        await self._driver.delete_many(
-            [*(paths.blob_tomb(digest, self._owner) for digest in candidates), *stale_tombs]
-        )
         return doomed

@@ -205,7 +205,7 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
             await access.startup(driver)
         collector = None
         if config.gc.enabled:
-            options = GcOptions.of(config)
+            options = GcOptions.background(config)
 
             async def collect_once() -> GcResult:
                 if storage_in_config:

@@ -382,6 +382,13 @@ class GcConfig(Section):
     enabled: bool = Field(True, description="run the collector in the background")
     interval: Duration = Field(3600.0, gt=0, description="time between two runs")
     grace: Duration = Field(3600.0, description="nothing younger is ever deleted")
+    background_share: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="of the time, what a server's background run may work (it rests the"
+        " rest, between steps); `dockyard gc` always runs at full speed",
+    )
 
 
 class RetentionRule(Section):

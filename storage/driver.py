@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 
 # Size of the pieces `reader()` streams. Small enough to stay in the CPU's cache
@@ -197,6 +197,28 @@ class StorageDriver(abc.ABC):
         this returns, but unlike `put` they need not survive a crash of the machine or
         the storage server (the filesystem does not fsync them)."""
         await asyncio.gather(*(self.put(key, b"") for key in keys))
+
+    async def delete_then(self, keys: list[str], after: list[str]) -> None:
+        """`delete_many(keys)`, then `delete_many(after)`: no key of `after` goes before
+        every key of `keys` is gone (the collector's tombs after what they cover). The
+        filesystem does both in one pass, removing the folders they emptied once."""
+        await self.delete_many(keys)
+        await self.delete_many(after)
+
+    async def scan_folders(self, prefix: str, names: Collection[str]) -> list[FileInfo]:
+        """`scan(prefix)`, only the objects below `prefix/<name>` for these names: one
+        listing of `prefix` where that is one request (S3), a walk of only those folders
+        on the filesystem."""
+        start = len(prefix) + 1
+        return [
+            info for info in await self.scan(prefix) if info.key[start:].partition("/")[0] in names
+        ]
+
+    async def put_visible(self, key: str, data: bytes) -> None:
+        """`put`, atomic and seen by every reader once this returns, but it need not
+        survive a crash of the machine (the filesystem does not fsync it): for objects
+        recomputed from others when unreadable or missing (usage summaries)."""
+        await self.put(key, data)
 
     # -- leases: conditional writes of small objects -----------------------------
 

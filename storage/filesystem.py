@@ -23,7 +23,7 @@ import shutil
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
 
@@ -116,26 +116,28 @@ def _in_new_folder(make: Callable[[], None]) -> None:
                 raise
 
 
-def _replace_durably(source: Path, destination: Path) -> None:
+def _replace_durably(source: Path, destination: Path, durable: bool = True) -> None:
     def replace() -> None:
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, destination)
 
     _in_new_folder(replace)
-    with contextlib.suppress(FileNotFoundError):  # deleted since, folder and all: nothing to keep
-        _fsync_dir(destination.parent)
+    if durable:
+        with contextlib.suppress(FileNotFoundError):  # deleted since, folder and all
+            _fsync_dir(destination.parent)
 
 
-def _written_aside(path: Path, data: bytes) -> Path:
-    """A durable dot-file holding `data` next to `path`."""
+def _written_aside(path: Path, data: bytes, durable: bool = True) -> Path:
+    """A dot-file holding `data` next to `path` (`durable`: fsynced)."""
     temp = path.parent / f".tmp-{uuid.uuid4().hex}"
 
     def write() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
 
     try:
         _in_new_folder(write)
@@ -145,10 +147,10 @@ def _written_aside(path: Path, data: bytes) -> Path:
     return temp
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temp = _written_aside(path, data)
+def _write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
+    temp = _written_aside(path, data, durable)
     try:
-        _replace_durably(temp, path)
+        _replace_durably(temp, path, durable)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -194,12 +196,12 @@ def _replace_if(path: Path, data: bytes, version: str) -> str | None:
         os.close(fd)
 
 
-def _scan(root: Path, directory: str) -> list[FileInfo]:
-    """Every file below `directory` (dot-files and dot-folders skipped); strings, not
-    pathlib: the collector scans every blob with it."""
+def _scan(root: Path, *directories: str) -> list[FileInfo]:
+    """Every file below these directories (dot-files and dot-folders skipped); strings,
+    not pathlib: the collector scans every blob with it."""
     found = []
     start = len(str(root)) + 1
-    folders = [directory]
+    folders = list(directories)
     while folders:
         try:
             entries = os.scandir(folders.pop())
@@ -229,15 +231,42 @@ def _create_empty(path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
 
 
+def _link_empty(first: str, path: str) -> None:
+    """`path` as a hard link to the empty file `first` (an empty file of its own if
+    something is there already: replaced, as `put_markers` promises)."""
+    try:
+        os.link(first, path)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.link(first, path)  # FileNotFoundError again: `first` is gone (the caller's case)
+    except FileExistsError:
+        _create_empty(path)
+
+
 def _create_empty_files(paths: list[str]) -> None:
+    """An empty file at each path: the first created, the others hard links to it. One
+    inode a batch, not one a marker: ext4 searches long for a free inode among many
+    just freed, as a sweep's deletions leave them (most of a sweep's kernel time went
+    there). They share the first's time, which is no older than this call."""
+    first = None
     for path in paths:
+        if first is not None:
+            try:
+                _in_new_folder(functools.partial(_link_empty, first, path))
+                continue
+            except FileNotFoundError:
+                pass  # `first` was removed meanwhile: start again from this one
+            except OSError as error:
+                if error.errno != errno.EMLINK:
+                    raise  # (EMLINK: `first` has all the links it can: a new one)
         _in_new_folder(functools.partial(_create_empty, path))
+        first = path
 
 
 def _delete_files(root: Path, paths: list[str]) -> None:
-    """Unlink files, then remove the folders (below the top two levels) they emptied,
-    deepest first, climbing only from a folder that went (its parent holds nothing
-    else of ours if it did not)."""
+    """Unlink files, in this order, then remove the folders (below the top two levels)
+    they emptied, deepest first, climbing only from a folder that went (its parent
+    holds nothing else of ours if it did not)."""
     lowest = str(root).count("/") + 3  # depth of `blobs/sha256/ab`
     pending: dict[int, set[str]] = defaultdict(set)
     for path in paths:
@@ -583,8 +612,20 @@ class FilesystemDriver(StorageDriver):
     async def scan(self, prefix: str) -> list[FileInfo]:
         return await asyncio.to_thread(_scan, self.root, self._location(prefix))
 
+    async def scan_folders(self, prefix: str, names: Collection[str]) -> list[FileInfo]:
+        folder = self._location(prefix)
+        return await asyncio.to_thread(_scan, self.root, *(f"{folder}/{name}" for name in names))
+
     async def delete_many(self, keys: list[str]) -> None:
         await asyncio.to_thread(_delete_files, self.root, [self._location(key) for key in keys])
+
+    async def delete_then(self, keys: list[str], after: list[str]) -> None:
+        """One pass: `_delete_files` unlinks in order, then removes the emptied folders."""
+        await self.delete_many([*keys, *after])
+
+    @_reports_full_disk
+    async def put_visible(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(_write_atomically, self.path(key), data, False)
 
     @_reports_full_disk
     async def put_markers(self, keys: list[str]) -> None:

@@ -165,10 +165,11 @@ class Usage:
                 last_push=last_push,
             )
             listed = {str(digest): size for digest, size in sizes.items()}
-            await self._driver.put(
+            # Not fsynced: an unreadable or missing summary is recomputed from the facts.
+            await self._driver.put_visible(
                 paths.summary_blobs(name), json.dumps(listed, sort_keys=True).encode()
             )
-            await self._driver.put(paths.summary(name), summary.to_json())
+            await self._driver.put_visible(paths.summary(name), summary.to_json())
             again = await self.facts(name)
             if again == facts:
                 return summary

@@ -57,3 +57,19 @@ def test_a_collectors_peak_memory_is_its_own_not_the_benchs(tmp_path: Path) -> N
     _, peak = gc.collect(child, None, tmp_path / "child.log")
     assert 50e6 < peak < 150e6
     del held
+
+
+def test_collection_work_overlaps_a_measurement_only_when_a_run_was_under_way() -> None:
+    """The collecting request rates count only while a background run works (a run
+    finishing is not needed: on SeaweedFS one outlasts a measurement)."""
+    idle = gc.RunsLogged.of("INFO: started\n")
+    one = "INFO:     gc run 5f3a started\n"
+    done = one + "INFO:     gc run 5f3a: removed 0 manifests, 0 tags, 3 blobs (9 bytes) in 1.0s\n"
+    assert (idle.started, idle.ended) == (0, 0)
+    assert gc.RunsLogged.of(one).running and not gc.RunsLogged.of(done).running
+    assert not gc.overlapped(idle, idle)  # the S3 case the notes once called collecting
+    assert gc.overlapped(idle, gc.RunsLogged.of(one))  # started during it
+    assert gc.overlapped(gc.RunsLogged.of(one), gc.RunsLogged.of(one))  # under way all along
+    assert not gc.overlapped(gc.RunsLogged.of(done), gc.RunsLogged.of(done))
+    failed = done + one + "ERROR: garbage collection failed (the next run finishes the job)\n"
+    assert not gc.RunsLogged.of(failed).running

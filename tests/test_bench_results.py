@@ -17,6 +17,13 @@ def test_a_section_is_replaced_and_the_others_kept() -> None:
     assert merge_section(document, "costs", "## costs\nsecond run").count("first run") == 0
 
 
+def test_a_hand_written_section_with_a_hyphenated_name_is_kept() -> None:
+    """`proxy-cost` (written by hand) went with every gc run before."""
+    document = merge_section("", "proxy-cost", "## by hand")
+    document = merge_section(document, "gc", "## gc\nfirst run")
+    assert "## by hand" in merge_section(document, "gc", "## gc\nsecond run")
+
+
 def test_a_file_without_sections_is_an_older_whole_table_and_goes() -> None:
     assert merge_section("# table\nold\n", "costs", "## costs") == (
         "<!-- bench: costs -->\n## costs\n<!-- /bench: costs -->\n"

@@ -151,3 +151,49 @@ async def test_a_cancelled_read_closes_the_file_only_after_its_thread_is_done(
             break
         await asyncio.sleep(0.01)
     assert open_when_read == [True]
+
+
+async def test_delete_then_unlinks_in_order_and_removes_each_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector's tombs go after what they cover, in one pass: a blob's folder
+    (holding its data and its tomb until both go) is removed by one rmdir, not two."""
+    driver = FilesystemDriver(tmp_path)
+    for key in ("blobs/sha256/ab/abc/data", "blobs/sha256/ab/abc/tomb-1", "r/_layers/abc/link"):
+        await driver.put(key, b"")
+    unlinked: list[str] = []
+    removed: list[str] = []
+    unlink, rmdir = os.unlink, os.rmdir
+    monkeypatch.setattr(os, "unlink", lambda path: (unlinked.append(path), unlink(path)))
+    monkeypatch.setattr(os, "rmdir", lambda path: (removed.append(path), rmdir(path)))
+    await driver.delete_then(
+        ["r/_layers/abc/link", "blobs/sha256/ab/abc/data"], ["blobs/sha256/ab/abc/tomb-1"]
+    )
+    assert [Path(path).name for path in unlinked] == ["link", "data", "tomb-1"]
+    assert removed.count(str(tmp_path / "blobs/sha256/ab/abc")) == 1
+    assert not (tmp_path / "blobs/sha256/ab/abc").exists()
+
+
+async def test_put_visible_does_not_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = FilesystemDriver(tmp_path)
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    await driver.put_visible("r/_summary", b"{}")
+    assert synced == []
+    await driver.put("r/_summary", b"{}")
+    assert synced  # `put` does
+    assert leftovers(tmp_path) == []
+
+
+async def test_a_batch_of_markers_takes_one_inode(tmp_path: Path) -> None:
+    """The collector's tombs: hard links to one empty file, not an inode each (ext4's
+    search for a free inode among many just freed was most of a sweep's kernel time)."""
+    driver = FilesystemDriver(tmp_path)
+    await driver.put("m/b/tomb-1", b"was here")
+    keys = ["m/a/tomb-1", "m/b/tomb-1", "m/c/deeper/tomb-1", "m/d/tomb-1"]
+    await driver.put_markers(keys)
+    inodes = {(tmp_path / key).stat().st_ino for key in keys}
+    assert len(inodes) == 2  # the one that was there is emptied in place
+    assert all((tmp_path / key).read_bytes() == b"" for key in keys)
+    await driver.delete_many(keys[:2])
+    assert (tmp_path / keys[2]).stat().st_nlink == 2  # the others keep the file

@@ -218,3 +218,32 @@ async def test_markers_are_empty_objects_every_process_sees(driver: StorageDrive
     ]
     with pytest.raises(InvalidKeyError):
         await driver.put_markers(["m/../escape"])
+
+
+async def test_scan_folders_lists_only_the_objects_below_those_folders(
+    driver: StorageDriver,
+) -> None:
+    for key in ("f/a/data", "f/a/x/deep", "f/b/data", "f/c/data", "f/ab/data"):
+        await driver.put(key, b"..")
+    found = sorted(info.key for info in await driver.scan_folders("f", {"a", "c", "gone"}))
+    assert found == ["f/a/data", "f/a/x/deep", "f/c/data"]
+    assert await driver.scan_folders("f", set()) == []
+
+
+async def test_delete_then_removes_both_lists_and_the_folders_they_emptied(
+    driver: StorageDriver,
+) -> None:
+    for key in ("t/s/f/a/data", "t/s/f/a/tomb-1", "t/s/f/b/data", "t/s/f/b/touched"):
+        await driver.put(key, b".")
+    await driver.put("l/r/s/a/link", b".")
+    await driver.delete_then(["l/r/s/a/link", "t/s/f/a/data", "t/s/f/b/data"], ["t/s/f/a/tomb-1"])
+    assert await driver.list("t/s/f") == ["b"]  # a went with its last object
+    assert [info.key for info in await driver.scan("t")] == ["t/s/f/b/touched"]
+    assert await driver.scan("l") == []
+
+
+async def test_put_visible_replaces_whole_for_every_process(driver: StorageDriver) -> None:
+    await driver.put_visible("v/summary", b"old")
+    await driver.put_visible("v/summary", b"new")
+    assert await twin(driver).get("v/summary") == b"new"
+    assert [info.key for info in await driver.scan("v")] == ["v/summary"]  # no leftovers
