@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from oci.references import Digest
-from proxy.blob_fill import FilledResponse
+from proxy.blob_fill import BrokenUpstreamBody, FilledResponse
 from storage.store import Store
 from tests.api.helpers import digest_of, push_blob
 from tests.proxy.conftest import CacheFactory, UpstreamTransport
@@ -68,19 +68,36 @@ async def read(body: AsyncIterator[bytes], at_least: int) -> bytes:
     return b"".join(parts)
 
 
-async def test_the_client_gets_the_bytes_while_the_storage_writes_are_held_up(
+async def test_the_client_gets_every_byte_while_the_storage_writes_are_held_up(
     upstream: httpx.AsyncClient, open_cache: CacheFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache, store, layer = await cached_blob(upstream, open_cache, 4 << 20)
-    _, writes_go = held_up(monkeypatch, store.uploads, "_flush")
+    writing, writes_go = held_up(monkeypatch, store.uploads, "_flush")
     response, digest = await filled(cache, layer)
     body = response.body_iterator
-    # all but the last piece, which waits for the digest check
-    first = await read(body, len(layer) - PIECE)
+    # the last piece too: the digest is checked as the upstream's bytes come, not
+    # once the storage has written them
+    assert await read(body, len(layer)) == layer
+    assert [part async for part in body] == []
+    await asyncio.wait_for(writing.wait(), 30)
     assert await store.blobs.size(digest) is None
     writes_go.set()
-    rest = b"".join([part async for part in body])
-    assert first + rest == layer
+    stored = await cache.get(f"/v2/hub/library/app/blobs/{digest}")
+    assert stored.content == layer
+
+
+async def test_a_client_never_gets_the_last_bytes_of_a_blob_that_does_not_match(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    cache, store, layer = await cached_blob(upstream, open_cache, 1 << 20)
+    transport.corrupt = True
+    response, digest = await filled(cache, layer)
+    received = 0
+    with pytest.raises(BrokenUpstreamBody):
+        async for part in response.body_iterator:
+            received += len(part)
+    assert received <= len(layer) - PIECE
+    assert await store.blobs.size(digest) is None
 
 
 async def test_the_client_has_every_byte_before_the_blob_is_committed(
@@ -91,7 +108,7 @@ async def test_the_client_has_every_byte_before_the_blob_is_committed(
     response, digest = await filled(cache, layer)
     assert await read(response.body_iterator, len(layer)) == layer  # verified, and whole
     assert [part async for part in response.body_iterator] == []
-    assert committing.is_set()
+    await asyncio.wait_for(committing.wait(), 30)
     assert await store.blobs.size(digest) is None  # not visible before it is committed
     commit_goes.set()
     stored = await cache.get(f"/v2/hub/library/app/blobs/{digest}")
