@@ -284,7 +284,11 @@ class PullThrough:
             raise self._failed(target, error) from None
         if key in self._fills or self._filled_lately(key):
             return await self.blob(target, digest, method, ranged)  # started or done meanwhile
-        lease = await take_lease(self._store.driver, paths.proxy_filling(digest), _FILL_LEASE)
+        # Not fsynced: it stands between the client and its first byte, and a crash that
+        # loses it (or leaves it empty, which reads as free) costs at most one more fetch.
+        lease = await take_lease(
+            self._store.driver, paths.proxy_filling(digest), _FILL_LEASE, durable=False
+        )
         # None: another process is fetching it; if it goes away or fails, fetch it here
         if lease is None and await self._other_fill_stored(key):
             return await self.blob(target, digest, method, ranged)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,8 @@ import pytest
 
 from oci.references import Digest
 from proxy.blob_fill import BrokenUpstreamBody, FilledResponse
+from storage.driver import StorageDriver
+from storage.filesystem import FilesystemDriver
 from storage.store import Store
 from tests.api.helpers import digest_of, push_blob
 from tests.proxy.conftest import CacheFactory, UpstreamTransport
@@ -84,6 +87,35 @@ async def test_the_client_gets_every_byte_while_the_storage_writes_are_held_up(
     writes_go.set()
     stored = await cache.get(f"/v2/hub/library/app/blobs/{digest}")
     assert stored.content == layer
+
+
+async def test_the_client_gets_its_first_bytes_while_fsyncs_are_held_up(
+    upstream: httpx.AsyncClient,
+    open_cache: CacheFactory,
+    driver: StorageDriver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing on the way to the first byte waits for the disk: the fetch lease is not
+    fsynced, the upload session is made while the bytes already flow."""
+    if not isinstance(driver, FilesystemDriver):
+        pytest.skip("only the filesystem driver fsyncs")
+    cache, _, layer = await cached_blob(upstream, open_cache, 1 << 20)
+    fsyncs_go = threading.Event()
+    original = os.fsync
+
+    def held_fsync(fd: int) -> None:
+        fsyncs_go.wait()
+        original(fd)
+
+    monkeypatch.setattr(os, "fsync", held_fsync)
+    try:
+        response, digest = await asyncio.wait_for(filled(cache, layer), 30)
+        body = response.body_iterator
+        first = await read(body, PIECE)
+    finally:
+        fsyncs_go.set()
+    assert first + b"".join([part async for part in body]) == layer
+    assert (await cache.get(f"/v2/hub/library/app/blobs/{digest}")).content == layer
 
 
 async def test_a_client_never_gets_the_last_bytes_of_a_blob_that_does_not_match(
