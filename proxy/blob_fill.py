@@ -13,9 +13,10 @@ hand-overs are bounded in bytes; a slow reader slows the fetch, a reader that go
 does not stop it (others may be waiting for the blob), nor does one that stalls: it is
 cut off after `_READER_PATIENCE`.
 
-The pump hashes on the event loop: SHA-256 of a 256 KiB chunk is ~0.1 ms, less than
-the thread hop it would take, and the digest is known the moment the body ends rather
-than when a thread has caught up with a backlog (bench/RESULTS-proxy.md).
+The pump hashes on the event loop (~0.1 ms per 256 KiB chunk): the digest is known the
+moment the body ends rather than when a thread has caught up with a backlog, and
+hashing in a thread pool instead took more CPU in all and was no faster
+(bench/RESULTS-proxy.md).
 """
 
 from __future__ import annotations
