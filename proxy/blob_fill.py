@@ -1,24 +1,32 @@
 """One fetch of a blob from an upstream into the store, streamed meanwhile to the
 request that started it.
 
-Two tasks share the upstream's bytes: the pump reads them and hands each chunk at once
-to the reader (the client) and to the store's ordinary upload path
-(`UploadStore.finish`), which hashes and writes it in the background and verifies the
-digest before it commits; a wrong or cut-off upstream body is discarded. So the client
-is never held up by the disk, only by its own pace. The last chunk is held back from
-the reader until the digest is verified (not until the blob is committed, which fsyncs),
-so a reader never receives a whole body that is wrong: it gets a broken connection
-instead. Both hand-overs are bounded in bytes; a slow reader slows the fetch, a reader
-that goes away does not stop it (others may be waiting for the blob), nor does one that
-stalls: it is cut off after `_READER_PATIENCE`.
+Two tasks share the upstream's bytes: the pump reads them, hashes each chunk and hands
+it at once to the reader (the client) and to the store's ordinary upload path
+(`UploadStore.finish`), which writes it in the background and commits once the pump's
+digest matched; a wrong or cut-off upstream body is discarded. So the client is never
+held up by the disk, only by its own pace. The last chunk is held back from the reader
+until the digest is verified, which the pump does as the last upstream byte comes (the
+disk may still be writing, and the commit fsyncs after that), so a reader never
+receives a whole body that is wrong: it gets a broken connection instead. Both
+hand-overs are bounded in bytes; a slow reader slows the fetch, a reader that goes away
+does not stop it (others may be waiting for the blob), nor does one that stalls: it is
+cut off after `_READER_PATIENCE`.
+
+The pump hashes on the event loop (~0.1 ms per 256 KiB chunk): the digest is known the
+moment the body ends rather than when a thread has caught up with a backlog, and
+hashing in a thread pool instead took more CPU in all and was no faster
+(bench/RESULTS-proxy.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 from starlette.responses import StreamingResponse
@@ -137,9 +145,9 @@ class BlobFill:
             self.started.set_result(response.headers)
             await self._store_blob(response)
 
-    async def _pump(self, response: httpx.Response, storing: ByteQueue) -> bytes:
-        """Hand each chunk of the body to the upload path and, one chunk behind, to the
-        reader; returns the last chunk, which the reader has not had yet."""
+    async def _pump(self, response: httpx.Response, storing: ByteQueue, hasher: Any) -> None:
+        """Hash each chunk of the body and hand it to the upload path and, one chunk
+        behind, to the reader, who gets the last chunk once the digest matched."""
         held = b""
         try:
             async for chunk in response.aiter_bytes():
@@ -149,12 +157,18 @@ class BlobFill:
                 if held:
                     await self._pass(held)
                 held = chunk
+                hasher.update(chunk)
                 await storing.put(chunk)
+            if hasher.hexdigest() != self._digest.encoded:
+                raise UpstreamError(
+                    self._upstream, f"sent content for {self._digest} that does not match it"
+                )
         except BaseException as error:
             storing.fail(error)
             raise
         storing.close()
-        return held
+        self._reader.put_nowait(held)
+        self._reader.close()
 
     async def _renew(self, lease: Lease) -> None:
         try:
@@ -167,24 +181,13 @@ class BlobFill:
         reader gets its last bytes (and its end) as soon as the digest matches."""
         uploads = self._store.uploads
         storing = ByteQueue(_STORING_BYTES)
+        hasher = hashlib.new(self._digest.algorithm)
         # The reader's first bytes do not wait for the session's durable writes.
-        pump = asyncio.create_task(self._pump(response, storing))
-
-        async def release() -> None:
-            self._reader.put_nowait(await pump)
-            self._reader.close()
-
+        pump = asyncio.create_task(self._pump(response, storing, hasher))
         try:
             upload = await uploads.start(self._local, self._digest.algorithm)
             try:
-                await uploads.finish(upload, self._digest, _drain(storing), verified=release)
-            except RegistryError as error:
-                if error.code is ErrorCode.DIGEST_INVALID:  # the session is discarded already
-                    raise UpstreamError(
-                        self._upstream, f"sent content for {self._digest} that does not match it"
-                    ) from None
-                await self._discard(upload)
-                raise
+                await uploads.finish(upload, self._digest, _drain(storing), hashed=hasher)
             except BaseException:
                 await self._discard(upload)
                 raise

@@ -9,6 +9,9 @@
   only what was never cached fails, with an error naming the upstream and the cause.
 - A blob is streamed to the client as it arrives while it is written through the
   store's upload path, which verifies its digest before committing (`blob_fill`).
+- A manifest just fetched is served as soon as its digest is checked, while it is
+  stored (durable writes that took 10-160 ms); meanwhile this process serves it from
+  memory, by its tag and its digest, rather than fetch it again.
 - Concurrent requests for one manifest or blob share one upstream fetch per process
   (`single_flight`, `_fills`). A blob fetch also holds a lease in the storage
   (`_proxy/filling/<digest>`): other processes wait for the blob to be stored rather
@@ -26,13 +29,14 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from urllib.parse import urlencode
 
 from starlette.responses import Response
 
 from oci.errors import ErrorCode, RegistryError
-from oci.manifests import parse_manifest
+from oci.manifests import Manifest, parse_manifest
 from oci.references import Digest, is_digest, is_tag
 from proxy.blob_fill import BlobFill, FilledResponse, not_upstream
 from proxy.routing import Routes, Target
@@ -69,15 +73,24 @@ class PullThrough:
         self._store = store
         self._manifest_max_bytes = manifest_max_bytes
         self._totals = totals
-        self._manifests: SingleFlight[Digest] = SingleFlight()
+        self._manifests: SingleFlight[Digest | Manifest] = SingleFlight()
+        # Manifests fetched and being stored, by (repository, tag or digest): bounded by
+        # the fetches in flight.
+        self._storing: dict[tuple[str, str], _Storing] = {}
         self._fills: dict[tuple[str, Digest], BlobFill] = {}
         # Fills that succeeded lately (monotonic time): a request that looked in the store
         # just before one committed finds it here rather than fetching again.
         self._filled: OrderedDict[tuple[str, Digest], float] = OrderedDict()
 
     async def close(self) -> None:
+        await self.stored()
         for upstream in self._upstreams:
             await upstream.close()
+
+    async def stored(self) -> None:
+        """Wait until the manifests served while being stored are stored."""
+        stores = {storing.task for storing in self._storing.values()}
+        await asyncio.gather(*stores, return_exceptions=True)
 
     async def target(self, name: str, ns: str | None, fallback: bool = True) -> Target | None:
         return await self.routes.target(name, ns, self._store.catalog, fallback)
@@ -104,11 +117,20 @@ class PullThrough:
 
     # -- manifests ---------------------------------------------------------------
 
-    async def manifest(self, target: Target, reference: str) -> tuple[Digest, str | None]:
-        """Make the manifest `reference` of `target` present in the store; returns its
-        digest and, when a stale tag is served, the `Warning` header to send."""
+    async def manifest(
+        self, target: Target, reference: str
+    ) -> tuple[Digest | Manifest, str | None]:
+        """The manifest `reference` of `target`: its digest when it is in the store, or
+        the manifest itself when it was just fetched (it is being stored); and, when a
+        stale tag is served, the `Warning` header to send."""
         manifests = self._store.manifests
         key = (target.local, reference)
+        if (storing := self._storing.get(key)) is not None:
+            age = time.monotonic() - storing.fetched
+            if is_digest(reference) or age < target.upstream.config.tag_ttl:
+                self._count(target, "hit")
+                return storing.manifest, None
+            await asyncio.shield(storing.task)  # then the tag's age is checked as usual
         if is_digest(reference):
             digest = Digest.parse(reference)
             if await manifests.exists(target.local, digest):
@@ -125,6 +147,8 @@ class PullThrough:
             self._count(target, "miss")
             fetch = partial(self._fetch_manifest, target, reference, None, reference)
         await self._refuse_if_read_only()
+        if (storing := self._storing.get(key)) is not None:  # fetched since we looked
+            return storing.manifest, None
         try:
             return await self._manifests.run(key, fetch), None
         except UpstreamError as error:
@@ -133,7 +157,7 @@ class PullThrough:
 
     async def _cached_tag(
         self, target: Target, tag: str, cached: Digest
-    ) -> tuple[Digest, str | None]:
+    ) -> tuple[Digest | Manifest, str | None]:
         age = await self._checked_age(target.local, tag)
         if age is not None and age < target.upstream.config.tag_ttl:
             self._count(target, "hit")
@@ -150,7 +174,7 @@ class PullThrough:
             log.warning("serving %s:%s stale from the cache: %s", target.local, tag, error)
             return cached, _warning(str(error))
 
-    async def _revalidate(self, target: Target, tag: str, cached: Digest) -> Digest:
+    async def _revalidate(self, target: Target, tag: str, cached: Digest) -> Digest | Manifest:
         """One HEAD upstream: the same digest is confirmed, a new one fetched."""
         upstream = target.upstream
         path = f"manifests/{tag}"
@@ -168,7 +192,7 @@ class PullThrough:
 
     async def _fetch_manifest(
         self, target: Target, reference: str, expected: Digest | None, tag: str | None
-    ) -> Digest:
+    ) -> Manifest:
         upstream = target.upstream
         path = f"manifests/{reference}"
         async with upstream.open("GET", target.remote, path, MANIFEST_ACCEPT) as response:
@@ -186,11 +210,33 @@ class PullThrough:
             manifest = parse_manifest(raw, content_type, digest)
         except RegistryError as error:
             raise UpstreamError(upstream, f"sent an unusable manifest: {error.message}") from None
-        await self._store.manifests.put(target.local, manifest, [tag] if tag else [], [], [])
-        if tag is not None:
-            await self._confirm(target.local, tag, digest)
-        await self._store.usage.refresh_after_request(target.local, pushed_at=time.time())
-        return digest
+        self._start_storing(target.local, manifest, tag)
+        return manifest
+
+    def _start_storing(self, local: str, manifest: Manifest, tag: str | None) -> None:
+        keys = [(local, str(manifest.digest))] + ([(local, tag)] if tag is not None else [])
+        task = asyncio.create_task(self._store_manifest(local, manifest, tag))
+        storing = _Storing(manifest, time.monotonic(), task)
+        for key in keys:
+            self._storing[key] = storing
+
+        def stored(_: asyncio.Task[None]) -> None:
+            for key in keys:
+                if self._storing.get(key) is storing:
+                    del self._storing[key]
+
+        task.add_done_callback(stored)
+
+    async def _store_manifest(self, local: str, manifest: Manifest, tag: str | None) -> None:
+        """Store a manifest served already; a failure is logged (the next pull fetches it
+        again)."""
+        try:
+            await self._store.manifests.put(local, manifest, [tag] if tag else [], [], [])
+            if tag is not None:
+                await self._confirm(local, tag, manifest.digest)
+            await self._store.usage.refresh_after_request(local, pushed_at=time.time())
+        except Exception as error:
+            log.warning("caching manifest %s of %s failed: %s", manifest.digest, local, error)
 
     async def _read_small(self, upstream: Upstream, chunks: AsyncIterator[bytes]) -> bytes:
         """A manifest or tag list, at most `uploads.manifest_max_bytes`."""
@@ -284,9 +330,18 @@ class PullThrough:
             raise self._failed(target, error) from None
         if key in self._fills or self._filled_lately(key):
             return await self.blob(target, digest, method, ranged)  # started or done meanwhile
-        lease = await take_lease(self._store.driver, paths.proxy_filling(digest), _FILL_LEASE)
+        # Not fsynced: it stands between the client and its first byte, and a crash that
+        # loses it (or leaves it empty, which reads as free) costs at most one more fetch.
+        lease = await take_lease(
+            self._store.driver, paths.proxy_filling(digest), _FILL_LEASE, durable=False
+        )
         # None: another process is fetching it; if it goes away or fails, fetch it here
         if lease is None and await self._other_fill_stored(key):
+            return await self.blob(target, digest, method, ranged)
+        if lease is not None and (
+            key in self._fills or self._filled_lately(key) or await blobs.size(digest) is not None
+        ):  # its holder before us stored the blob and let the lease go since we looked
+            await self._store.driver.delete(lease.key)
             return await self.blob(target, digest, method, ranged)
         self._count(target, "miss")
         fill = self._start_fill(target, digest, lease)
@@ -376,6 +431,15 @@ class PullThrough:
             if length := response.headers.get("content-length"):
                 headers["Content-Length"] = length
         return Response(headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Storing:
+    """A manifest fetched (at `fetched`, monotonic) that `task` is storing."""
+
+    manifest: Manifest
+    fetched: float
+    task: asyncio.Task[None]
 
 
 def _warning(reason: str) -> str:

@@ -227,9 +227,11 @@ class StorageDriver(abc.ABC):
         """A small object with its version and age; raises PathNotFoundError."""
 
     @abc.abstractmethod
-    async def create(self, key: str, data: bytes) -> str | None:
+    async def create(self, key: str, data: bytes, durable: bool = True) -> str | None:
         """Store `data` at `key` only if nothing is there, across processes and
-        replicas; returns its version, or None if the key exists."""
+        replicas; returns its version, or None if the key exists. `durable=False`: a
+        crash may lose it or leave it empty (the filesystem does not fsync it), for a
+        lease whose loss costs only some repeated work: an empty lease reads as free."""
 
     @abc.abstractmethod
     async def replace(self, key: str, data: bytes, version: str) -> str | None:

@@ -165,16 +165,17 @@ def _read_versioned(path: Path) -> tuple[bytes, os.stat_result]:
         return file.read(), os.fstat(file.fileno())
 
 
-def _create(path: Path, data: bytes) -> str | None:
+def _create(path: Path, data: bytes, durable: bool) -> str | None:
     """link(2) of a complete dot-file: atomic, and fails if the name exists."""
-    temp = _written_aside(path, data)
+    temp = _written_aside(path, data, durable)
     try:
         os.link(temp, path)
     except FileExistsError:
         return None
     finally:
         temp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
     return _version(os.stat(path))
 
 
@@ -641,8 +642,8 @@ class FilesystemDriver(StorageDriver):
         return Versioned(data, _version(info), time.time() - info.st_mtime)
 
     @_reports_full_disk
-    async def create(self, key: str, data: bytes) -> str | None:
-        return await asyncio.to_thread(_create, self.path(key), data)
+    async def create(self, key: str, data: bytes, durable: bool = True) -> str | None:
+        return await asyncio.to_thread(_create, self.path(key), data, durable)
 
     @_reports_full_disk
     async def replace(self, key: str, data: bytes, version: str) -> str | None:

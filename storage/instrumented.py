@@ -168,8 +168,8 @@ class InstrumentedDriver(StorageDriver):
     async def read_versioned(self, key: str) -> Versioned:
         return await self.driver.read_versioned(key)
 
-    async def create(self, key: str, data: bytes) -> str | None:
-        return await self.driver.create(key, data)
+    async def create(self, key: str, data: bytes, durable: bool = True) -> str | None:
+        return await self.driver.create(key, data, durable)
 
     async def replace(self, key: str, data: bytes, version: str) -> str | None:
         return await self.driver.replace(key, data, version)

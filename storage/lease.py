@@ -60,10 +60,14 @@ async def held(driver: StorageDriver, key: str, seconds: float = LEASE_SECONDS) 
     return bool(current.data) and current.age < seconds
 
 
-async def take(driver: StorageDriver, key: str, seconds: float = LEASE_SECONDS) -> Lease | None:
-    """The lease `key`, or None while another process holds it."""
+async def take(
+    driver: StorageDriver, key: str, seconds: float = LEASE_SECONDS, durable: bool = True
+) -> Lease | None:
+    """The lease `key`, or None while another process holds it. `durable=False` when it
+    is made (see `StorageDriver.create`): for a lease taken on the way to a client's
+    first byte, whose loss in a crash costs at most one more run of its work."""
     owner = uuid.uuid4().hex
-    version = await driver.create(key, owner.encode())
+    version = await driver.create(key, owner.encode(), durable)
     if version is None:
         try:
             current = await driver.read_versioned(key)

@@ -77,7 +77,7 @@ class MemoryDriver(StorageDriver):
         data = await self.get(key)
         return Versioned(data, self._version(key), time.time() - self.modified[key])
 
-    async def create(self, key: str, data: bytes) -> str | None:
+    async def create(self, key: str, data: bytes, durable: bool = True) -> str | None:
         if check_key(key) in self.objects:
             return None
         await self.put(key, data)

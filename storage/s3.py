@@ -638,7 +638,7 @@ class S3Driver(StorageDriver):
         age = (server_now - response["LastModified"]).total_seconds()
         return Versioned(data, str(response["ETag"]), age)
 
-    async def create(self, key: str, data: bytes) -> str | None:
+    async def create(self, key: str, data: bytes, durable: bool = True) -> str | None:
         if await self._honours_conditional_writes():
             try:
                 return await self._put_small(key, data, IfNoneMatch="*")

@@ -34,7 +34,7 @@ import json
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,10 +150,17 @@ class UploadStore:
                 self._remember_hasher(upload.id, writer.version, hasher)
             return Upload(upload.name, upload.id, upload.algorithm, writer.size, upload.started)
 
-    async def _write(self, upload: Upload, writer: Writer, chunks: AsyncIterable[bytes]) -> Any:
+    async def _write(
+        self, upload: Upload, writer: Writer, chunks: AsyncIterable[bytes], hashed: Any = None
+    ) -> Any:
         """Append `chunks`; returns a hasher of all the writer's bytes, if this process
-        has one, else None."""
-        hasher = self._take_hasher(upload, writer)
+        has one, else None. `hashed`: the caller's hasher of exactly `chunks`, each fed to
+        it before it is handed over, onto a writer that holds nothing yet: the chunks are
+        written, not hashed again."""
+        if hashed is not None and writer.size != 0:
+            raise StorageError(f"upload {upload.id} is not empty: its chunks are not all hashed")
+        hasher = hashed if hashed is not None else self._take_hasher(upload, writer)
+        hashing = hasher if hashed is None else None
         batch: list[bytes] = []
         batched = 0
         async for chunk in chunks:
@@ -162,10 +169,10 @@ class UploadStore:
             if batched >= FLUSH_SIZE:
                 # Drop the chunks before writing, and the joined copy after.
                 data, batch, batched = b"".join(batch), [], 0
-                await self._flush(writer, hasher, data)
+                await self._flush(writer, hashing, data)
                 del data
         if batch:
-            await self._flush(writer, hasher, b"".join(batch))
+            await self._flush(writer, hashing, b"".join(batch))
         return hasher
 
     @staticmethod
@@ -204,20 +211,20 @@ class UploadStore:
         expected: Digest,
         chunks: AsyncIterable[bytes] | None = None,
         expected_length: int | None = None,
-        verified: Callable[[], Awaitable[None]] | None = None,
+        hashed: Any = None,
     ) -> int:
         """Append the last chunk, verify the digest, store the blob and link it.
 
         Returns the blob size. On a digest or size mismatch nothing is stored and
-        the session is gone. `verified` is awaited once the digest matched, before the
-        blob is committed (durably, which takes longer).
+        the session is gone. `hashed`: see `_write` (a pull-through fill hashes the
+        upstream's bytes as they come, to know the digest before they are all written).
         """
         async with self._writing(upload) as writer:
             if chunks is None:
                 hasher = self._take_hasher(upload, writer, expected.algorithm)
             else:
                 self._check_offset(upload, writer)
-                hasher = await self._write(upload, writer, chunks)
+                hasher = await self._write(upload, writer, chunks, hashed)
             size = writer.size
             if expected_length is not None and size - upload.offset != expected_length:
                 await self._discard(upload, writer)
@@ -233,8 +240,6 @@ class UploadStore:
                     f"content has digest {actual}, not {expected}",
                     detail={"digest": str(expected)},
                 )
-            if verified is not None:
-                await verified()
             await self._blobs.commit(writer, expected)
         await self._blobs.link(upload.name, expected)
         await self._driver.delete(paths.upload_dir(upload.id))

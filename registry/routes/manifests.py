@@ -27,6 +27,7 @@ from registry.routes.common import (
     require_delete_enabled,
     store,
 )
+from storage.manifests import StoredManifest
 from storage.store import Store
 
 MAX_TAGS_PER_PUT = 100
@@ -51,15 +52,21 @@ async def get_manifest(request: Request) -> Response:
     name = repository(request)
     reference = request.path_params["reference"]
     warning = None
+    manifest: Manifest | StoredManifest | None
     if pulled := await pull_target(request, name):
         cache, target = pulled
         name = target.local
-        digest, warning = await cache.manifest(target, reference)
+        found, warning = await cache.manifest(target, reference)
+        if isinstance(found, Manifest):  # just fetched, and being stored
+            manifest = found
+        else:
+            manifest = await store(request).manifests.get(name, found)
     else:
         digest = await _resolve(store(request), name, reference)
-    manifest = await store(request).manifests.get(name, digest)
+        manifest = await store(request).manifests.get(name, digest)
     if manifest is None:
         raise _unknown(reference)
+    digest = manifest.digest
     if request.method == "GET":  # HEAD only checks; a conditional GET (304) is a pull too
         store(request).manifests.pulls.record(name, digest)
     etag = f'"{digest}"'

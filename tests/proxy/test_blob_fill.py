@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +14,9 @@ import httpx
 import pytest
 
 from oci.references import Digest
-from proxy.blob_fill import FilledResponse
+from proxy.blob_fill import BrokenUpstreamBody, FilledResponse
+from storage.driver import StorageDriver
+from storage.filesystem import FilesystemDriver
 from storage.store import Store
 from tests.api.helpers import digest_of, push_blob
 from tests.proxy.conftest import CacheFactory, UpstreamTransport
@@ -68,19 +71,65 @@ async def read(body: AsyncIterator[bytes], at_least: int) -> bytes:
     return b"".join(parts)
 
 
-async def test_the_client_gets_the_bytes_while_the_storage_writes_are_held_up(
+async def test_the_client_gets_every_byte_while_the_storage_writes_are_held_up(
     upstream: httpx.AsyncClient, open_cache: CacheFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache, store, layer = await cached_blob(upstream, open_cache, 4 << 20)
-    _, writes_go = held_up(monkeypatch, store.uploads, "_flush")
+    writing, writes_go = held_up(monkeypatch, store.uploads, "_flush")
     response, digest = await filled(cache, layer)
     body = response.body_iterator
-    # all but the last piece, which waits for the digest check
-    first = await read(body, len(layer) - PIECE)
+    # the last piece too: the digest is checked as the upstream's bytes come, not
+    # once the storage has written them
+    assert await read(body, len(layer)) == layer
+    assert [part async for part in body] == []
+    await asyncio.wait_for(writing.wait(), 30)
     assert await store.blobs.size(digest) is None
     writes_go.set()
-    rest = b"".join([part async for part in body])
-    assert first + rest == layer
+    stored = await cache.get(f"/v2/hub/library/app/blobs/{digest}")
+    assert stored.content == layer
+
+
+async def test_the_client_gets_its_first_bytes_while_fsyncs_are_held_up(
+    upstream: httpx.AsyncClient,
+    open_cache: CacheFactory,
+    driver: StorageDriver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing on the way to the first byte waits for the disk: the fetch lease is not
+    fsynced, the upload session is made while the bytes already flow."""
+    if not isinstance(driver, FilesystemDriver):
+        pytest.skip("only the filesystem driver fsyncs")
+    cache, _, layer = await cached_blob(upstream, open_cache, 1 << 20)
+    fsyncs_go = threading.Event()
+    original = os.fsync
+
+    def held_fsync(fd: int) -> None:
+        fsyncs_go.wait()
+        original(fd)
+
+    monkeypatch.setattr(os, "fsync", held_fsync)
+    try:
+        response, digest = await asyncio.wait_for(filled(cache, layer), 30)
+        body = response.body_iterator
+        first = await read(body, PIECE)
+    finally:
+        fsyncs_go.set()
+    assert first + b"".join([part async for part in body]) == layer
+    assert (await cache.get(f"/v2/hub/library/app/blobs/{digest}")).content == layer
+
+
+async def test_a_client_never_gets_the_last_bytes_of_a_blob_that_does_not_match(
+    upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
+) -> None:
+    cache, store, layer = await cached_blob(upstream, open_cache, 1 << 20)
+    transport.corrupt = True
+    response, digest = await filled(cache, layer)
+    received = 0
+    with pytest.raises(BrokenUpstreamBody):
+        async for part in response.body_iterator:
+            received += len(part)
+    assert received <= len(layer) - PIECE
+    assert await store.blobs.size(digest) is None
 
 
 async def test_the_client_has_every_byte_before_the_blob_is_committed(
@@ -91,7 +140,7 @@ async def test_the_client_has_every_byte_before_the_blob_is_committed(
     response, digest = await filled(cache, layer)
     assert await read(response.body_iterator, len(layer)) == layer  # verified, and whole
     assert [part async for part in response.body_iterator] == []
-    assert committing.is_set()
+    await asyncio.wait_for(committing.wait(), 30)
     assert await store.blobs.size(digest) is None  # not visible before it is committed
     commit_goes.set()
     stored = await cache.get(f"/v2/hub/library/app/blobs/{digest}")

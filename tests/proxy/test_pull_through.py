@@ -7,12 +7,14 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from oci.references import Digest
 from proxy import blob_fill
+from proxy import cache as cache_module
 from registry.cli_storage import _run_check
 from registry.config import Config
 from storage import paths
@@ -21,6 +23,7 @@ from storage.store import Store
 from tests.api.helpers import OCI_MANIFEST, digest_of, push_blob, push_image
 from tests.ops.test_metrics import sample
 from tests.proxy.conftest import CacheFactory, UpstreamTransport, upstream_config
+from tests.proxy.test_blob_fill import held_up
 from tests.support.auth import basic, write_users
 from tests.support.drivers import twin
 
@@ -83,6 +86,7 @@ async def test_a_moved_tag_is_served_at_its_new_digest_after_the_ttl(
 
     assert (await pull(young, "hub/library/app", "1"))[0] == first  # trusted within the ttl
     assert await pull(old, "hub/library/app", "1") == (second, manifest)
+    await old.app.state.proxy.stored()  # type: ignore[attr-defined]  # served while stored
     assert (await pull(young, "hub/library/app", "1"))[0] == second  # the stored tag moved
 
 
@@ -165,6 +169,68 @@ async def test_concurrent_cold_pulls_fetch_each_blob_once(
     for blob in layer_digests(manifest):
         assert transport.count("GET", f"/blobs/{blob}") == 1
     assert transport.count("GET", "/manifests/") == 1
+
+
+async def test_a_fetched_manifest_is_served_while_it_is_stored(
+    upstream: httpx.AsyncClient,
+    transport: UpstreamTransport,
+    open_cache: CacheFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digest, manifest = await push_image(upstream, "library/app", "1", seed="first")
+    cache = open_cache()
+    store: Store = cache.app.state.store  # type: ignore[attr-defined]
+    storing, stores_go = held_up(monkeypatch, store.manifests, "put")
+    path = "/v2/hub/library/app/manifests"
+    for reference in ("1", digest):  # docker asks by tag, then by digest
+        response = await asyncio.wait_for(
+            cache.get(f"{path}/{reference}", headers={"Accept": OCI_MANIFEST}), 30
+        )
+        assert response.status_code == 200
+        assert (response.headers["Docker-Content-Digest"], response.content) == (digest, manifest)
+    assert storing.is_set()
+    assert await store.manifests.resolve("hub/library/app", "1") is None  # not stored yet
+    assert transport.count("GET", "/manifests/") == 1
+    stores_go.set()
+    await cache.app.state.proxy.stored()  # type: ignore[attr-defined]
+    assert await store.manifests.resolve("hub/library/app", "1") == Digest.parse(digest)
+    transport.down = True  # served from the store now
+    response = await cache.get(f"{path}/1", headers={"Accept": OCI_MANIFEST})
+    assert (response.headers["Docker-Content-Digest"], response.content) == (digest, manifest)
+
+
+async def test_a_blob_stored_by_another_process_before_the_lease_is_taken_is_not_fetched(
+    upstream: httpx.AsyncClient,
+    transport: UpstreamTransport,
+    open_cache: CacheFactory,
+    driver: StorageDriver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    layer = os.urandom(1 << 20)
+    digest = await push_blob(upstream, "library/app", layer)
+    path = f"/v2/hub/library/app/blobs/{digest}"
+    first, second = open_cache(), open_cache()  # two processes on one storage
+    take = cache_module.take_lease
+    raced = False
+
+    async def racing_take(*args: Any, **kwargs: Any) -> Any:
+        """The first process looked in the store and found nothing; before it takes the
+        lease, the second fetches and stores the whole blob and lets the lease go."""
+        nonlocal raced
+        if not raced:
+            raced = True
+            assert (await second.get(path)).content == layer
+            lease = paths.proxy_filling(Digest.parse(digest))
+            for _ in range(3000):  # the fill commits after its client had every byte
+                if not await driver.exists(lease):
+                    break
+                await asyncio.sleep(0.01)
+        return await take(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "take_lease", racing_take)
+    assert (await first.get(path)).content == layer
+    assert raced
+    assert transport.count("GET", f"/blobs/{digest}") == 1
 
 
 async def test_pushes_and_deletes_into_a_proxied_namespace_are_refused(
@@ -276,6 +342,7 @@ async def test_cached_content_has_push_and_pull_times(
     digest, _ = await push_image(upstream, "library/app", "1")
     cache = open_cache()
     await pull(cache, "hub/library/app", "1")
+    await cache.app.state.proxy.stored()  # type: ignore[attr-defined]  # served while stored
     store = cache.app.state.store  # type: ignore[attr-defined]
     await store.manifests.pulls.close()  # the pull is recorded in the background
     assert await store.manifests.pulls.last_pulled("hub/library/app", Digest.parse(digest))
@@ -297,6 +364,7 @@ async def test_tags_are_listed_from_the_upstream_or_from_the_cache_when_it_is_do
     assert (await cache.get("/v2/hub/library/other/tags/list")).status_code == 404
 
     await pull(cache, "hub/library/app", "2")
+    await cache.app.state.proxy.stored()  # type: ignore[attr-defined]  # served while stored
     transport.down = True
     cached = await cache.get("/v2/hub/library/app/tags/list")
     assert cached.json() == {"name": "hub/library/app", "tags": ["2"]}

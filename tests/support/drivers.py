@@ -82,9 +82,9 @@ class InterleavingDriver(StorageDriver):
         await self._pause()
         return await self._inner.read_versioned(key)
 
-    async def create(self, key: str, data: bytes) -> str | None:
+    async def create(self, key: str, data: bytes, durable: bool = True) -> str | None:
         await self._pause()
-        return await self._inner.create(key, data)
+        return await self._inner.create(key, data, durable)
 
     async def replace(self, key: str, data: bytes, version: str) -> str | None:
         await self._pause()
