@@ -90,15 +90,16 @@ def pull(host: str, name: str, tag: str) -> str:
 
 
 def _thread_cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds of the processes' main threads and of their other threads."""
+    """CPU seconds of the processes' main threads and of their other threads (those
+    that ended too: the process's total counts them)."""
     main = others = 0.0
     for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        times = process.cpu_times()
+        total = times.user + times.system
         for thread in process.threads():
-            spent = thread.user_time + thread.system_time
             if thread.id == process.pid:
-                main += spent
-            else:
-                others += spent
+                main += thread.user_time + thread.system_time
+                others += total - (thread.user_time + thread.system_time)
     return main, others
 
 
