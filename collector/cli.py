@@ -62,7 +62,7 @@ def _print_summary(result: GcResult, as_json: bool) -> None:
 
 
 async def _collect(config: Config, dry_run: bool, as_json: bool) -> GcResult:
-    from registry.app import create_driver
+    from registry.drivers import create_driver
     from storage.store import Store
 
     store = Store(create_driver(config))

@@ -58,7 +58,7 @@ async def collect_in_child(store: Store, config: Config) -> GcResult:
 
 
 async def _collect(config: Config) -> GcResult:
-    from registry.app import create_driver
+    from registry.drivers import create_driver
 
     store = Store(create_driver(config))
     try:

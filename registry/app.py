@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,7 +24,8 @@ from registry import health, metrics, metrics_exposition
 from registry.access_log import AccessLog, LogLines
 from registry.auth.middleware import AccessControl
 from registry.auth.setup import build_access
-from registry.config import Config, S3Config, load_config
+from registry.config import Config, load_config
+from registry.drivers import create_driver
 from registry.error_response import error_response
 from registry.events.setup import build_events
 from registry.maintenance import MaintenanceGuard
@@ -42,16 +42,11 @@ from storage.driver import (
     StorageLimitError,
     StorageUnavailableError,
 )
-from storage.filesystem import FilesystemDriver
 from storage.instrumented import InstrumentedDriver
 from storage.maintenance import Maintenance
-from storage.memory import MemoryDriver
 from storage.store import Store
 from ui.web import PREFIX as UI_PREFIX
 from ui.web import WebUi
-
-if TYPE_CHECKING:
-    from storage.s3 import S3Settings
 
 log = logging.getLogger("dockyard")
 
@@ -163,23 +158,6 @@ class RelativeSlashRedirect:
                     await RedirectResponse(location)(scope, receive, send)
                     return
         await self.router.not_found(scope, receive, send)
-
-
-def create_driver(config: Config) -> StorageDriver:
-    if config.storage.driver == "memory":
-        return MemoryDriver()
-    if config.storage.driver == "s3":
-        from storage.s3 import S3Driver  # boto3 costs ~10 MB a worker: only when used
-
-        return S3Driver(s3_settings(config.storage.s3))
-    return FilesystemDriver(config.storage.filesystem.root)
-
-
-def s3_settings(config: S3Config) -> S3Settings:
-    from storage.s3 import S3Settings
-
-    secret = config.secret_key.get_secret_value() if config.secret_key else None
-    return S3Settings(**{**config.model_dump(exclude={"secret_key"}), "secret_key": secret})
 
 
 def create_app(config: Config | None = None, driver: StorageDriver | None = None) -> Starlette:

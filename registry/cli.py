@@ -21,18 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from pydantic import ValidationError
 
-from proxy.credentials import check_credentials
 from registry import cli_storage
 from registry.auth import htpasswd
 from registry.config import CONFIG_ENV, Config, ConfigError, HttpConfig, TlsConfig, load_config
-from registry.connections import ConnectionLimits, LimitedHttpToolsProtocol
-from registry.logs import log_config
 from registry.maintenance_cli import add_parser as add_maintenance_parser
 from registry.metrics import METRICS_DIR_ENV
-from registry.metrics_exposition import start_listener
 from registry.startup import check_tls, package_version, startup_line
 
 THROTTLE_STATE_ENV = "DOCKYARD_AUTH__THROTTLE__STATE_DIR"
@@ -58,6 +53,8 @@ def _tls_options(tls: TlsConfig) -> dict[str, Any]:
 
 
 def _connection_options(http: HttpConfig) -> dict[str, Any]:
+    from registry.connections import ConnectionLimits, LimitedHttpToolsProtocol
+
     limits = ConnectionLimits(
         http.header_timeout, http.body_timeout, http.max_header_bytes, http.max_connections
     )
@@ -128,6 +125,11 @@ def _metrics_directory() -> Iterator[None]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # What only serving needs is imported here: the other commands (`healthcheck` runs
+    # every few seconds in a container, `gc` is timed) start without it.
+    from proxy.credentials import check_credentials
+    from registry.metrics_exposition import start_listener
+
     config = _load(args)  # fail here, once, rather than in every worker
     http = _http(args, config) if config is not None else None
     if config is None or http is None:
@@ -172,6 +174,10 @@ def _throttle_state(config: Config) -> Iterator[None]:
 
 
 def _run(config: Config, http: HttpConfig, workers: int) -> None:
+    import uvicorn
+
+    from registry.logs import log_config
+
     uvicorn.run(
         "registry.app:create_app",
         factory=True,

@@ -36,7 +36,7 @@ def _time(timestamp: float | None) -> str | None:
 
 
 def _store(config: Config) -> Store:
-    from registry.app import create_driver
+    from registry.drivers import create_driver
 
     return Store(create_driver(config))
 

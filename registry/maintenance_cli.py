@@ -38,7 +38,7 @@ def _maintenance(args: argparse.Namespace, load: Callable[..., Config | None]) -
 
 
 async def _switch(config: Config, action: str, message: str | None) -> str:
-    from registry.app import create_driver
+    from registry.drivers import create_driver
 
     store = Store(create_driver(config))
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from cryptography.hazmat.primitives import serialization
 
 from registry import cli
@@ -26,7 +27,7 @@ def serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     for variable in [v for v in os.environ if v.startswith("DOCKYARD_")]:
         monkeypatch.delenv(variable)
     started: list[dict[str, Any]] = []
-    monkeypatch.setattr(cli.uvicorn, "run", lambda *args, **options: started.append(options))
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **options: started.append(options))
 
     def run(config: str, *flags: str) -> tuple[int, list[dict[str, Any]]]:
         path = tmp_path / "config.yaml"

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.app import s3_settings
 from registry.config import S3Config
+from registry.drivers import s3_settings
 from storage.driver import StorageDriver
 from storage.filesystem import FilesystemDriver
 from storage.s3 import S3Driver

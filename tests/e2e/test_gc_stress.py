@@ -29,8 +29,8 @@ import httpx
 import pytest
 
 from collector.cli import PAUSE_ENV, PAUSED
-from registry.app import s3_settings
 from registry.config import S3Config
+from registry.drivers import s3_settings
 from storage.driver import StorageDriver
 from storage.filesystem import FilesystemDriver
 from storage.s3 import S3Driver

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from oci.references import Digest
-from registry.app import create_driver
 from registry.config import CONFIG_ENV, Config, load_config
+from registry.drivers import create_driver
 from storage import paths
 from storage.filesystem import FilesystemDriver
 from tests.support.dockerd import DockerDaemon

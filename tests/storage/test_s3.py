@@ -22,8 +22,9 @@ import httpx
 import pytest
 from botocore.stub import Stubber
 
-from registry.app import create_app, s3_settings
+from registry.app import create_app
 from registry.config import Config, S3Config, load_config
+from registry.drivers import s3_settings
 from storage.driver import (
     PathNotFoundError,
     StorageFullError,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.app import s3_settings
 from registry.config import S3Config
+from registry.drivers import s3_settings
 from storage.driver import FileInfo, StorageDriver, Versioned, Writer
 from storage.filesystem import FilesystemDriver
 from storage.memory import MemoryDriver
