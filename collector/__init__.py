@@ -83,15 +83,18 @@ the queued links (repository names are shared strings); the sweep lists one fan-
 folder (`blobs/<alg>/<xx>`) at a time in one listing (S3: ListObjects pages, not a
 request per blob), then, after its tombs, the candidates again (S3: the folder's
 listing; the filesystem: only their folders), writes one tomb per candidate blob and
-deletes in batches (S3 DeleteObjects, 1,000 keys), the tombs after what they cover
-(`delete_then`: on the filesystem in the same pass, so each emptied folder is removed
-once). A repository the run changed gets its usage summary rewritten after the sweep
-from the sizes it recorded (a digest's size never changes), not by a stat per blob,
-and not fsynced (`put_visible`: an unreadable summary is recomputed from the facts).
-A server runs its collections in a child process at the lowest CPU priority
-(collector/niced.py), so serving keeps the CPU, and paced (collector/pacing.py): it
-works at most `gc.background_share` of the time, resting between steps (never inside
-one: a rest only makes the run longer; it renews its lease before each batch). The
-API pays per vouched blob: a touch write (at most every grace/10 per process), a
-listing of the blob's folder and a fresh stat.
+deletes in batches (S3 DeleteObjects, 1,000 keys; the filesystem unlinks in 8 threads,
+whose waits on the disk overlap), the tombs after what they cover (`delete_then`: each
+emptied folder is removed once). It works on the driver's `bulk_concurrency` of
+repositories or folders at once: 8 on S3 (each waits on the network), 1 on the
+filesystem (its calls are Python in threads, which only fight for the GIL). A repository
+the run changed gets its usage summary rewritten after the sweep from the sizes it
+recorded (a digest's size never changes), not by a stat per blob, and not fsynced
+(`put_visible`: an unreadable summary is recomputed from the facts). A server runs its
+collections in a child process at the lowest CPU priority (collector/niced.py), so
+serving keeps the CPU, and paced (collector/pacing.py): it works at most
+`gc.background_share` of the time, resting between steps (never inside one: a rest only
+makes the run longer; it renews its lease before each batch). The API pays per vouched
+blob: a touch write (at most every grace/10 per process), a listing of the blob's folder
+and a fresh stat.
 """

@@ -23,7 +23,6 @@ from storage.lease import LEASE_SECONDS, Lease, LeaseLostError, take
 from storage.store import Store
 
 log = logging.getLogger("dockyard.gc")
-CONCURRENCY = 8  # repositories (and fan-out folders) collected at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +134,8 @@ class _Run:
         # Repositories with no manifest left: how many of their links the sweep must
         # still remove before they leave the catalog.
         self.emptying: dict[str, int] = {}
+        # Repositories (and fan-out folders) collected at once.
+        self.concurrency = store.driver.bulk_concurrency
 
     async def storage_now(self) -> float:
         """Now by the storage's clock (the times the cutoffs compare with): the time of
@@ -151,12 +152,14 @@ class _Run:
             touch=now - grace - self.options.touch_every,
             tomb=now - self.options.stale_tomb_after,
         )
-        self.sweeper = Sweeper(self.store, self.lease, cutoffs, self.hook, CONCURRENCY, self.pacer)
+        self.sweeper = Sweeper(
+            self.store, self.lease, cutoffs, self.hook, self.concurrency, self.pacer
+        )
         await self.purge_uploads()
         await concurrently(
             await self.store.catalog.names(),
             lambda name: self.collect_repository(name, cutoffs),
-            CONCURRENCY,
+            self.concurrency,
             self.pacer,
         )
         await self.hook("marked")
@@ -173,8 +176,8 @@ class _Run:
             if name in self.emptying:
                 self.emptying[name] -= 1
         emptied = [name for name, left in self.emptying.items() if left == 0]
-        await concurrently(emptied, self.uncatalog, CONCURRENCY, self.pacer)
-        await concurrently(sorted(self.changed), self.refresh_usage, CONCURRENCY, self.pacer)
+        await concurrently(emptied, self.uncatalog, self.concurrency, self.pacer)
+        await concurrently(sorted(self.changed), self.refresh_usage, self.concurrency, self.pacer)
         self.result.rested = self.pacer.rested
         return self.result
 

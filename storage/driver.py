@@ -154,6 +154,9 @@ class StorageDriver(abc.ABC):
 
     name: str
     appends_in_place = False  # whether `open_log` works
+    # Independent calls worth keeping in flight at once in bulk work (the collector's
+    # repositories and fan-out folders): each waits on the network (S3).
+    bulk_concurrency = 8
 
     @abc.abstractmethod
     async def get(self, key: str) -> bytes:

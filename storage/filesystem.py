@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
 
@@ -53,6 +54,13 @@ _NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)  # Linux only
 _SETTLED_NS = 1_000_000_000
 _REMEMBERED_LISTINGS = 10_000
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Deleting many files (the collector's sweep) waits on the disk, not the CPU: an SSD
+# mounted with `discard` makes each unlink or rmdir that frees a block wait for its
+# discard (~60 us here). Several threads overlap those waits: 16,000 frees took 0.92 s
+# in one thread and 0.32 s in eight, for the same CPU time.
+_DELETING_THREADS = 8
+_DELETED_IN_ONE_THREAD = 64  # fewer paths than this: one thread
+_DELETING = ThreadPoolExecutor(_DELETING_THREADS, thread_name_prefix="fs-delete")
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -264,17 +272,18 @@ def _create_empty_files(paths: list[str]) -> None:
         first = path
 
 
-def _delete_files(root: Path, paths: list[str]) -> None:
+def _delete_files(root: Path, paths: list[str], keep: Collection[str] = ()) -> None:
     """Unlink files, in this order, then remove the folders (below the top two levels)
     they emptied, deepest first, climbing only from a folder that went (its parent
-    holds nothing else of ours if it did not)."""
+    holds nothing else of ours if it did not); never a folder in `keep`."""
     lowest = str(root).count("/") + 3  # depth of `blobs/sha256/ab`
     pending: dict[int, set[str]] = defaultdict(set)
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         folder = os.path.dirname(path)
-        pending[folder.count("/")].add(folder)
+        if folder not in keep:
+            pending[folder.count("/")].add(folder)
     for depth in range(max(pending, default=0), lowest - 1, -1):
         for folder in pending.pop(depth, ()):
             try:
@@ -284,6 +293,17 @@ def _delete_files(root: Path, paths: list[str]) -> None:
             except OSError:
                 continue  # not empty
             pending[depth - 1].add(os.path.dirname(folder))
+
+
+def _folders(paths: list[str]) -> set[str]:
+    return {os.path.dirname(path) for path in paths}
+
+
+def _by_folder(paths: list[str]) -> list[list[str]]:
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        grouped[os.path.dirname(path)].append(path)
+    return list(grouped.values())
 
 
 def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
@@ -521,6 +541,10 @@ def _delete_closed(path: Path, size: int) -> bool:
 class FilesystemDriver(StorageDriver):
     name = "filesystem"
     appends_in_place = True
+    # One: each call is Python work in a thread, and threads at once fight for the GIL
+    # (a collection of 30,000 blobs took 6-8 s with 8, 5.4 s with 1). What waits on the
+    # disk, deleting, overlaps inside `delete_many`.
+    bulk_concurrency = 1
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
@@ -618,11 +642,29 @@ class FilesystemDriver(StorageDriver):
         return await asyncio.to_thread(_scan, self.root, *(f"{folder}/{name}" for name in names))
 
     async def delete_many(self, keys: list[str]) -> None:
-        await asyncio.to_thread(_delete_files, self.root, [self._location(key) for key in keys])
+        await self._delete_files([self._location(key) for key in keys])
 
     async def delete_then(self, keys: list[str], after: list[str]) -> None:
-        """One pass: `_delete_files` unlinks in order, then removes the emptied folders."""
-        await self.delete_many([*keys, *after])
+        """The folders that hold a key of `after` are removed (if emptied) only with it:
+        one rmdir each."""
+        later = [self._location(key) for key in after]
+        await self._delete_files([self._location(key) for key in keys], keep=_folders(later))
+        await self._delete_files(later)
+
+    async def _delete_files(self, paths: list[str], keep: Collection[str] = ()) -> None:
+        """`_delete_files`; many paths in `_DELETING_THREADS` at once, each folder's
+        files in one thread."""
+        if len(paths) < _DELETED_IN_ONE_THREAD:
+            await asyncio.to_thread(_delete_files, self.root, paths, keep)
+            return
+        shares: list[list[str]] = [[] for _ in range(_DELETING_THREADS)]
+        for n, group in enumerate(_by_folder(paths)):
+            shares[n % _DELETING_THREADS] += group
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(_DELETING, _delete_files, self.root, share, keep)
+              for share in shares if share)
+        )  # fmt: skip
 
     @_reports_full_disk
     async def put_visible(self, key: str, data: bytes) -> None:

@@ -72,6 +72,7 @@ class InstrumentedDriver(StorageDriver):
         self.driver = driver
         self.name = driver.name
         self.appends_in_place = driver.appends_in_place
+        self.bulk_concurrency = driver.bulk_concurrency
         self._observe = observe
 
     async def get(self, key: str) -> bytes:

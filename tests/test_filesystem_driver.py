@@ -174,6 +174,42 @@ async def test_delete_then_unlinks_in_order_and_removes_each_folder_once(
     assert not (tmp_path / "blobs/sha256/ab/abc").exists()
 
 
+async def test_a_large_delete_then_runs_in_threads_and_keeps_its_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep's batch is deleted by several threads (they overlap the disk's waits),
+    still every key of the first list before any of `after`, each folder removed once."""
+    driver = FilesystemDriver(tmp_path)
+    blobs = [f"{n:064x}" for n in range(200)]
+    for hex_ in blobs:
+        for key in (
+            f"blobs/sha256/{hex_[:2]}/{hex_}/data",
+            f"blobs/sha256/{hex_[:2]}/{hex_}/tomb-1",
+            f"r/_layers/sha256/{hex_}/link",
+        ):
+            await driver.put(key, b"x")
+    done: list[tuple[str, int]] = []  # (what was unlinked, by which thread)
+    removed: list[str] = []
+    unlink, rmdir = os.unlink, os.rmdir
+    monkeypatch.setattr(
+        os, "unlink", lambda path: (unlink(path), done.append((path, threading.get_ident())))
+    )
+    monkeypatch.setattr(os, "rmdir", lambda path: (removed.append(path), rmdir(path)))
+    await driver.delete_then(
+        [f"r/_layers/sha256/{hex_}/link" for hex_ in blobs]
+        + [f"blobs/sha256/{hex_[:2]}/{hex_}/data" for hex_ in blobs],
+        [f"blobs/sha256/{hex_[:2]}/{hex_}/tomb-1" for hex_ in blobs],
+    )
+    names = [Path(path).name for path, _ in done]
+    assert len(names) == 600
+    assert max(i for i, name in enumerate(names) if name != "tomb-1") < names.index("tomb-1")
+    assert len({thread for _, thread in done}) > 1
+    for hex_ in blobs:
+        assert removed.count(str(tmp_path / f"blobs/sha256/{hex_[:2]}/{hex_}")) == 1
+        assert await driver.list(f"blobs/sha256/{hex_[:2]}") == []  # each folder emptied went
+    assert await driver.list("r/_layers/sha256") == []
+
+
 async def test_put_visible_does_not_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     driver = FilesystemDriver(tmp_path)
     synced: list[int] = []
