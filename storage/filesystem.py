@@ -295,10 +295,6 @@ def _delete_files(root: Path, paths: list[str], keep: Collection[str] = ()) -> N
             pending[depth - 1].add(os.path.dirname(folder))
 
 
-def _folders(paths: list[str]) -> set[str]:
-    return {os.path.dirname(path) for path in paths}
-
-
 def _by_folder(paths: list[str]) -> list[list[str]]:
     grouped: dict[str, list[str]] = defaultdict(list)
     for path in paths:
@@ -648,7 +644,8 @@ class FilesystemDriver(StorageDriver):
         """The folders that hold a key of `after` are removed (if emptied) only with it:
         one rmdir each."""
         later = [self._location(key) for key in after]
-        await self._delete_files([self._location(key) for key in keys], keep=_folders(later))
+        folders = {os.path.dirname(path) for path in later}
+        await self._delete_files([self._location(key) for key in keys], keep=folders)
         await self._delete_files(later)
 
     async def _delete_files(self, paths: list[str], keep: Collection[str] = ()) -> None:
@@ -661,10 +658,12 @@ class FilesystemDriver(StorageDriver):
         for n, group in enumerate(_by_folder(paths)):
             shares[n % _DELETING_THREADS] += group
         loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(_DELETING, _delete_files, self.root, share, keep)
-              for share in shares if share)
-        )  # fmt: skip
+        deleting = [
+            loop.run_in_executor(_DELETING, _delete_files, self.root, share, keep)
+            for share in shares
+            if share
+        ]
+        await asyncio.gather(*deleting)
 
     @_reports_full_disk
     async def put_visible(self, key: str, data: bytes) -> None:
