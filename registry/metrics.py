@@ -49,10 +49,9 @@ class Totals:
     count above the last bound, sum]`; sizes are `[count, sum]`."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str], int] = {}
-        self.durations: dict[str, list[float]] = {}
-        self.request_bytes: dict[str, list[float]] = {}
-        self.response_bytes: dict[str, list[float]] = {}
+        # (method, route, status) -> [count per duration bucket..., count above the last
+        # bound, seconds, bytes received, bytes sent]: one record a request updates
+        self.http: dict[tuple[str, str, int], list[float]] = {}
         self.storage: dict[tuple[str, str], list[float]] = {}
         self.auth_failures: dict[str, int] = {}
         self.throttled = 0
@@ -74,13 +73,35 @@ class Totals:
         key = (upstream, what)
         self.proxy[key] = self.proxy.get(key, 0) + amount
 
+    def http_record(self, method: str, route: str, status: int) -> list[float]:
+        """The record of requests with this method, route template and status."""
+        key = (method if method in METHODS else "other", route, status)
+        record = self.http.get(key)
+        if record is None:
+            record = self.http[key] = [0.0] * (len(DURATION_BUCKETS) + 4)
+        return record
+
     def snapshot(self) -> dict[str, Any]:
         """A copy of everything, as JSON-ready lists (keys are label values)."""
+        requests = []
+        durations: dict[str, list[float]] = {}
+        request_bytes: dict[str, list[float]] = {}
+        response_bytes: dict[str, list[float]] = {}
+        for (method, route, status), record in self.http.items():
+            count = int(sum(record[:-3]))
+            requests.append([method, route, str(status), count])
+            histogram = durations.setdefault(route, [0.0] * (len(DURATION_BUCKETS) + 2))
+            for i, value in enumerate(record[:-2]):
+                histogram[i] += value
+            for sizes, total in ((request_bytes, record[-2]), (response_bytes, record[-1])):
+                size = sizes.setdefault(route, [0, 0])
+                size[0] += count
+                size[1] += total
         return {
-            "requests": [[*key, n] for key, n in self.requests.items()],
-            "durations": [[route, *h] for route, h in self.durations.items()],
-            "request_bytes": [[route, *s] for route, s in self.request_bytes.items()],
-            "response_bytes": [[route, *s] for route, s in self.response_bytes.items()],
+            "requests": requests,
+            "durations": [[route, *h] for route, h in durations.items()],
+            "request_bytes": [[route, *s] for route, s in request_bytes.items()],
+            "response_bytes": [[route, *s] for route, s in response_bytes.items()],
             "storage": [[*key, *h] for key, h in self.storage.items()],
             "auth_failures": [[reason, n] for reason, n in self.auth_failures.items()],
             "throttled": self.throttled,
@@ -110,11 +131,13 @@ def _has_credentials(scope: Scope) -> bool:
 
 class HttpMetrics:
     """Counts every request by method, route template and status; a recorder of
-    `registry.observe.ObserveRequests`."""
+    `registry.observe.ObserveRequests`. A request adds to one record, found by its
+    method, endpoint and status (the route template is looked up once per record)."""
 
     def __init__(self, labels: RouteLabels, totals: Totals = TOTALS) -> None:
         self._labels = labels
         self._totals = totals
+        self._records: dict[tuple[str, Any, int], list[float]] = {}
 
     def started(self, scope: Scope) -> None:
         totals = self._totals
@@ -125,24 +148,20 @@ class HttpMetrics:
     def finished(self, scope: Scope, status: int, received: int, sent: int, seconds: float) -> None:
         totals = self._totals
         totals.in_flight -= 1
-        if scope["method"] in UPLOAD_METHODS and "/blobs/uploads/" in scope["path"]:
-            totals.uploads -= 1
-        route = self._labels.template(scope)
         method = scope["method"]
-        key = (method if method in METHODS else "other", route, str(status))
-        totals.requests[key] = totals.requests.get(key, 0) + 1
-        duration = totals.durations.get(route)
-        if duration is None:
-            duration = totals.durations[route] = [0.0] * (len(DURATION_BUCKETS) + 2)
-            totals.request_bytes[route] = [0, 0]
-            totals.response_bytes[route] = [0, 0]
-        _observe(duration, DURATION_BUCKETS, seconds)
-        request_bytes = totals.request_bytes[route]
-        request_bytes[0] += 1
-        request_bytes[1] += received
-        response_bytes = totals.response_bytes[route]
-        response_bytes[0] += 1
-        response_bytes[1] += sent
+        if method in UPLOAD_METHODS and "/blobs/uploads/" in scope["path"]:
+            totals.uploads -= 1
+        endpoint = scope.get("endpoint")
+        key = (method, endpoint, status)
+        record = self._records.get(key)
+        if record is None:
+            record = totals.http_record(method, self._labels.template(scope), status)
+            if endpoint is not None and method in METHODS:  # else the key is unbounded,
+                self._records[key] = record  # or the route varies (answered before routing)
+        record[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        record[-3] += seconds
+        record[-2] += received
+        record[-1] += sent
         if status in (401, 403, 429):
             self._count_refusal(scope, status)
 
@@ -171,7 +190,8 @@ def storage_observer(driver: str, totals: Totals = TOTALS) -> Observe:
                 (driver, action), [0.0] * (len(STORAGE_BUCKETS) + 2)
             )
             by_action[action] = histogram
-        _observe(histogram, STORAGE_BUCKETS, seconds)
+        histogram[bisect.bisect_left(STORAGE_BUCKETS, seconds)] += 1  # `_observe`, inline: it
+        histogram[-1] += seconds  # runs for every storage call
 
     return observe
 

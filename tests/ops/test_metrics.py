@@ -12,11 +12,13 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.routing import Route
 
 from registry import metrics
 from registry.app import create_app
 from registry.config import Config
 from registry.metrics_exposition import scrape
+from registry.route_labels import RouteLabels
 from storage.memory import MemoryDriver
 from tests.api.helpers import digest_of, push_image
 from tests.support.auth import basic, write_users
@@ -88,6 +90,21 @@ async def test_scrape_shows_template_labels_never_raw_paths(clients: Clients) ->
     methods = {dict(labels)["method"] for name, labels in scraped(text) if name == REQUESTS}
     assert "BREW" not in methods
     assert "other" in methods
+
+
+def test_requests_of_unknown_methods_share_one_bounded_record() -> None:
+    async def endpoint(request: Any) -> None: ...
+
+    route = Route("/v2/", endpoint)
+    totals = metrics.Totals()
+    recorder = metrics.HttpMetrics(RouteLabels([route]), totals)
+    for n in range(1000):  # any token is a method to uvicorn; 405 is answered after routing
+        scope = {"method": f"BREW{n}", "path": "/v2/", "endpoint": endpoint, "headers": []}
+        recorder.started(scope)
+        recorder.finished(scope, 405, 0, 0, 0.001)
+    assert list(totals.http) == [("other", "/v2/", 405)]
+    assert totals.http[("other", "/v2/", 405)][0] == 1000
+    assert len(recorder._records) == 0  # cached only for known methods
 
 
 async def test_sizes_durations_and_storage_actions(clients: Clients) -> None:
@@ -209,12 +226,12 @@ def test_scrape_sums_published_workers_and_counts_gauges_of_live_ones_only(
 ) -> None:
     monkeypatch.setenv(metrics.METRICS_DIR_ENV, str(tmp_path))
     worker = metrics.Totals()
-    worker.requests[("GET", "/v2/", "200")] = 5
+    worker.http_record("GET", "/v2/", 200)[0] = 5  # 5 requests in the first bucket
     worker.in_flight = 3
     for pid in (os.getppid(), 2**22 + 1):  # alive; above any pid Linux hands out
         (tmp_path / f"worker-{pid}.json").write_text(json.dumps(worker.snapshot()))
     own = metrics.Totals()
-    own.requests[("GET", "/v2/", "200")] = 1
+    own.http_record("GET", "/v2/", 200)[0] = 1
     own.in_flight = 1
     samples = scraped(scrape(own.snapshot()).decode())
     labels = frozenset({"method": "GET", "route": "/v2/", "code": "200"}.items())
