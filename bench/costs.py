@@ -97,6 +97,10 @@ COMPARISONS = (
         "events_off", "events_on", ("put_rps", "manifest_rps"), EVENTS_DROP_TARGET,
     ),
     Comparison(
+        "pushes", "events: one endpoint taking pushes only (`actions: [push]`)",
+        "pushes_off", "pushes_on", ("manifest_rps",), EVENTS_DROP_TARGET,
+    ),
+    Comparison(
         "synced", "events, `outbox_sync: before_answer` (an fdatasync before each answer)",
         "synced_off", "synced_on", ("put_rps", "manifest_rps"), None,
     ),
@@ -122,6 +126,8 @@ def server_settings(receiver_url: str) -> dict[str, dict[str, Any]]:
         "metrics_on": {},
         "events_off": {},
         "events_on": {"notifications": {"endpoints": [endpoint]}},
+        "pushes_off": {},
+        "pushes_on": {"notifications": {"endpoints": [{**endpoint, "actions": ["push"]}]}},
         "synced_off": {},
         "synced_on": {"notifications": {"endpoints": [endpoint], "outbox_sync": "before_answer"}},
         "control_a": {},
@@ -391,7 +397,8 @@ def render(bench: CostBench, env: dict[str, str], elapsed: float) -> str:
         "answers; the events of concurrent requests go as one record (a group commit) "
         "appended to the worker's own segment file, on disk within 0.1 s (the default, "
         "`outbox_sync: background`) or, in the `before_answer` rows, fdatasync'ed before "
-        "the requests answer. One endpoint gets them all.",
+        "the requests answer. One endpoint gets them all; in the `actions: [push]` row it "
+        "takes only pushes, so a pull's event, wanted by no endpoint, is not stored.",
         "",
         EVENTS_PROFILE,
     ]

@@ -17,6 +17,7 @@ import random
 import socket
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +25,9 @@ from starlette.requests import Request
 
 from oci.references import Digest
 from registry.auth.caller import CALLER_KEY
+from registry.config import WebhookEndpoint
 from registry.events.audit import AuditLog
+from registry.events.formats import wanted
 from registry.metrics import TOTALS, Totals
 from registry.request_id import REQUEST_ID_KEY
 from storage.outbox import Event, Outbox, OutboxFullError
@@ -111,27 +114,43 @@ def build_event(
 
 
 class EventRecorder:
-    """Stores events in the outbox (when endpoints are configured) and the audit log."""
+    """Stores events in the audit log, and in the outbox those some endpoint wants (its
+    filters: an event no endpoint would be sent is never stored, so a pull costs nothing
+    when the endpoints take only pushes)."""
 
     def __init__(
-        self, outbox: Outbox | None, audit: AuditLog | None, totals: Totals = TOTALS
+        self,
+        outbox: Outbox | None,
+        audit: AuditLog | None,
+        endpoints: Sequence[WebhookEndpoint] = (),
+        totals: Totals = TOTALS,
     ) -> None:
         self.outbox = outbox
         self.audit = audit
+        self.endpoints = tuple(endpoints) if outbox is not None else ()
         self.totals = totals
+        # None: some endpoint takes every action
+        self._actions: frozenset[str] | None = frozenset(
+            action for endpoint in self.endpoints for action in endpoint.actions
+        )
+        if any(not endpoint.actions for endpoint in self.endpoints):
+            self._actions = None
         self._waiting: deque[tuple[list[Event], asyncio.Future[None]]] = deque()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return self.outbox is not None or self.audit is not None
+    def wants(self, action: str) -> bool:
+        """Whether an event of `action` would be stored anywhere."""
+        if self.audit is not None:
+            return True
+        return bool(self.endpoints) and (self._actions is None or action in self._actions)
 
     async def record(self, *events: Event) -> None:
         """Returns once the events are stored (or dropped, the outbox being full)."""
         if self.audit is not None:
             await self.audit.write(list(events))
-        if self.outbox is None:
+        events = tuple(e for e in events if any(wanted(end, e) for end in self.endpoints))
+        if not events or self.outbox is None:
             return
         if self._writer is None or self._writer.done():
             self._wake = asyncio.Event()
@@ -191,7 +210,7 @@ async def emit(
 ) -> None:
     """Record one event per (digest, tag) of an action (nothing when events are off)."""
     recorder: EventRecorder = request.app.state.events
-    if recorder.enabled:
+    if recorder.wants(action):
         about = request_part(request)
         await recorder.record(
             *(

@@ -19,4 +19,4 @@ def build_events(
         outbox = Outbox(store.driver, config.outbox_max_batches, before_answer)
     audit = AuditLog(config.audit.path) if config.audit.enabled else None
     deliverer = Deliverer(outbox, config) if outbox is not None else None
-    return EventRecorder(outbox, audit), deliverer
+    return EventRecorder(outbox, audit, config.endpoints), deliverer

@@ -108,6 +108,29 @@ async def test_every_action_is_in_the_outbox_and_the_audit_log_when_it_answers(
     assert all(a["addr"] and a["time"] and a["method"] for a in audit)
 
 
+async def test_events_no_endpoint_wants_are_not_stored(
+    driver: StorageDriver, receiver: WebhookReceiver
+) -> None:
+    pushes = {"name": "pushes", "url": receiver.url, "actions": ["push", "delete"]}
+    team = {"name": "team", "url": receiver.url, "repositories": ["other/**"], "actions": ["mount"]}
+    app = create_app(Config(notifications={"endpoints": [pushes, team]}), driver)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://registry.test"
+    ) as client:
+        digest = await do_everything(client)
+    layer = digest_of(b"layer of x")
+    summary = [
+        (e["action"], e["target"]["repository"], e["target"]["digest"])
+        for e in await stored_events(driver)
+    ]
+    assert summary == [  # no pull: neither endpoint takes them
+        ("push", "team/app", digest),
+        ("mount", "other/app", layer),
+        ("delete", "team/app", digest),
+        ("delete", "other/app", layer),
+    ]
+
+
 def first_of_each(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     first: dict[str, dict[str, Any]] = {}
     for event in events:
