@@ -14,7 +14,7 @@ from collector.last_run import RunRecord, save, this_process
 from collector.mark import Revision, layer_links, referenced, revisions
 from collector.pacing import Pacer
 from collector.retention import condemned
-from collector.sweep import Cutoffs, Hook, Sweeper, no_hook
+from collector.sweep import Cutoffs, Hook, Sweeper, Swept, no_hook
 from oci.errors import RegistryError
 from oci.references import Digest
 from registry.config import Config, ImmutableTagRule, RetentionRule
@@ -163,7 +163,15 @@ class _Run:
             self.pacer,
         )
         await self.hook("marked")
-        swept = await self.sweeper.sweep(self.live)
+        await self.sweeper.sweep(self.live, self.account)
+        emptied = [name for name, left in self.emptying.items() if left == 0]
+        await concurrently(emptied, self.uncatalog, self.concurrency, self.pacer)
+        await concurrently(sorted(self.changed), self.refresh_usage, self.concurrency, self.pacer)
+        self.result.rested = self.pacer.rested
+        return self.result
+
+    def account(self, swept: Swept) -> None:
+        """Count and report what the sweep of one fan-out folder deleted."""
         for doomed in swept.blobs:
             if doomed.size is not None:
                 self.result.blobs += 1
@@ -175,11 +183,6 @@ class _Run:
             self.report(Deletion("link", f"{name}@{digest}", "not referenced in the repository"))
             if name in self.emptying:
                 self.emptying[name] -= 1
-        emptied = [name for name, left in self.emptying.items() if left == 0]
-        await concurrently(emptied, self.uncatalog, self.concurrency, self.pacer)
-        await concurrently(sorted(self.changed), self.refresh_usage, self.concurrency, self.pacer)
-        self.result.rested = self.pacer.rested
-        return self.result
 
     async def purge_uploads(self) -> None:
         older_than = time.time() - self.options.upload_max_age

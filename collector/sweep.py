@@ -100,24 +100,23 @@ class Sweeper:
         for digest in links:
             self._links[paths.blob_fan_out(digest)][digest].append(name)
 
-    async def sweep(self, live: dict[str, int]) -> Swept:
+    async def sweep(self, live: dict[str, int], account: Callable[[Swept], None]) -> None:
         """Delete every stored blob not in `live`, written and touched before the
         cutoffs, and the queued links whose blob was not touched since, one fan-out
-        folder at a time. Records the size of each live blob it lists in `live` (for
-        the usage summaries after it: its keys are the mark's strings, no new ones)."""
+        folder at a time, handing what each folder let go to `account` as it goes (not
+        kept: memory stays flat in the garbage). Records the size of each live blob it
+        lists in `live` (for the usage summaries after it: its keys are the mark's
+        strings, no new ones)."""
         folders = {folder: folder.split("/")[1] for folder in self._links}
         for algorithm in await self._driver.list(paths.blobs_dir()):
             folder = paths.blobs_of(algorithm)
             for fan_out in await self._driver.list(folder):
                 folders[f"{folder}/{fan_out}"] = algorithm
 
-        async def sweep(found: tuple[str, str]) -> Swept:
-            return await self._sweep_folder(*found, live)
+        async def sweep(found: tuple[str, str]) -> None:
+            account(await self._sweep_folder(*found, live))
 
-        swept = Swept()
-        for part in await concurrently(folders.items(), sweep, self._concurrency, self._pacer):
-            swept.add(part)
-        return swept
+        await concurrently(folders.items(), sweep, self._concurrency, self._pacer)
 
     async def _blob_files(
         self, folder: str, algorithm: str, only: set[Digest] | None = None

@@ -10,7 +10,7 @@ import time
 import httpx
 
 from collector.run import UNLISTED
-from collector.sweep import Cutoffs, Sweeper, no_hook
+from collector.sweep import Cutoffs, Sweeper, Swept, no_hook
 from oci.references import Digest
 from storage import paths
 from storage.driver import StorageDriver
@@ -226,13 +226,15 @@ async def test_two_collectors_at_once_keep_the_handshake(
         if step != "checked" or answers:
             return
         keeper = Sweeper(Store(twin(driver)), _lease(driver, "keeper"), cutoffs, no_hook)
-        await keeper.sweep(live={layer: UNLISTED})  # its mark saw a manifest referencing the layer
+        # its mark saw a manifest referencing the layer
+        await keeper.sweep(live={layer: UNLISTED}, account=lambda swept: None)
         answers.append((await client.head(f"/v2/team/app/blobs/{layer}")).status_code)
 
     deleter = Sweeper(Store(twin(driver)), _lease(driver, "deleter"), cutoffs, meanwhile)
-    doomed = (await deleter.sweep(live={})).blobs
+    swept = Swept()
+    await deleter.sweep(live={}, account=swept.add)
     assert answers == [404]
-    assert layer in {str(item.digest) for item in doomed} and not await _stored(driver, layer)
+    assert layer in {str(item.digest) for item in swept.blobs} and not await _stored(driver, layer)
 
 
 def _lease(driver: StorageDriver, owner: str) -> Lease:
