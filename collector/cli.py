@@ -18,32 +18,50 @@ PAUSE_ENV = "REGISTRY_GC_PAUSE_AT"
 PAUSED = "gc paused at"
 
 
-def _pause_at(wanted: str) -> Hook:
+def _pause_at(wanted: str, lines: Lines) -> Hook:
     async def pause(step: str) -> None:
         if step == wanted:
+            lines.flush()
             print(f"{PAUSED} {step}", file=sys.stderr, flush=True)
             await asyncio.Event().wait()  # until killed
 
     return pause
 
 
-def _print_deletion(deletion: Deletion, as_json: bool, dry_run: bool) -> None:
+class Lines:
+    """Report lines for standard output, written a chunk at a time: one system call a
+    chunk even where the output is unbuffered (PYTHONUNBUFFERED, as the Dockerfile sets:
+    a collection deleting 100,000 blobs and links made 200,000 writes)."""
+
+    def __init__(self, chunk: int = 1000) -> None:
+        self._lines: list[str] = []
+        self._chunk = chunk
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= self._chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._lines:
+            sys.stdout.write("\n".join(self._lines) + "\n")
+            self._lines.clear()
+
+
+def _deletion_line(deletion: Deletion, as_json: bool, dry_run: bool) -> str:
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "deleted" if not dry_run else "would_delete": deletion.kind,
-                    "what": deletion.what,
-                    "why": deletion.why,
-                    "size": deletion.size,
-                }
-            )
+        return json.dumps(
+            {
+                "deleted" if not dry_run else "would_delete": deletion.kind,
+                "what": deletion.what,
+                "why": deletion.why,
+                "size": deletion.size,
+            }
         )
-        return
     verb = "would delete" if dry_run else "deleted"
     size = f" ({deletion.size} bytes)" if deletion.size is not None else ""
     why = f": {deletion.why}" if deletion.why else ""
-    print(f"{verb} {deletion.kind} {deletion.what}{size}{why}")
+    return f"{verb} {deletion.kind} {deletion.what}{size}{why}"
 
 
 def _print_summary(result: GcResult, as_json: bool) -> None:
@@ -61,7 +79,7 @@ def _print_summary(result: GcResult, as_json: bool) -> None:
     )
 
 
-async def _collect(config: Config, dry_run: bool, as_json: bool) -> GcResult:
+async def _collect(config: Config, dry_run: bool, as_json: bool, lines: Lines) -> GcResult:
     from registry.drivers import create_driver
     from storage.store import Store
 
@@ -71,15 +89,19 @@ async def _collect(config: Config, dry_run: bool, as_json: bool) -> GcResult:
             store,
             GcOptions.of(config),
             dry_run=dry_run,
-            report=lambda deletion: _print_deletion(deletion, as_json, dry_run),
-            hook=_pause_at(os.environ[PAUSE_ENV]) if os.environ.get(PAUSE_ENV) else no_hook,
+            report=lambda deletion: lines.add(_deletion_line(deletion, as_json, dry_run)),
+            hook=_pause_at(os.environ[PAUSE_ENV], lines) if os.environ.get(PAUSE_ENV) else no_hook,
         )
     finally:
         await store.close()
 
 
 def run_gc(config: Config, args: argparse.Namespace) -> int:
-    result = asyncio.run(_collect(config, args.dry_run, args.json))
+    lines = Lines()
+    try:
+        result = asyncio.run(_collect(config, args.dry_run, args.json, lines))
+    finally:
+        lines.flush()
     _print_summary(result, args.json)
     sys.stdout.flush()
     return 0 if result.skipped is None else 3

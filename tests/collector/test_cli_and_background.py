@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from collector.background import collect_forever
+from collector.cli import Lines
 from collector.run import GcOptions, collect
 from oci.references import Digest
 from registry import cli
@@ -70,6 +73,19 @@ def test_json_lines_then_a_summary_and_the_blob_is_gone(
     assert (summary["blobs"], summary["bytes_freed"], summary["repositories"]) == (1, 20, 1)
     assert summary["skipped"] is None and summary["duration"] >= 0
     assert not (root / "blobs" / "sha256" / digest[7:9] / digest[7:] / "data").exists()
+
+
+def test_report_lines_go_out_a_chunk_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One write a chunk, not one per line (or two: text, then newline) where the output
+    is unbuffered."""
+    writes: list[str] = []
+    monkeypatch.setattr(sys, "stdout", SimpleNamespace(write=writes.append))
+    lines = Lines(chunk=1000)
+    for n in range(2500):
+        lines.add(f"deleted blob {n}")
+    lines.flush()
+    assert len(writes) == 3
+    assert "".join(writes).splitlines() == [f"deleted blob {n}" for n in range(2500)]
 
 
 async def test_the_background_collector_runs_every_interval_and_purges_uploads() -> None:
