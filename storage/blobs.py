@@ -167,7 +167,9 @@ class BlobStore:
         return await self._stored_size(digest)
 
     async def link(self, name: str, digest: Digest) -> None:
-        await self._driver.put(paths.layer_link(name, digest), str(digest).encode())
+        # Empty: only its existence is read (its key names the blob), and on a disk an
+        # empty file holds no block to write now, nor to free (and discard) when it goes.
+        await self._driver.put(paths.layer_link(name, digest), b"")
         await self._catalog.add(name)  # after the content: see Catalog
 
     async def unlink(self, name: str, digest: Digest) -> bool:

@@ -4,7 +4,7 @@
     blobs/<alg>/<xx>/<hex>/touched                           time the API last vouched for it
     blobs/<alg>/<xx>/<hex>/tomb-<run>                        a collector is deleting it
     catalog/<name with / as +>/repository                    marker: the repository exists
-    repositories/<name>/_layers/<alg>/<hex>/link             blob given to this repository
+    repositories/<name>/_layers/<alg>/<hex>/link             blob given to this repository (empty)
     repositories/<name>/_manifests/revisions/<alg>/<hex>/link  manifest in this repository (JSON)
     repositories/<name>/_manifests/tags/<tag>                tag -> manifest digest
     repositories/<name>/_manifests/pulled/<alg>/<hex>        empty; modified = manifest's last pull
