@@ -103,10 +103,10 @@ class Sweeper:
     async def sweep(self, live: dict[str, int], account: Callable[[Swept], None]) -> None:
         """Delete every stored blob not in `live`, written and touched before the
         cutoffs, and the queued links whose blob was not touched since, one fan-out
-        folder at a time, handing what each folder let go to `account` as it goes (not
-        kept: memory stays flat in the garbage). Records the size of each live blob it
-        lists in `live` (for the usage summaries after it: its keys are the mark's
-        strings, no new ones)."""
+        folder at a time, handing what each folder let go to `account` as it goes (none
+        of it kept until the end). Records the size of each live blob it lists in `live`
+        (for the usage summaries after it: its keys are the mark's strings, no new
+        ones)."""
         folders = {folder: folder.split("/")[1] for folder in self._links}
         for algorithm in await self._driver.list(paths.blobs_dir()):
             folder = paths.blobs_of(algorithm)
