@@ -84,8 +84,10 @@ folder (`blobs/<alg>/<xx>`) at a time in one listing (S3: ListObjects pages, not
 request per blob), then, after its tombs, the candidates again (S3: the folder's
 listing; the filesystem: only their folders), writes one tomb per candidate blob and
 deletes in batches (S3 DeleteObjects, 1,000 keys; the filesystem unlinks in 8 threads,
-whose waits on the disk overlap), the tombs after what they cover (`delete_then`: each
-emptied folder is removed once). It works on the driver's `bulk_concurrency` of
+whose waits on the disk overlap), each tomb after what it covers (`delete_then`: on the
+filesystem blob after blob, no thread waiting for another's; each emptied folder is
+removed once). Links and revisions are walked by `scan_leaves` (the filesystem stats
+each `<alg>/<hex>/link` rather than open its folder). It works on the driver's `bulk_concurrency` of
 repositories or folders at once: 8 on S3 (each waits on the network), 1 on the
 filesystem (its calls are Python in threads, which only fight for the GIL). A repository
 the run changed gets its usage summary rewritten after the sweep from the sizes it

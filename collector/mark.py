@@ -19,6 +19,7 @@ from typing import Any
 from oci.errors import RegistryError
 from oci.references import Digest
 from storage import paths
+from storage.blobs import links_below
 from storage.driver import FileInfo, PathNotFoundError
 from storage.store import Store
 
@@ -44,25 +45,9 @@ def _digests_in(document: Any) -> Iterator[str]:
             yield from _digests_in(item)
 
 
-def _digest_of_link(key: str, root: str) -> Digest | None:
-    """The digest a `<root>/<alg>/<hex>/link` key names (None for anything else)."""
-    parts = key[len(root) + 1 :].split("/")
-    if len(parts) != 3 or parts[2] != "link":
-        return None
-    try:
-        return Digest.parse(f"{parts[0]}:{parts[1]}")
-    except RegistryError:
-        return None
-
-
 async def revisions(store: Store, name: str) -> list[Revision]:
     """The manifests stored in repository `name`: one listing, plus one read each."""
-    root = paths.revisions_dir(name)
-    links = [
-        (digest, info)
-        for info in await store.driver.scan(root)
-        if (digest := _digest_of_link(info.key, root)) is not None
-    ]
+    links = await links_below(store.driver, paths.revisions_dir(name))
     found = await asyncio.gather(*(_revision(store, digest, info) for digest, info in links))
     return [revision for revision in found if revision is not None]
 
@@ -99,10 +84,7 @@ async def referenced(store: Store, digest: Digest) -> set[str]:
 
 async def layer_links(store: Store, name: str) -> list[tuple[Digest, float]]:
     """(blob, link time) of every blob given to repository `name`."""
-    root = paths.layers_dir(name)
-    links = []
-    for info in await store.driver.scan(root):
-        digest = _digest_of_link(info.key, root)
-        if digest is not None:
-            links.append((digest, info.modified))
-    return links
+    return [
+        (digest, info.modified)
+        for digest, info in await links_below(store.driver, paths.layers_dir(name))
+    ]

@@ -5,9 +5,9 @@ manifest references and the blobs some repository holds a link to that it does n
 reference (queued by the mark). The collector lists the folder (data, touches, tombs:
 one listing), writes one tomb per candidate blob, lists the candidates' folders again
 to re-read their touches, and deletes only the blobs and links whose touch is still
-older than the cutoff, in one batch, removing its tombs after them (`delete_then`:
-on the filesystem the same pass). See collector/__init__.py for why this never
-deletes what the API vouched for.
+older than the cutoff, in one batch, removing each tomb after what it covers
+(`delete_then`: on the filesystem in the same pass, blob after blob). See
+collector/__init__.py for why this never deletes what the API vouched for.
 """
 
 from __future__ import annotations
@@ -184,7 +184,8 @@ class Sweeper:
             if paths.is_tomb(name) and info.modified < self._cutoffs.tomb
         ]
         candidates = blobs | links.keys()
-        doomed, keys = Swept(), []
+        doomed = Swept()
+        covered: dict[Digest, list[str]] = defaultdict(list)  # what each tomb covers
         if candidates:
             await self._hook("candidates")
             await self._lease.keep()
@@ -198,18 +199,26 @@ class Sweeper:
             doomed = self._doomed(again, blobs, links)
             await self._hook("checked")
             await self._lease.keep()
-            keys = [paths.layer_link(name, digest) for name, digest in doomed.links]
+            for name, digest in doomed.links:
+                covered[digest].append(paths.layer_link(name, digest))
             for item in doomed.blobs:
-                keys.append(paths.blob_data(item.digest))
+                covered[item.digest].append(paths.blob_data(item.digest))
                 if "touched" in again.get(item.digest, {}):
-                    keys.append(paths.blob_touched(item.digest))
+                    covered[item.digest].append(paths.blob_touched(item.digest))
                 # (A touch written since came after the tomb, so its request answered
                 # "missing"; a later run removes it with the folder.)
-        # The tombs go only once what they cover is gone (the API reads them before it
+        # Each tomb goes only once what it covers is gone (the API reads it before it
         # answers for that): on the filesystem in the same pass, one rmdir per folder.
-        tombs = [paths.blob_tomb(digest, self._owner) for digest in candidates]
-        await self._driver.delete_then(keys, [*tombs, *stale_tombs])
-        if keys:
+        await self._driver.delete_then(
+            [
+                *(
+                    (covered.get(digest, []), [paths.blob_tomb(digest, self._owner)])
+                    for digest in candidates
+                ),
+                ([], stale_tombs),
+            ]
+        )
+        if covered:
             await self._store.deletions.published()  # caches of other processes drop them
         if candidates:
             await self._hook("deleted")

@@ -37,7 +37,7 @@ from oci.references import Digest, is_digest_of
 from storage import paths
 from storage.catalog import Catalog
 from storage.deletions import Deletions, fresh
-from storage.driver import PathNotFoundError, StorageDriver, Writer
+from storage.driver import FileInfo, PathNotFoundError, StorageDriver, Writer
 
 _REMEMBERED = 100_000
 _VOUCHED = 20_000  # entries of ~200 bytes: 4 MB at most
@@ -51,20 +51,26 @@ def being_collected(digest: Digest) -> RegistryError:
     )
 
 
-async def digests_below(driver: StorageDriver, directory: str) -> set[Digest]:
-    """The digests of a `<alg>/<hex>/link` tree (links, revisions) whose link is stored.
+async def links_below(driver: StorageDriver, directory: str) -> list[tuple[Digest, FileInfo]]:
+    """Each digest of a `<alg>/<hex>/link` tree (links, revisions) whose link is stored,
+    with the link's listing.
 
-    One listing of the objects below, not of folders: servers with real folders
-    (SeaweedFS) go on listing an emptied folder for minutes, and removing the folder as
-    well races a concurrent write into it (which then stores an object no listing shows).
+    Objects below, not folders: servers with real folders (SeaweedFS) go on listing an
+    emptied folder for minutes, and removing the folder as well races a concurrent write
+    into it (which then stores an object no listing shows).
     """
-    start = directory + "/"
-    found = set()
-    for info in await driver.scan(directory):
-        parts = info.key.removeprefix(start).split("/")
-        if len(parts) == 3 and parts[2] == "link" and is_digest_of(parts[0], parts[1]):
-            found.add(Digest(parts[0], parts[1]))
+    start = len(directory) + 1
+    found = []
+    for info in await driver.scan_leaves(directory, "link"):
+        algorithm, encoded, _ = info.key[start:].split("/")
+        if is_digest_of(algorithm, encoded):
+            found.append((Digest(algorithm, encoded), info))
     return found
+
+
+async def digests_below(driver: StorageDriver, directory: str) -> set[Digest]:
+    """The digests of a `<alg>/<hex>/link` tree (`links_below`), without their listing."""
+    return {digest for digest, _ in await links_below(driver, directory)}
 
 
 class BlobStore:

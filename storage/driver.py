@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 
 # Size of the pieces `reader()` streams. Small enough to stay in the CPU's cache
@@ -201,12 +201,14 @@ class StorageDriver(abc.ABC):
         the storage server (the filesystem does not fsync them)."""
         await asyncio.gather(*(self.put(key, b"") for key in keys))
 
-    async def delete_then(self, keys: list[str], after: list[str]) -> None:
-        """`delete_many(keys)`, then `delete_many(after)`: no key of `after` goes before
-        every key of `keys` is gone (the collector's tombs after what they cover). The
-        filesystem does both in one pass, removing the folders they emptied once."""
-        await self.delete_many(keys)
-        await self.delete_many(after)
+    async def delete_then(self, groups: Sequence[tuple[list[str], list[str]]]) -> None:
+        """For each group `(keys, after)`, `delete_many(keys)` then `delete_many(after)`:
+        no key of a group's `after` goes before every key of its `keys` is gone (the
+        collector's tomb of a blob after what it covers). Here in two batches (every
+        group's keys, then every `after`); the filesystem deletes group after group,
+        several at once, removing the folders a group emptied once."""
+        await self.delete_many([key for keys, _ in groups for key in keys])
+        await self.delete_many([key for _, after in groups for key in after])
 
     async def scan_folders(self, prefix: str, names: Collection[str]) -> list[FileInfo]:
         """`scan(prefix)`, only the objects below `prefix/<name>` for these names: one
@@ -215,6 +217,18 @@ class StorageDriver(abc.ABC):
         start = len(prefix) + 1
         return [
             info for info in await self.scan(prefix) if info.key[start:].partition("/")[0] in names
+        ]
+
+    async def scan_leaves(self, prefix: str, name: str) -> list[FileInfo]:
+        """`scan(prefix)`, only the objects `<prefix>/<folder>/<folder>/<name>`: the trees
+        of `<alg>/<hex>/link` keys (a repository's links and revisions). The filesystem
+        lists the two levels of folders and stats each `name` rather than open every
+        last folder (three times the speed: the collector walks every link)."""
+        start = len(prefix) + 1
+        return [
+            info
+            for info in await self.scan(prefix)
+            if (parts := info.key[start:].split("/")) and len(parts) == 3 and parts[2] == name
         ]
 
     async def put_visible(self, key: str, data: bytes) -> None:

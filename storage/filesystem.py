@@ -20,10 +20,11 @@ import fcntl
 import functools
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
@@ -231,6 +232,29 @@ def _scan(root: Path, *directories: str) -> list[FileInfo]:
     return found
 
 
+def _scan_leaves(root: Path, directory: str, name: str) -> list[FileInfo]:
+    """The files `<directory>/<folder>/<folder>/<name>` (dot-names skipped)."""
+    found = []
+    start = len(str(root)) + 1
+    for first in _listed(directory):
+        for second in _listed(f"{directory}/{first}"):
+            path = f"{directory}/{first}/{second}/{name}"
+            try:
+                info = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # a folder emptied or being filled
+            if stat.S_ISREG(info.st_mode):
+                found.append(FileInfo(path[start:], info.st_size, info.st_mtime))
+    return found
+
+
+def _listed(directory: str) -> list[str]:
+    try:
+        return [entry for entry in os.listdir(directory) if not entry.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # removed while we walked
+
+
 def _create_empty(path: str) -> None:
     """An empty file is whole as soon as it exists (or is truncated): nothing to write aside."""
     try:
@@ -272,27 +296,38 @@ def _create_empty_files(paths: list[str]) -> None:
         first = path
 
 
-def _delete_files(root: Path, paths: list[str], keep: Collection[str] = ()) -> None:
-    """Unlink files, in this order, then remove the folders (below the top two levels)
-    they emptied, deepest first, climbing only from a folder that went (its parent
-    holds nothing else of ours if it did not); never a folder in `keep`."""
+def _delete_groups(root: Path, groups: list[tuple[list[str], list[str]]]) -> None:
+    """Each group in turn: its files, then its `after` files, then the folders they
+    emptied (one rmdir each: a folder holding one of `after` goes with it). Then, once
+    for all the groups, the folders above those that went, if that emptied them,
+    climbing only from a folder that went (its parent holds nothing else of ours if it
+    did not). Never a folder of the top two levels (`blobs/sha256`)."""
     lowest = str(root).count("/") + 3  # depth of `blobs/sha256/ab`
-    pending: dict[int, set[str]] = defaultdict(set)
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        folder = os.path.dirname(path)
-        if folder not in keep:
-            pending[folder.count("/")].add(folder)
-    for depth in range(max(pending, default=0), lowest - 1, -1):
-        for folder in pending.pop(depth, ()):
-            try:
-                os.rmdir(folder)
-            except FileNotFoundError:
-                pass  # removed by another process: its parent may be empty now
-            except OSError:
-                continue  # not empty
-            pending[depth - 1].add(os.path.dirname(folder))
+    above: dict[int, set[str]] = defaultdict(set)  # depth -> folders to try, once each
+    for paths, after in groups:
+        for path in (*paths, *after):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        folders = {os.path.dirname(path) for path in (*paths, *after)}
+        for folder in sorted(folders, key=lambda folder: folder.count("/"), reverse=True):
+            if folder.count("/") >= lowest and _removed(folder):
+                above[folder.count("/") - 1].add(os.path.dirname(folder))
+    for depth in range(max(above, default=0), lowest - 1, -1):
+        for folder in above.pop(depth, ()):
+            if _removed(folder):
+                above[depth - 1].add(os.path.dirname(folder))
+
+
+def _removed(folder: str) -> bool:
+    """Whether the folder is gone now (removed by us or by another process) rather than
+    holding something."""
+    try:
+        os.rmdir(folder)
+    except FileNotFoundError:
+        return True  # removed by another process: its parent may be empty now
+    except OSError:
+        return False  # not empty
+    return True
 
 
 def _by_folder(paths: list[str]) -> list[list[str]]:
@@ -633,37 +668,39 @@ class FilesystemDriver(StorageDriver):
     async def scan(self, prefix: str) -> list[FileInfo]:
         return await asyncio.to_thread(_scan, self.root, self._location(prefix))
 
+    async def scan_leaves(self, prefix: str, name: str) -> list[FileInfo]:
+        return await asyncio.to_thread(_scan_leaves, self.root, self._location(prefix), name)
+
     async def scan_folders(self, prefix: str, names: Collection[str]) -> list[FileInfo]:
         folder = self._location(prefix)
         return await asyncio.to_thread(_scan, self.root, *(f"{folder}/{name}" for name in names))
 
     async def delete_many(self, keys: list[str]) -> None:
-        await self._delete_files([self._location(key) for key in keys])
+        paths = [self._location(key) for key in keys]
+        await self._delete_groups([(folder, []) for folder in _by_folder(paths)])
 
-    async def delete_then(self, keys: list[str], after: list[str]) -> None:
-        """The folders that hold a key of `after` are removed (if emptied) only with it:
-        one rmdir each."""
-        later = [self._location(key) for key in after]
-        folders = {os.path.dirname(path) for path in later}
-        await self._delete_files([self._location(key) for key in keys], keep=folders)
-        await self._delete_files(later)
-
-    async def _delete_files(self, paths: list[str], keep: Collection[str] = ()) -> None:
-        """`_delete_files`; many paths in `_DELETING_THREADS` at once, each folder's
-        files in one thread."""
-        if len(paths) < _DELETED_IN_ONE_THREAD:
-            await asyncio.to_thread(_delete_files, self.root, paths, keep)
-            return
-        shares: list[list[str]] = [[] for _ in range(_DELETING_THREADS)]
-        for n, group in enumerate(_by_folder(paths)):
-            shares[n % _DELETING_THREADS] += group
-        loop = asyncio.get_running_loop()
-        deleting = [
-            loop.run_in_executor(_DELETING, _delete_files, self.root, share, keep)
-            for share in shares
-            if share
+    async def delete_then(self, groups: Sequence[tuple[list[str], list[str]]]) -> None:
+        located = [
+            ([self._location(key) for key in keys], [self._location(key) for key in after])
+            for keys, after in groups
         ]
-        await asyncio.gather(*deleting)
+        await self._delete_groups(located)
+
+    async def _delete_groups(self, groups: list[tuple[list[str], list[str]]]) -> None:
+        """`_delete_groups`; many paths in `_DELETING_THREADS` at once, each group in one
+        thread (no thread waits for another's group)."""
+        if sum(len(keys) + len(after) for keys, after in groups) < _DELETED_IN_ONE_THREAD:
+            await asyncio.to_thread(_delete_groups, self.root, groups)
+            return
+        loop = asyncio.get_running_loop()
+        shares = [groups[n::_DELETING_THREADS] for n in range(_DELETING_THREADS)]
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(_DELETING, _delete_groups, self.root, share)
+                for share in shares
+                if share
+            )
+        )
 
     @_reports_full_disk
     async def put_visible(self, key: str, data: bytes) -> None:

@@ -10,7 +10,7 @@ method: a context manager object per call cost more than the rest of the timing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -157,11 +157,14 @@ class InstrumentedDriver(StorageDriver):
     async def put_markers(self, keys: list[str]) -> None:
         await self.driver.put_markers(keys)
 
-    async def delete_then(self, keys: list[str], after: list[str]) -> None:
-        await self.driver.delete_then(keys, after)
+    async def delete_then(self, groups: Sequence[tuple[list[str], list[str]]]) -> None:
+        await self.driver.delete_then(groups)
 
     async def scan_folders(self, prefix: str, names: Collection[str]) -> list[FileInfo]:
         return await self.driver.scan_folders(prefix, names)
+
+    async def scan_leaves(self, prefix: str, name: str) -> list[FileInfo]:
+        return await self.driver.scan_leaves(prefix, name)
 
     async def put_visible(self, key: str, data: bytes) -> None:
         await self.driver.put_visible(key, data)

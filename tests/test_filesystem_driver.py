@@ -167,18 +167,18 @@ async def test_delete_then_unlinks_in_order_and_removes_each_folder_once(
     monkeypatch.setattr(os, "unlink", lambda path: (unlinked.append(path), unlink(path)))
     monkeypatch.setattr(os, "rmdir", lambda path: (removed.append(path), rmdir(path)))
     await driver.delete_then(
-        ["r/_layers/abc/link", "blobs/sha256/ab/abc/data"], ["blobs/sha256/ab/abc/tomb-1"]
+        [(["r/_layers/abc/link", "blobs/sha256/ab/abc/data"], ["blobs/sha256/ab/abc/tomb-1"])]
     )
     assert [Path(path).name for path in unlinked] == ["link", "data", "tomb-1"]
     assert removed.count(str(tmp_path / "blobs/sha256/ab/abc")) == 1
     assert not (tmp_path / "blobs/sha256/ab/abc").exists()
 
 
-async def test_a_large_delete_then_runs_in_threads_and_keeps_its_order(
+async def test_a_large_delete_then_runs_in_threads_and_keeps_each_groups_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sweep's batch is deleted by several threads (they overlap the disk's waits),
-    still every key of the first list before any of `after`, each folder removed once."""
+    still each blob's tomb after its data and link, each folder removed once."""
     driver = FilesystemDriver(tmp_path)
     blobs = [f"{n:064x}" for n in range(200)]
     for hex_ in blobs:
@@ -196,17 +196,23 @@ async def test_a_large_delete_then_runs_in_threads_and_keeps_its_order(
     )
     monkeypatch.setattr(os, "rmdir", lambda path: (removed.append(path), rmdir(path)))
     await driver.delete_then(
-        [f"r/_layers/sha256/{hex_}/link" for hex_ in blobs]
-        + [f"blobs/sha256/{hex_[:2]}/{hex_}/data" for hex_ in blobs],
-        [f"blobs/sha256/{hex_[:2]}/{hex_}/tomb-1" for hex_ in blobs],
+        [
+            (
+                [f"r/_layers/sha256/{hex_}/link", f"blobs/sha256/{hex_[:2]}/{hex_}/data"],
+                [f"blobs/sha256/{hex_[:2]}/{hex_}/tomb-1"],
+            )
+            for hex_ in blobs
+        ]
     )
-    names = [Path(path).name for path, _ in done]
-    assert len(names) == 600
-    assert max(i for i, name in enumerate(names) if name != "tomb-1") < names.index("tomb-1")
-    assert len({thread for _, thread in done}) > 1
+    order = [path for path, _ in done]
+    assert len(order) == 600
     for hex_ in blobs:
+        tomb = order.index(str(tmp_path / f"blobs/sha256/{hex_[:2]}/{hex_}/tomb-1"))
+        assert order.index(str(tmp_path / f"blobs/sha256/{hex_[:2]}/{hex_}/data")) < tomb
+        assert order.index(str(tmp_path / f"r/_layers/sha256/{hex_}/link")) < tomb
         assert removed.count(str(tmp_path / f"blobs/sha256/{hex_[:2]}/{hex_}")) == 1
         assert await driver.list(f"blobs/sha256/{hex_[:2]}") == []  # each folder emptied went
+    assert len({thread for _, thread in done}) > 1
     assert await driver.list("r/_layers/sha256") == []
 
 

@@ -230,13 +230,28 @@ async def test_scan_folders_lists_only_the_objects_below_those_folders(
     assert await driver.scan_folders("f", set()) == []
 
 
+async def test_scan_leaves_lists_only_the_named_objects_two_folders_below(
+    driver: StorageDriver,
+) -> None:
+    keys = ["t/a/1/link", "t/a/2/link", "t/b/3/link", "t/a/4/other", "t/a/link", "t/a/5/6/link"]
+    for key in keys:
+        await driver.put(key, b"..")
+    await driver.put("t/a/7/link/deeper", b".")  # a folder of that name is no object
+    found = await driver.scan_leaves("t", "link")
+    assert sorted(info.key for info in found) == ["t/a/1/link", "t/a/2/link", "t/b/3/link"]
+    assert {info.size for info in found} == {2}
+    assert await driver.scan_leaves("absent", "link") == []
+
+
 async def test_delete_then_removes_both_lists_and_the_folders_they_emptied(
     driver: StorageDriver,
 ) -> None:
     for key in ("t/s/f/a/data", "t/s/f/a/tomb-1", "t/s/f/b/data", "t/s/f/b/touched"):
         await driver.put(key, b".")
     await driver.put("l/r/s/a/link", b".")
-    await driver.delete_then(["l/r/s/a/link", "t/s/f/a/data", "t/s/f/b/data"], ["t/s/f/a/tomb-1"])
+    await driver.delete_then(
+        [(["l/r/s/a/link", "t/s/f/a/data"], ["t/s/f/a/tomb-1"]), (["t/s/f/b/data"], [])]
+    )
     assert await driver.list("t/s/f") == ["b"]  # a went with its last object
     assert [info.key for info in await driver.scan("t")] == ["t/s/f/b/touched"]
     assert await driver.scan("l") == []
