@@ -228,7 +228,7 @@ class StorageDriver(abc.ABC):
         return [
             info
             for info in await self.scan(prefix)
-            if (parts := info.key[start:].split("/")) and len(parts) == 3 and parts[2] == name
+            if len(parts := info.key[start:].split("/")) == 3 and parts[2] == name
         ]
 
     async def put_visible(self, key: str, data: bytes) -> None:
