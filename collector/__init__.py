@@ -26,7 +26,7 @@ tombs (and, after `stale_tomb_after`, ones a dead run left), so this holds for a
 number of collectors at once; the lease (step 5) is there to not do the work twice.
 One tomb covers B's data and every repository's link to B (step 4), and a sweep
 batch's touches are read back, after its tombs are written, by one listing of their
-fan-out folder (the filesystem: of the candidates' folders), not a read each.
+fan-out folder (the filesystem: a stat of each candidate's touch), not a read each.
 
 Tombs need only be visible, not durable (driver `put_markers`: on the filesystem an
 empty file created without fsync, a batch's tombs hard links to one, so they carry the
@@ -81,8 +81,8 @@ too), or a removed catalog marker of a repository that had nothing left.
 Cost: the mark keeps the live set as strings (16 MB measured for 100,000 digests) and
 the queued links (repository names are shared strings); the sweep lists one fan-out
 folder (`blobs/<alg>/<xx>`) at a time in one listing (S3: ListObjects pages, not a
-request per blob), then, after its tombs, the candidates again (S3: the folder's
-listing; the filesystem: only their folders), writes one tomb per candidate blob and
+request per blob), then, after its tombs, the candidates' touches again (S3: the
+folder's listing; the filesystem: a stat each), writes one tomb per candidate blob and
 deletes in batches (S3 DeleteObjects, 1,000 keys; the filesystem unlinks in 8 threads,
 whose waits on the disk overlap), each tomb after what it covers (`delete_then`: on the
 filesystem blob after blob, no thread waiting for another's; each emptied folder is

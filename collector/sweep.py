@@ -3,11 +3,12 @@
 One fan-out folder (`blobs/<alg>/<xx>`) at a time, its candidates are the blobs no
 manifest references and the blobs some repository holds a link to that it does not
 reference (queued by the mark). The collector lists the folder (data, touches, tombs:
-one listing), writes one tomb per candidate blob, lists the candidates' folders again
-to re-read their touches, and deletes only the blobs and links whose touch is still
-older than the cutoff, in one batch, removing each tomb after what it covers
-(`delete_then`: on the filesystem in the same pass, blob after blob). See
-collector/__init__.py for why this never deletes what the API vouched for.
+one listing), writes one tomb per candidate blob, reads the candidates' touches again
+(S3: the folder's listing; the filesystem: a stat each), and deletes only the blobs
+and links whose touch is still older than the cutoff, in one batch, removing each
+tomb after what it covers (`delete_then`: on the filesystem in the same pass, blob
+after blob). See collector/__init__.py for why this never deletes what the API
+vouched for.
 """
 
 from __future__ import annotations
@@ -118,16 +119,10 @@ class Sweeper:
 
         await concurrently(folders.items(), sweep, self._concurrency, self._pacer)
 
-    async def _blob_files(
-        self, folder: str, algorithm: str, only: set[Digest] | None = None
-    ) -> Files:
-        """The folder's blobs (`only`: just these)."""
-        if only is None:
-            listing = await self._driver.scan(folder)
-        else:
-            listing = await self._driver.scan_folders(folder, {digest.encoded for digest in only})
+    async def _blob_files(self, folder: str, algorithm: str) -> Files:
+        """The folder's blobs."""
         found: Files = defaultdict(dict)
-        for info in listing:
+        for info in await self._driver.scan(folder):
             parts = info.key[len(folder) + 1 :].split("/")
             if len(parts) != 2:
                 continue
@@ -137,6 +132,21 @@ class Sweeper:
                 continue  # not a blob of ours: never touched
             found[digest][parts[1]] = info
         return found
+
+    async def _touched_again(self, folder: str, found: Files, candidates: set[Digest]) -> Files:
+        """The candidates' entries in `found`, their touches read again: what the API
+        writes when it vouches for a blob (and after any write of its data)."""
+        by_name = {digest.encoded: digest for digest in candidates}
+        touches = await self._driver.scan_named(folder, by_name, "touched")
+        again: Files = {
+            digest: {
+                name: info for name, info in found.get(digest, {}).items() if name != "touched"
+            }
+            for digest in candidates
+        }
+        for info in touches:
+            again[by_name[info.key[len(folder) + 1 :].split("/")[0]]]["touched"] = info
+        return again
 
     def _collectable(self, files: dict[str, FileInfo]) -> bool:
         return self._stale(files.get("data"), self._cutoffs.data) and self._untouched(files)
@@ -195,7 +205,7 @@ class Sweeper:
                 [paths.blob_tomb(digest, self._owner) for digest in candidates]
             )
             await self._hook("entombed")
-            again = await self._blob_files(folder, algorithm, candidates)
+            again = await self._touched_again(folder, found, candidates)
             doomed = self._doomed(again, blobs, links)
             await self._hook("checked")
             await self._lease.keep()

@@ -210,14 +210,15 @@ class StorageDriver(abc.ABC):
         await self.delete_many([key for keys, _ in groups for key in keys])
         await self.delete_many([key for _, after in groups for key in after])
 
-    async def scan_folders(self, prefix: str, names: Collection[str]) -> list[FileInfo]:
-        """`scan(prefix)`, only the objects below `prefix/<name>` for these names: one
-        listing of `prefix` where that is one request (S3), a walk of only those folders
-        on the filesystem."""
+    async def scan_named(self, prefix: str, names: Collection[str], leaf: str) -> list[FileInfo]:
+        """`scan(prefix)`, only the objects `<prefix>/<name>/<leaf>` for these names (the
+        touches of a sweep's candidates): one listing of `prefix` where that is one
+        request (S3); the filesystem stats each."""
+        if not names:
+            return []
         start = len(prefix) + 1
-        return [
-            info for info in await self.scan(prefix) if info.key[start:].partition("/")[0] in names
-        ]
+        wanted = {f"{name}/{leaf}" for name in names}
+        return [info for info in await self.scan(prefix) if info.key[start:] in wanted]
 
     async def scan_leaves(self, prefix: str, name: str) -> list[FileInfo]:
         """`scan(prefix)`, only the objects `<prefix>/<folder>/<folder>/<name>`: the trees

@@ -24,7 +24,7 @@ import stat
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
@@ -234,17 +234,27 @@ def _scan(root: Path, *directories: str) -> list[FileInfo]:
 
 def _scan_leaves(root: Path, directory: str, name: str) -> list[FileInfo]:
     """The files `<directory>/<folder>/<folder>/<name>` (dot-names skipped)."""
+    return _stat_each(
+        root,
+        (
+            f"{directory}/{first}/{second}/{name}"
+            for first in _listed(directory)
+            for second in _listed(f"{directory}/{first}")
+        ),
+    )
+
+
+def _stat_each(root: Path, paths: Iterable[str]) -> list[FileInfo]:
+    """Those of the paths that are files (a folder emptied or being filled is skipped)."""
     found = []
     start = len(str(root)) + 1
-    for first in _listed(directory):
-        for second in _listed(f"{directory}/{first}"):
-            path = f"{directory}/{first}/{second}/{name}"
-            try:
-                info = os.stat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # a folder emptied or being filled
-            if stat.S_ISREG(info.st_mode):
-                found.append(FileInfo(path[start:], info.st_size, info.st_mtime))
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISREG(info.st_mode):
+            found.append(FileInfo(path[start:], info.st_size, info.st_mtime))
     return found
 
 
@@ -671,9 +681,9 @@ class FilesystemDriver(StorageDriver):
     async def scan_leaves(self, prefix: str, name: str) -> list[FileInfo]:
         return await asyncio.to_thread(_scan_leaves, self.root, self._location(prefix), name)
 
-    async def scan_folders(self, prefix: str, names: Collection[str]) -> list[FileInfo]:
-        folder = self._location(prefix)
-        return await asyncio.to_thread(_scan, self.root, *(f"{folder}/{name}" for name in names))
+    async def scan_named(self, prefix: str, names: Collection[str], leaf: str) -> list[FileInfo]:
+        located = [self._location(f"{prefix}/{name}/{leaf}") for name in names]
+        return await asyncio.to_thread(_stat_each, self.root, located)
 
     async def delete_many(self, keys: list[str]) -> None:
         paths = [self._location(key) for key in keys]

@@ -160,8 +160,8 @@ class InstrumentedDriver(StorageDriver):
     async def delete_then(self, groups: Sequence[tuple[list[str], list[str]]]) -> None:
         await self.driver.delete_then(groups)
 
-    async def scan_folders(self, prefix: str, names: Collection[str]) -> list[FileInfo]:
-        return await self.driver.scan_folders(prefix, names)
+    async def scan_named(self, prefix: str, names: Collection[str], leaf: str) -> list[FileInfo]:
+        return await self.driver.scan_named(prefix, names, leaf)
 
     async def scan_leaves(self, prefix: str, name: str) -> list[FileInfo]:
         return await self.driver.scan_leaves(prefix, name)

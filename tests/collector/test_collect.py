@@ -19,7 +19,7 @@ from tests.api.helpers import (
     push_image,
     put_manifest,
 )
-from tests.collector.support import NO_GRACE, age, run_gc
+from tests.collector.support import NO_GRACE, Steps, age, run_gc
 
 
 async def _pulls(client: httpx.AsyncClient, name: str, reference: str) -> None:
@@ -185,3 +185,23 @@ async def test_the_usage_summary_of_a_swept_repository_is_refreshed(
     assert result.links == 1 and not await _stored(driver, extra)
     summary = await usage.summary("team/uses")
     assert summary is not None and summary.blobs == 3
+
+
+async def test_a_push_after_the_mark_is_in_the_usage_summary_the_run_writes(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """The run's first guess of a repository's facts is what its mark listed, less what
+    it removed; a blob pushed since is not in it, and the listing after the write
+    puts it in."""
+    await push_image(client, "team/uses", "v1", seed="shared")
+    await push_blob(client, "team/uses", b"an unreferenced extra blob")
+    await age(driver)
+    pushed: list[str] = []
+
+    async def push() -> None:
+        pushed.append(await push_blob(client, "team/uses", b"pushed after the mark"))
+
+    result, _ = await run_gc(driver, hook=Steps("marked", push))
+    assert result.links == 1 and pushed
+    summary = await Store(driver).usage.summary("team/uses")
+    assert summary is not None and summary.blobs == 4  # config, layer, manifest, new blob

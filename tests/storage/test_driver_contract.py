@@ -220,14 +220,17 @@ async def test_markers_are_empty_objects_every_process_sees(driver: StorageDrive
         await driver.put_markers(["m/../escape"])
 
 
-async def test_scan_folders_lists_only_the_objects_below_those_folders(
+async def test_scan_named_lists_only_that_object_of_those_folders(
     driver: StorageDriver,
 ) -> None:
-    for key in ("f/a/data", "f/a/x/deep", "f/b/data", "f/c/data", "f/ab/data"):
+    for key in ("f/a/touched", "f/a/data", "f/b/data", "f/c/touched", "f/c/x/touched"):
         await driver.put(key, b"..")
-    found = sorted(info.key for info in await driver.scan_folders("f", {"a", "c", "gone"}))
-    assert found == ["f/a/data", "f/a/x/deep", "f/c/data"]
-    assert await driver.scan_folders("f", set()) == []
+    await driver.put("f/ab/touched", b"..")  # a name that only starts like one asked for
+    await driver.put("f/d/touched/deeper", b".")  # a folder of that name is no object
+    found = await driver.scan_named("f", {"a", "b", "c", "d", "gone"}, "touched")
+    assert sorted(info.key for info in found) == ["f/a/touched", "f/c/touched"]
+    assert {info.size for info in found} == {2}
+    assert await driver.scan_named("f", set(), "touched") == []
 
 
 async def test_scan_leaves_lists_only_the_named_objects_two_folders_below(
