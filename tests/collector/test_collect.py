@@ -190,9 +190,8 @@ async def test_the_usage_summary_of_a_swept_repository_is_refreshed(
 async def test_a_push_after_the_mark_is_in_the_usage_summary_the_run_writes(
     client: httpx.AsyncClient, driver: StorageDriver
 ) -> None:
-    """The run's first guess of a repository's facts is what its mark listed, less what
-    it removed; a blob pushed since is not in it, and the listing after the write
-    puts it in."""
+    """The summary the run writes after its sweep counts a blob pushed after the mark:
+    it comes from the repository's links as they are then, not as the mark listed them."""
     await push_image(client, "team/uses", "v1", seed="shared")
     await push_blob(client, "team/uses", b"an unreferenced extra blob")
     await age(driver)
