@@ -135,7 +135,7 @@ class Sweeper:
 
     async def _touched_again(self, folder: str, found: Files, candidates: set[Digest]) -> Files:
         """The candidates' entries in `found`, their touches read again: what the API
-        writes when it vouches for a blob (and after any write of its data)."""
+        writes when it vouches for a blob, as it does around every write of its data."""
         by_name = {digest.encoded: digest for digest in candidates}
         touches = await self._driver.scan_named(folder, by_name, "touched")
         again: Files = {
