@@ -55,16 +55,18 @@ longer than the grace). So a stored manifest that got 201 never references a del
 blob; a race costs at most a PUT answered MANIFEST_BLOB_UNKNOWN or 503, and the
 client's next push uploads again.
 
-Step 4, links and repositories (test_collect.py, test_a_link_the_repository_...;
-test_handshake.py, test_a_mount_before_the_tomb_..., test_a_link_under_its_blobs_tomb_...
-and test_a_push_into_a_...). A repository's link to a blob it no longer references goes
+Step 4, links and repositories (test_collect.py, test_a_link_the_repository_... and
+test_an_emptied_repository_...; test_handshake.py, test_a_mount_before_the_tomb_...,
+test_a_link_under_its_blobs_tomb_..., test_a_push_into_a_repository_being_uncataloged_...
+and _being_emptied_...). A repository's link to a blob it no longer references goes
 by the same handshake (the link is what HEAD and mount read): the mark queues it, and
 the sweep takes it with its blob's fan-out folder, under the blob's one tomb, deleting
 it in the same batch as the blob's data when that goes too. An emptied repository
 leaves the catalog (after the sweep removed its last links): the collector deletes
-the marker first, then looks for content and puts the marker back if a push raced it;
-writers store content first and the marker after (Catalog), so a repository with
-content always ends up listed.
+its records (usage summary, tag-change key, pull times, upstream checks), then the
+marker, then looks for content and puts the marker back if a push raced it (and
+rewrites the summary the push may have lost); writers store content first and the
+marker after (Catalog), so a repository with content always ends up listed.
 
 Step 5, one collector (storage/lease.py; test_lease.py; tests/e2e/test_gc_stress.py,
 test_two_replicas_...: runs of two replicas never overlap). A lease object taken and renewed by
@@ -76,7 +78,8 @@ tests/e2e/test_gc_stress.py kills `dockyard gc` with -9 stopped at a step of its
 is idempotent. A killed run leaves its tombs (the API answers those blobs missing, and
 uploads of them fail retryably, until a run after `stale_tomb_after` removes them and
 deletes what is still unreferenced), links without data (the API checks the data
-too), or a removed catalog marker of a repository that had nothing left.
+too), or a listed repository holding nothing, some of its records deleted (the next
+run empties it), or a removed catalog marker of one that had nothing left.
 
 Cost: the mark keeps the live set as strings (16 MB measured for 100,000 digests) and
 the queued links (repository names are shared strings); the sweep lists one fan-out

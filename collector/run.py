@@ -284,22 +284,28 @@ class _Run:
         return True
 
     async def remove_if_empty(self, name: str) -> bool:
-        """Take an empty repository out of the catalog: marker first, then a last look
-        for content (put back if a push raced us; see Catalog)."""
+        """Take an empty repository out of the catalog: its records first (so a run killed
+        meanwhile leaves it listed, for the next run to finish), then its marker, then a
+        last look for content (put back if a push raced us; see Catalog). A push racing
+        this may lose its usage summary, rewritten at the end of the run, its pull times
+        and its tag-change key (tag lists are then listed, not cached, till the next)."""
         if self.lease is None:
             return not await self.holds_anything(name)
         await self.lease.keep()
+        await self.hook("emptying")
+        records = paths.repository_records(name)
+        await asyncio.gather(*(self.store.driver.delete(key) for key in records))
         await self.store.catalog.remove(name)
         await self.hook("uncataloged")
         if await self.holds_anything(name):
             await self.store.catalog.add(name)
+            self.changed.add(name)
             return False
         return True
 
     async def holds_anything(self, name: str) -> bool:
-        base = paths.repository(name)
-        for folder in ("_layers", "_manifests", "_referrers"):
-            if await self.store.driver.scan(f"{base}/{folder}"):
+        for folder in paths.repository_content(name):
+            if await self.store.driver.scan(folder):
                 return True
         return False
 

@@ -148,12 +148,30 @@ def summary_blobs(name: str) -> str:
     return f"repositories/{name}/_summary_blobs"
 
 
+def repository_content(name: str) -> tuple[str, ...]:
+    """The folders whose objects are a repository's content: with none in them, the
+    collector takes it out of the catalog."""
+    return (layers_dir(name), revisions_dir(name), tags_dir(name), f"{repository(name)}/_referrers")
+
+
+def repository_records(name: str) -> tuple[str, ...]:
+    """What a repository keeps about its content (objects and folders): its usage summary,
+    tag-change key, pull times and upstream checks. They go with its last content."""
+    base = repository(name)
+    return (
+        summary(name),
+        summary_blobs(name),
+        tags_changed(name),
+        f"{base}/_manifests/pulled",
+        f"{base}/_proxy",
+    )
+
+
 def tags_dir(name: str) -> str:
     return f"repositories/{name}/_manifests/tags"
 
 
 def tags_changed(name: str) -> str:
-    # Outside _manifests: the collector takes a repository holding nothing there as empty.
     return f"repositories/{name}/_tags_changed"
 
 

@@ -92,6 +92,21 @@ async def test_a_deleted_image_goes_whole_and_pushing_it_again_uploads(
     assert "team/gone" in (await client.get("/v2/_catalog")).json()["repositories"]
 
 
+async def test_an_emptied_repository_leaves_no_records_behind(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """Step 4: its usage summary, tag-change key and pull times go with its content, and a
+    pull time recorded after its manifest's DELETE (a write in flight) does not keep it."""
+    digest, _ = await push_image(client, "team/gone", "v1", seed="gone")
+    assert (await client.delete(f"/v2/team/gone/manifests/{digest}")).status_code == 202
+    await driver.put(paths.pulled_marker("team/gone", Digest.parse(digest)), b"")
+    assert await driver.scan(paths.repository("team/gone"))
+    await age(driver)
+    result, _ = await run_gc(driver)
+    assert result.repositories == 1
+    assert await driver.scan(paths.repository("team/gone")) == []
+
+
 async def test_a_link_the_repository_no_longer_references_goes(
     client: httpx.AsyncClient, driver: StorageDriver
 ) -> None:

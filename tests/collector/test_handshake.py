@@ -4,6 +4,7 @@ forced between the collector's steps: every branch of the argument in the design
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -23,6 +24,7 @@ from tests.api.helpers import (
     error_code,
     image_manifest,
     push_blob,
+    push_image,
     put_manifest,
 )
 from tests.collector.support import Steps, age, run_gc
@@ -207,6 +209,27 @@ async def test_a_push_into_a_repository_being_uncataloged_keeps_it_listed(
     result, _ = await run_gc(driver, hook=Steps("uncataloged", push))
     assert result.repositories == 0
     assert "team/empty" in (await client.get("/v2/_catalog")).json()["repositories"]
+
+
+async def test_a_push_into_a_repository_being_emptied_keeps_its_records(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """Step 4: an image pushed into an empty repository just before the collector deletes
+    the repository's records: it finds the image after removing the catalog marker and
+    puts the repository back, with its usage summary rewritten and its tag listed."""
+    digest = await push_blob(client, "team/empty", b"soon unlinked")
+    assert (await client.delete(f"/v2/team/empty/blobs/{digest}")).status_code == 202
+    await age(driver)
+
+    async def push() -> None:
+        await push_image(client, "team/empty", "v1", seed="meanwhile")
+
+    result, _ = await run_gc(driver, hook=Steps("emptying", push))
+    assert result.repositories == 0
+    assert "team/empty" in (await client.get("/v2/_catalog")).json()["repositories"]
+    summary = json.loads(await driver.get(paths.summary("team/empty")))
+    assert (summary["manifests"], summary["tags"]) == (1, 1)
+    assert (await client.get("/v2/team/empty/tags/list")).json()["tags"] == ["v1"]
 
 
 async def test_two_collectors_at_once_keep_the_handshake(
