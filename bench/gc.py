@@ -324,7 +324,8 @@ def measure(
     objects = {"dockyard": ours_sink.written, "reference": reference_sink.written}
     print(f"bench: gc on {label}: {objects} objects in {built:.0f} s", flush=True)
     time.sleep(1.1)  # past the storage clock's second: everything is older than the grace
-    server = serving(workdir / "dockyard", ours_storage, collecting=False)
+    # `dockyard gc` reads this server's configuration: with no grace, everything goes.
+    server = serving(workdir / "dockyard", ours_storage, collecting=False, grace="0s")
     try:
         seconds, rss = collect(dockyard_gc_command(server), server.env, workdir / "dockyard-gc.log")
         print(f"bench: gc on {label}: dockyard gc {seconds:.1f} s, {rss / MB:.0f} MB", flush=True)
@@ -366,10 +367,15 @@ def _check_left(result: StorageResult, data: GcData) -> None:
             )
 
 
-def serving(workdir: Path, storage: dict[str, Any], collecting: bool) -> RegistryProcess:
+def serving(
+    workdir: Path, storage: dict[str, Any], collecting: bool, grace: str | None = None
+) -> RegistryProcess:
     """A Dockyard server (one worker per CPU) on `storage`; `collecting`: its own
-    collector runs a second after the last run ended, so nearly all the time."""
-    gc_settings = {"enabled": collecting, "interval": "1s", "grace": "0s"}
+    collector runs a second after the last run ended, so nearly all the time; `grace`:
+    `gc.grace` if not the default (an hour)."""
+    gc_settings: dict[str, Any] = {"enabled": collecting, "interval": "1s"}
+    if grace is not None:
+        gc_settings["grace"] = grace
     config = {"storage": storage, "gc": gc_settings}
     return RegistryProcess(workdir, config, workers=os.cpu_count() or 1).start()
 
@@ -415,14 +421,21 @@ def rate_rounds(
     seconds: int,
     data: GcData,
 ) -> None:
-    """Request rates with the servers' own background collector on and off, alternately."""
+    """Request rates with the servers' own background collector on and off, alternately,
+    in an even number of rounds (at least `rounds`): one idle first, the next collecting
+    first, so a drift of the storage over the rounds cancels out.
+
+    The servers keep the default `gc.grace`, as the bench's other figures do: with none,
+    every HEAD writes a touch and every manifest GET a pull time. `dockyard gc` removed
+    the unreferenced data already, so a background run marks and lists everything and
+    deletes nothing, whatever its grace."""
     image = next(images(data))
     accept = f'wrk.headers["Accept"] = "{DOCKER_MANIFEST}"'
     paths_ = {
         "manifest_rps": (f"/v2/{image.repository}/manifests/{image.tag}", accept),
         "head_rps": (f"/v2/{image.repository}/blobs/{image.blobs[1][0]}", "HEAD"),
     }
-    for round_ in range(rounds):
+    for round_ in range(rounds + rounds % 2):
         for collecting in (False, True) if round_ % 2 == 0 else (True, False):
             column = "collecting" if collecting else "idle"
             server = serving(workdir / f"{column}-{round_}", storage, collecting)
@@ -545,8 +558,9 @@ def render(
         "Request rates of the Dockyard server on that data (64 connections; wrk for the "
         "manifest, hey for HEAD), with the servers' own background collector on "
         "(`gc.interval: 1s`: a run starts a second after the last ended; paced to "
-        f"`gc.background_share: {Config().gc.background_share}` of the time, the default) "
-        "and off, alternately; medians:",
+        f"`gc.background_share: {Config().gc.background_share}` of the time, the default; "
+        "`gc.grace` the default, an hour: each run marks and lists everything, and finds "
+        "nothing to delete, `dockyard gc` having removed it) and off, alternately; medians:",
         "",
         "| storage | figure | req/s idle | req/s collecting | ratio | target |",
         "|---|---|---:|---:|---:|---|",
@@ -581,4 +595,16 @@ def render(
             f"{result.runs_ended} ended during them; the servers' logs)"
         )
     lines += [f"- {note}" for note in notes]
+    lines += [
+        "",
+        "Request rates, each column's measurements in the order taken (req/s):",
+        "",
+        "```",
+    ]
+    for result in results:
+        for key, columns in result.rates.items():
+            for column, values in columns.items():
+                taken = " ".join(f"{value:.0f}" for value in values)
+                lines.append(f"{result.storage:10} {key:13} {column:10} {taken}")
+    lines.append("```")
     return "\n".join(lines) + "\n"

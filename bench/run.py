@@ -186,7 +186,7 @@ def main(args: argparse.Namespace) -> int:
         data = gc.GcData(args.gc_blobs) if args.gc_blobs else gc.QUICK if args.quick else gc.FULL
         shutil.rmtree(WORKDIR, ignore_errors=True)
         try:
-            text = gc.run(data, WORKDIR / "gc", min(sizes.rounds, 2), sizes.wrk_seconds)
+            text = gc.run(data, WORKDIR / "gc", sizes.rounds, sizes.wrk_seconds)
         finally:
             shutil.rmtree(WORKDIR, ignore_errors=True)
         write(results_path, "gc", text)
