@@ -251,7 +251,11 @@ def collect(command: list[str], env: dict[str, str] | None, log: Path) -> tuple[
 
     GNU time reports the peak (its child's ru_maxrss): the bench's own `wait4` would not do,
     as Linux starts a child's ru_maxrss from its parent's RSS when the child execs, and the
-    bench holds the generated data; GNU time's RSS is a megabyte or two."""
+    bench holds the generated data; GNU time's RSS is a megabyte or two.
+
+    Each starts with nothing left to write back (the data just written, the collection
+    before it), which would otherwise load the disk of the first one timed."""
+    os.sync()
     with open(log, "ab") as output, tempfile.NamedTemporaryFile("r") as peak:
         started = time.perf_counter()
         timed = ["time", "--format", "%M", "--output", peak.name, *command]
