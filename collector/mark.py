@@ -20,7 +20,7 @@ from oci.errors import RegistryError
 from oci.references import Digest
 from storage import paths
 from storage.blobs import links_below
-from storage.driver import FileInfo, PathNotFoundError
+from storage.driver import PathNotFoundError
 from storage.store import Store
 
 log = logging.getLogger("dockyard.gc")
@@ -29,8 +29,9 @@ log = logging.getLogger("dockyard.gc")
 @dataclass(frozen=True, slots=True)
 class Revision:
     digest: Digest
-    subject: Digest | None
     modified: float  # when the revision link was written
+    subject: Digest | None
+    references: frozenset[str]  # every digest the manifest references, itself included
 
 
 def _digests_in(document: Any) -> Iterator[str]:
@@ -45,41 +46,36 @@ def _digests_in(document: Any) -> Iterator[str]:
             yield from _digests_in(item)
 
 
-async def revisions(store: Store, name: str) -> list[Revision]:
-    """The manifests stored in repository `name`: one listing, plus one read each."""
-    links = await links_below(store.driver, paths.revisions_dir(name))
-    found = await asyncio.gather(*(_revision(store, digest, info) for digest, info in links))
-    return [revision for revision in found if revision is not None]
-
-
-async def _revision(store: Store, digest: Digest, info: FileInfo) -> Revision | None:
+def _subject_of(document: Any) -> Digest | None:
+    subject = document.get("subject") if isinstance(document, dict) else None
+    digest = subject.get("digest") if isinstance(subject, dict) else None
     try:
-        revision = json.loads(await store.driver.get(info.key))
-    except PathNotFoundError:
-        return None  # deleted meanwhile
-    except ValueError:
-        revision = {}  # half-written by an older version: keep what it references
-    subject = revision.get("subject") if isinstance(revision, dict) else None
-    try:
-        parsed = Digest.parse(subject) if isinstance(subject, str) else None
+        return Digest.parse(digest) if isinstance(digest, str) else None
     except RegistryError:
-        parsed = None
-    return Revision(digest, parsed, info.modified)
+        return None
 
 
-async def referenced(store: Store, digest: Digest) -> set[str]:
-    """The digests manifest `digest` references, itself included."""
-    found = {str(digest)}
+async def revisions(store: Store, name: str) -> list[Revision]:
+    """The manifests stored in repository `name`: one listing, plus one read of each
+    manifest's bytes (its subject is in them too: the revision link is not read)."""
+    links = await links_below(store.driver, paths.revisions_dir(name))
+    return list(
+        await asyncio.gather(*(_revision(store, digest, info.modified) for digest, info in links))
+    )
+
+
+async def _revision(store: Store, digest: Digest, modified: float) -> Revision:
+    itself = frozenset({str(digest)})
     try:
         document = json.loads(await store.blobs.get(digest))
     except PathNotFoundError:
         log.warning("manifest %s has no content: its revision is broken", digest)
-        return found
+        return Revision(digest, modified, None, itself)
     except ValueError:
         log.warning("manifest %s is not JSON: nothing it references is known", digest)
-        return found
-    found.update(_digests_in(document))  # as written: stored digests are canonical too
-    return found
+        return Revision(digest, modified, None, itself)
+    # As written: stored digests are canonical too.
+    return Revision(digest, modified, _subject_of(document), itself | set(_digests_in(document)))
 
 
 async def layer_links(store: Store, name: str) -> list[tuple[Digest, float]]:

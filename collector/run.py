@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 
 from collector.concurrently import concurrently
 from collector.last_run import RunRecord, save, this_process
-from collector.mark import Revision, layer_links, referenced, revisions
+from collector.mark import Revision, layer_links, revisions
 from collector.pacing import Pacer
 from collector.retention import condemned
 from collector.sweep import Cutoffs, Hook, Sweeper, Swept, no_hook
@@ -202,9 +202,7 @@ class _Run:
         kept = await self.without_orphan_referrers(name, stored, cutoffs)
         if before != (self.result.tags, self.result.manifests):
             self.changed.add(name)
-        references: set[str] = set()
-        for found in await asyncio.gather(*(referenced(self.store, r.digest) for r in kept)):
-            references |= found
+        references: set[str] = set().union(*(revision.references for revision in kept))
         self.live.update(dict.fromkeys(references, UNLISTED))
         links = await layer_links(self.store, name)
         unreferenced = [

@@ -383,7 +383,7 @@ class GcConfig(Section):
     interval: Duration = Field(3600.0, gt=0, description="time between two runs")
     grace: Duration = Field(3600.0, description="nothing younger is ever deleted")
     background_share: float = Field(
-        0.2,
+        0.1,
         gt=0,
         le=1,
         description="of the time, what a server's background run may work (it rests the"

@@ -4,6 +4,7 @@ repositories), on every driver."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from collector.run import GcOptions
 from oci.references import Digest
@@ -219,3 +220,23 @@ async def test_a_push_after_the_mark_is_in_the_usage_summary_the_run_writes(
     assert result.links == 1 and pushed
     summary = await Store(driver).usage.summary("team/uses")
     assert summary is not None and summary.blobs == 4  # config, layer, manifest, new blob
+
+
+async def test_the_mark_reads_each_manifest_once_and_no_revision_link(
+    client: httpx.AsyncClient, driver: StorageDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per manifest the mark reads its bytes and nothing else: the subject a referrer's
+    orphan check needs is in them (on S3, one GetObject a manifest, not two)."""
+    digests = [(await push_image(client, "team/app", tag, seed=tag))[0] for tag in ("v1", "v2")]
+    read: list[str] = []
+    get = type(driver).get
+
+    async def recorded(self: StorageDriver, key: str) -> bytes:
+        read.append(key)
+        return await get(self, key)
+
+    monkeypatch.setattr(type(driver), "get", recorded)
+    await run_gc(driver, NO_GRACE)
+    assert [key for key in read if "/_manifests/revisions/" in key] == []
+    for digest in digests:
+        assert read.count(paths.blob_data(Digest.parse(digest))) == 1

@@ -91,7 +91,7 @@ def test_only_the_servers_runs_are_paced() -> None:
     config = Config.model_validate({"gc": {"background_share": 0.3}})
     assert GcOptions.background(config).share == 0.3
     assert GcOptions.of(config).share == 1.0  # `dockyard gc`
-    assert Config().gc.background_share == 0.2
+    assert Config().gc.background_share == 0.1
 
 
 @pytest.mark.parametrize("share", [0.5, 1.0])
