@@ -73,7 +73,8 @@ test_two_replicas_...: runs of two replicas never overlap). A lease object taken
 conditional writes (driver `create` / `replace`), renewed before every batch of
 deletions; a collector that lost it stops before deleting more.
 
-Step 6, crashes (test_lease.py, test_a_tomb_left_by_a_killed_collector_...;
+Step 6, crashes (test_lease.py, test_a_tomb_left_by_a_killed_collector_... and
+test_a_run_killed_between_a_repositorys_records_...;
 tests/e2e/test_gc_stress.py kills `dockyard gc` with -9 stopped at a step of its sweep). Every step
 is idempotent. A killed run leaves its tombs (the API answers those blobs missing, and
 uploads of them fail retryably, until a run after `stale_tomb_after` removes them and

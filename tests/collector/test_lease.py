@@ -11,6 +11,7 @@ import pytest
 
 from oci.references import Digest
 from storage import lease, paths
+from storage.catalog import Catalog
 from storage.driver import StorageDriver
 from storage.lease import LeaseLostError
 from storage.s3 import S3Driver
@@ -116,3 +117,28 @@ async def test_a_tomb_left_by_a_killed_collector_is_cleared_by_the_next_run(
     assert not await driver.exists(paths.blob_data(orphan))
     assert not await driver.exists(paths.blob_tomb(orphan, "dead"))
     assert (await client.head(f"/v2/team/app/blobs/{layer}")).status_code == 200
+
+
+async def test_a_run_killed_between_a_repositorys_records_and_its_marker_is_finished(
+    client: httpx.AsyncClient, driver: StorageDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 6: a run killed after deleting an emptied repository's records, before taking
+    it out of the catalog, leaves it listed and holding nothing; the next run takes it out."""
+    digest, _ = await push_image(client, "team/gone", "v1", seed="gone")
+    assert (await client.delete(f"/v2/team/gone/manifests/{digest}")).status_code == 202
+    assert await driver.exists(paths.summary("team/gone"))
+    await age(driver)
+
+    async def killed(self: Catalog, name: str) -> None:
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Catalog, "remove", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            await run_gc(driver)
+    assert not await driver.exists(paths.summary("team/gone"))  # the records went first
+    assert (await client.get("/v2/_catalog")).json()["repositories"] == ["team/gone"]
+    result, _ = await run_gc(driver)
+    assert result.repositories == 1
+    assert (await client.get("/v2/_catalog")).json()["repositories"] == []
+    assert await driver.scan(paths.repository("team/gone")) == []
