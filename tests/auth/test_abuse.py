@@ -57,6 +57,12 @@ async def test_verified_users_proceed_while_a_bad_password_flood_holds_every_bcr
             asyncio.gather(*(client.get("/v2/", headers=ALICE) for _ in range(5))), timeout=20
         )
         assert [response.status_code for response in verified] == [200] * 5
+        # Every flood request has met the pool before any slot frees: seven turned away.
+        for _ in range(500):
+            if sum(task.done() for task in flood) >= 7:
+                break
+            await asyncio.sleep(0.01)
+        assert sum(task.done() for task in flood) == 7
         assert len(inside) == 2 and not gate.is_set()
     finally:
         gate.set()
