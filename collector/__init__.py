@@ -82,8 +82,9 @@ deletes what is still unreferenced), links without data (the API checks the data
 too), or a listed repository holding nothing, some of its records deleted (the next
 run empties it), or a removed catalog marker of one that had nothing left.
 
-Cost: the mark keeps the live set as strings (16 MB measured for 100,000 digests) and
-the queued links (repository names are shared strings); the sweep lists one fan-out
+Cost: the mark keeps the live set as strings (16 MB measured for 100,000 digests),
+the queued links (repository names are shared strings) and each repository's kept
+links and manifests (interned: the live set's strings); the sweep lists one fan-out
 folder (`blobs/<alg>/<xx>`) at a time in one listing (S3: ListObjects pages, not a
 request per blob), then, after its tombs, the candidates' touches again (S3: the
 folder's listing; the filesystem: a stat each), writes one tomb per candidate blob and
@@ -95,8 +96,10 @@ each `<alg>/<hex>/link` rather than open its folder). It works on the driver's `
 repositories or folders at once: 8 on S3 (each waits on the network), 1 on the
 filesystem (its calls are Python in threads, which only fight for the GIL). A repository
 the run changed gets its usage summary rewritten after the sweep from the sizes it
-recorded (a digest's size never changes), not by a stat per blob, and not fsynced
-(`put_visible`: an unreadable summary is recomputed from the facts). A server runs its
+recorded (a digest's size never changes), not by a stat per blob, and from the links
+and manifests its mark left, not a listing of them before the write (the listing after
+it checks them), and not fsynced (`put_visible`: an unreadable summary is recomputed
+from the facts). A server runs its
 collections in a child process at the lowest CPU priority (collector/niced.py), so
 serving keeps the CPU, and paced (collector/pacing.py): it works at most
 `gc.background_share` of the time, resting between steps (never inside one: a rest only

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,7 @@ async def revisions(store: Store, name: str) -> list[Revision]:
 
 
 async def _revision(store: Store, digest: Digest, modified: float) -> Revision:
-    itself = frozenset({str(digest)})
+    itself = frozenset({sys.intern(str(digest))})
     try:
         document = json.loads(await store.blobs.get(digest))
     except PathNotFoundError:
@@ -74,8 +75,9 @@ async def _revision(store: Store, digest: Digest, modified: float) -> Revision:
     except ValueError:
         log.warning("manifest %s is not JSON: nothing it references is known", digest)
         return Revision(digest, modified, None, itself)
-    # As written: stored digests are canonical too.
-    return Revision(digest, modified, _subject_of(document), itself | set(_digests_in(document)))
+    # As written: stored digests are canonical too. Interned: the run shares them (run.py).
+    references = itself | set(map(sys.intern, _digests_in(document)))
+    return Revision(digest, modified, _subject_of(document), references)
 
 
 async def layer_links(store: Store, name: str) -> list[tuple[Digest, float]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -21,6 +22,7 @@ from registry.config import Config, ImmutableTagRule, RetentionRule
 from storage import paths
 from storage.lease import LEASE_SECONDS, Lease, LeaseLostError, take
 from storage.store import Store
+from storage.usage import Facts
 
 log = logging.getLogger("dockyard.gc")
 
@@ -102,6 +104,23 @@ class _ListedSizes(Mapping[Digest, int]):
 
 
 @dataclass(frozen=True, slots=True)
+class _Expected:
+    """A repository's links and manifests as the mark left them, less the links the sweep
+    is to remove: what the run first rewrites its usage summary from. Digests as
+    interned strings, the live set's own (8 bytes each, not a Digest object each)."""
+
+    layers: tuple[str, ...]
+    manifests: tuple[str, ...]
+
+    def facts(self, tags: list[str]) -> Facts:
+        return Facts(
+            frozenset(map(Digest.parse, self.layers)),
+            frozenset(map(Digest.parse, self.manifests)),
+            tuple(tags),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Deletion:
     kind: str  # blob, link, manifest, tag, upload, repository
     what: str
@@ -131,6 +150,7 @@ class _Run:
         # listed its data (UNLISTED until then).
         self.live: dict[str, int] = {}
         self.changed: set[str] = set()  # repositories whose usage summary is out of date
+        self.expected: dict[str, _Expected] = {}
         # Repositories with no manifest left: how many of their links the sweep must
         # still remove before they leave the catalog.
         self.emptying: dict[str, int] = {}
@@ -211,6 +231,11 @@ class _Run:
             if str(digest) not in references and modified < cutoffs.data
         ]
         self.sweeper.unlink(name, unreferenced)
+        queued = set(unreferenced)
+        self.expected[name] = _Expected(
+            tuple(sys.intern(str(digest)) for digest, _ in links if digest not in queued),
+            tuple(sys.intern(str(revision.digest)) for revision in kept),
+        )
         if kept or len(unreferenced) < len(links):
             return
         if links:
@@ -226,9 +251,12 @@ class _Run:
 
     async def refresh_usage(self, name: str) -> None:
         """The usage summary of a repository the run changed, from the sizes the sweep
-        listed (not a stat per blob)."""
-        if self.lease is not None and await self.store.catalog.exists(name):
-            await self.store.usage.refresh(name, known=_ListedSizes(self.live))
+        listed (not a stat per blob) and the links and manifests the mark left (not a
+        listing before the write: the one after it checks them)."""
+        if self.lease is None or not await self.store.catalog.exists(name):
+            return
+        expected = self.expected.pop(name).facts(await self.store.manifests.tags(name))
+        await self.store.usage.refresh(name, known=_ListedSizes(self.live), expected=expected)
 
     async def without_orphan_referrers(
         self, name: str, stored: list[Revision], cutoffs: Cutoffs

@@ -40,7 +40,8 @@ a dozen requests (the three listings twice, two reads, two writes, and a stat pe
 blob not seen before). It is all after the response, off the client's wait.
 
 For the garbage collector, after it removed links or manifests: `Usage.refresh(name,
-known=...)` with the sizes its sweep listed. `check --repair`, which may have moved
+known=..., expected=...)` with the sizes its sweep listed and the facts its mark left
+(the write is checked by the listing after it, as any other). `check --repair`, which may have moved
 corrupt blobs aside, uses `Usage.refresh(name, exact=True)`: it stats every blob again.
 """
 
@@ -141,15 +142,19 @@ class Usage:
         pushed_at: float | None = None,
         exact: bool = False,
         known: Mapping[Digest, int] | None = None,
+        expected: Facts | None = None,
     ) -> Summary:
         """Rewrite the repository's summary from its facts as they are now (see the module
         docstring). `pushed_at` is the time of the push that asks for it; `exact` stats
         every blob again instead of trusting the sizes already recorded (`check
         --repair` uses it after moving corrupt blobs aside); `known`: sizes the caller
-        read just now (the garbage collector's listings), used instead of either."""
+        read just now (the garbage collector's listings), used instead of either;
+        `expected`: the facts the caller expects (the garbage collector's: what it
+        listed, less what it removed), written without listing them first. Like any
+        facts, they are checked by the listing after the write."""
         if known is None:
             known = {} if exact else (await self.sizes(name) or {})
-        facts = await self.facts(name)
+        facts = expected if expected is not None else await self.facts(name)
         for _ in range(_ROUNDS):
             stored = await self.summary(name)
             last_push = max(
@@ -166,10 +171,12 @@ class Usage:
             )
             listed = {str(digest): size for digest, size in sizes.items()}
             # Not fsynced: an unreadable or missing summary is recomputed from the facts.
-            await self._driver.put_visible(
-                paths.summary_blobs(name), json.dumps(listed, sort_keys=True).encode()
+            await asyncio.gather(
+                self._driver.put_visible(
+                    paths.summary_blobs(name), json.dumps(listed, sort_keys=True).encode()
+                ),
+                self._driver.put_visible(paths.summary(name), summary.to_json()),
             )
-            await self._driver.put_visible(paths.summary(name), summary.to_json())
             again = await self.facts(name)
             if again == facts:
                 return summary

@@ -11,6 +11,7 @@ from oci.references import Digest
 from storage import paths
 from storage.driver import StorageDriver
 from storage.store import Store
+from storage.usage import Facts, Usage
 from tests.api.helpers import (
     OCI_LAYER,
     OCI_MANIFEST,
@@ -240,3 +241,25 @@ async def test_the_mark_reads_each_manifest_once_and_no_revision_link(
     assert [key for key in read if "/_manifests/revisions/" in key] == []
     for digest in digests:
         assert read.count(paths.blob_data(Digest.parse(digest))) == 1
+
+
+async def test_the_usage_summary_the_run_writes_is_listed_once_after_the_write(
+    client: httpx.AsyncClient, driver: StorageDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run writes a changed repository's summary from what its mark left and lists
+    the repository's links, manifests and tags once, after the write, to check it."""
+    await push_image(client, "team/uses", "v1", seed="shared")
+    await push_blob(client, "team/uses", b"an unreferenced extra blob")
+    await age(driver)
+    listed: list[str] = []
+    facts = Usage.facts
+
+    async def recorded(self: Usage, name: str) -> Facts:
+        listed.append(name)
+        return await facts(self, name)
+
+    monkeypatch.setattr(Usage, "facts", recorded)
+    result, _ = await run_gc(driver)
+    assert result.links == 1 and listed == ["team/uses"]
+    summary = await Store(driver).usage.summary("team/uses")
+    assert summary is not None and summary.blobs == 3  # config, layer, manifest
