@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench import gc
 from collector.run import GcOptions, collect
 from oci.references import Digest
@@ -73,3 +75,10 @@ def test_collection_work_overlaps_a_measurement_only_when_a_run_was_under_way() 
     assert not gc.overlapped(gc.RunsLogged.of(done), gc.RunsLogged.of(done))
     failed = done + one + "ERROR: garbage collection failed (the next run finishes the job)\n"
     assert not gc.RunsLogged.of(failed).running
+
+
+def test_the_rate_ratio_pairs_each_rounds_measurements() -> None:
+    """A machine that drifts between rounds moves both of a round's measurements: the
+    ratio is each round's own, not one of the columns' medians (here 1.05x)."""
+    columns = {"idle": [100.0, 200.0, 400.0], "collecting": [90.0, 210.0, 380.0]}
+    assert gc.paired_ratio(columns) == pytest.approx(0.95)
