@@ -99,11 +99,10 @@ the run changed gets its usage summary rewritten after the sweep from the sizes 
 recorded (a digest's size never changes), not by a stat per blob, and from the links
 and manifests its mark left, not a listing of them before the write (the listing after
 it checks them), and not fsynced (`put_visible`: an unreadable summary is recomputed
-from the facts). A server runs its
-collections in a child process at the lowest CPU priority (collector/niced.py), so
-serving keeps the CPU, and paced (collector/pacing.py): it works at most
-`gc.background_share` of the time, resting between steps (never inside one: a rest only
-makes the run longer; it renews its lease before each batch). The API pays per vouched
-blob: a touch write (at most every grace/10 per process), a listing of the blob's folder
-and a fresh stat.
+from the facts). A server runs its collections in a child process at the lowest CPU
+priority (collector/niced.py), so serving keeps the CPU, and paced (collector/pacing.py):
+it works at most `gc.background_share` of the time, resting between steps (never inside
+one: a rest only makes the run longer; it renews its lease before each batch). The API
+pays per vouched blob: a touch write (at most every grace/10 per process), a listing of
+the blob's folder and a fresh stat.
 """
