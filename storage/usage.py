@@ -41,8 +41,9 @@ blob not seen before). It is all after the response, off the client's wait.
 
 For the garbage collector, after it removed links or manifests: `Usage.refresh(name,
 known=..., expected=...)` with the sizes its sweep listed and the facts its mark left
-(the write is checked by the listing after it, as any other). `check --repair`, which may have moved
-corrupt blobs aside, uses `Usage.refresh(name, exact=True)`: it stats every blob again.
+(the write is checked by the listing after it, as any other). `check --repair`, which
+may have moved corrupt blobs aside, uses `Usage.refresh(name, exact=True)`: it stats
+every blob again.
 """
 
 from __future__ import annotations
