@@ -82,3 +82,20 @@ def test_the_rate_ratio_pairs_each_rounds_measurements() -> None:
     ratio is each round's own, not one of the columns' medians (here 1.05x)."""
     columns = {"idle": [100.0, 200.0, 400.0], "collecting": [90.0, 210.0, 380.0]}
     assert gc.paired_ratio(columns) == pytest.approx(0.95)
+
+
+def test_the_collections_are_listed_in_the_order_taken_and_summed_up_by_medians() -> None:
+    """Turns alternate which collector goes first; the figure is each one's median."""
+    result = gc.StorageResult(
+        "filesystem",
+        [gc.Collection(10.0, 50e6, 6), gc.Collection(14.0, 70e6, 6)],
+        [gc.Collection(11.0, 20e6, 6), gc.Collection(15.0, 30e6, 6)],
+        1.0,
+        {},
+    )
+    assert result.seconds == (12.0, 13.0)
+    assert result.rss == (70e6, 30e6)
+    assert gc._collections(result) == (
+        "the collections, in the order timed: Dockyard 10.0 s, the reference 11.0 s, "
+        "the reference 15.0 s, Dockyard 14.0 s"
+    )
