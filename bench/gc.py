@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,7 +322,7 @@ class Collectors:
     workdir: Path
     ours_storage: dict[str, Any]
     reference: ReferenceRegistry
-    left: dict[str, Any]  # "dockyard", "reference": () -> the blobs stored
+    left: dict[str, Callable[[], int]]  # "dockyard", "reference": the blobs stored now
 
     def ours(self) -> Collection:
         time.sleep(1.1)  # past the storage clock's second: everything is older than the grace
@@ -355,10 +355,10 @@ def measure(
     """Build both registries' data on one storage, collect each, then the request rates.
 
     On the filesystem each collects `FILESYSTEM_COLLECTIONS` times, each time on a fresh
-    copy of the data written once, the two taking turns at going first: the one timed
-    first after the copies would otherwise pay for the disk's work left from them (its
-    write-back, or the discards of the folder the last collection emptied). On SeaweedFS
-    each collects once, Dockyard first: copying the data into the buckets takes minutes."""
+    copy of the data written once, the two taking turns at going first, so that neither
+    always runs right after what leaves the disk work to do (the copies' write-back, the
+    discards of the other's deletions). On SeaweedFS each collects once, Dockyard first:
+    copying the data into the buckets takes minutes."""
     workdir.mkdir(parents=True, exist_ok=True)
     ours_files, reference_files = workdir / "dockyard-data", workdir / "reference" / "data"
     pristine = workdir / "pristine"
