@@ -291,16 +291,13 @@ class StorageResult:
     @property
     def seconds(self) -> tuple[float, float]:
         """The median collection of each: Dockyard's, the reference's."""
-        return tuple(  # type: ignore[return-value]
-            statistics.median(c.seconds for c in runs) for runs in (self.ours, self.reference)
-        )
+        ours = statistics.median(c.seconds for c in self.ours)
+        return ours, statistics.median(c.seconds for c in self.reference)
 
     @property
     def rss(self) -> tuple[float, float]:
         """The highest peak RSS of each."""
-        return tuple(  # type: ignore[return-value]
-            max(c.rss for c in runs) for runs in (self.ours, self.reference)
-        )
+        return max(c.rss for c in self.ours), max(c.rss for c in self.reference)
 
 
 def _count_files(root: Path) -> int:
