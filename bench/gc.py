@@ -275,9 +275,8 @@ def dockyard_gc_command(server: RegistryProcess) -> list[str]:
 @dataclass
 class StorageResult:
     storage: str
-    # Every timed collection of each, in the order taken.
-    ours: list[Collection]
-    reference: list[Collection]
+    # Every timed collection, "dockyard" or "reference", in the order taken.
+    timed: list[tuple[str, Collection]]
     build_seconds: float
     objects: dict[str, int]
     rates: dict[str, dict[str, list[float]]] = field(default_factory=dict)
@@ -287,6 +286,14 @@ class StorageResult:
     overlapped: int = 0
     runs_started: int = 0  # during the collecting measurements
     runs_ended: int = 0
+
+    @property
+    def ours(self) -> list[Collection]:
+        return [collection for who, collection in self.timed if who == "dockyard"]
+
+    @property
+    def reference(self) -> list[Collection]:
+        return [collection for who, collection in self.timed if who == "reference"]
 
     @property
     def seconds(self) -> tuple[float, float]:
@@ -389,20 +396,20 @@ def measure(
     objects = {"dockyard": ours_sink.written, "reference": reference_sink.written}
     print(f"bench: gc on {label}: {objects} objects in {built:.0f} s", flush=True)
     collectors = Collectors(label, workdir, ours_storage, reference, left)
-    result = StorageResult(label, [], [], built, objects)
+    result = StorageResult(label, [], built, objects)
     if shared is not None:
-        result.ours.append(collectors.ours())
-        result.reference.append(collectors.theirs())
+        result.timed.append(("dockyard", collectors.ours()))
+        result.timed.append(("reference", collectors.theirs()))
     else:
         sides = [
-            (ours_sink.root, ours_files, collectors.ours, result.ours),
-            (reference_sink.root, reference_files, collectors.theirs, result.reference),
+            ("dockyard", ours_sink.root, ours_files, collectors.ours),
+            ("reference", reference_sink.root, reference_files, collectors.theirs),
         ]
         for turn in range(FILESYSTEM_COLLECTIONS):
-            for source, files, collector, runs in sides if turn % 2 == 0 else sides[::-1]:
+            for who, source, files, collector in sides if turn % 2 == 0 else sides[::-1]:
                 shutil.rmtree(files, ignore_errors=True)
                 shutil.copytree(source, files)
-                runs.append(collector())
+                result.timed.append((who, collector()))
         shutil.rmtree(pristine)
     _check_left(result, data)
     rate_rounds(result, ours_storage, workdir, rounds, wrk_seconds, data)
@@ -412,13 +419,11 @@ def measure(
 def _check_left(result: StorageResult, data: GcData) -> None:
     """Both kept exactly the referenced blobs and the manifests."""
     expected = data.manifests * (LAYERS + 2)
-    for label, runs in (("dockyard", result.ours), ("reference", result.reference)):
-        for collection in runs:
-            if collection.blobs_left != expected:
-                raise RuntimeError(
-                    f"{label} kept {collection.blobs_left} blobs on {result.storage}, "
-                    f"not {expected}"
-                )
+    for label, collection in result.timed:
+        if collection.blobs_left != expected:
+            raise RuntimeError(
+                f"{label} kept {collection.blobs_left} blobs on {result.storage}, not {expected}"
+            )
 
 
 def serving(
@@ -585,11 +590,8 @@ def paired_ratio(columns: dict[str, list[float]]) -> float:
 
 
 def _collections(result: StorageResult) -> str:
-    """Each timed collection's seconds, in the order taken (turns alternate who is first)."""
-    taken: list[str] = []
-    for turn, (ours, theirs) in enumerate(zip(result.ours, result.reference, strict=True)):
-        pair = [f"Dockyard {ours.seconds:.1f} s", f"the reference {theirs.seconds:.1f} s"]
-        taken += pair if turn % 2 == 0 else pair[::-1]
+    names = {"dockyard": "Dockyard", "reference": "the reference"}
+    taken = (f"{names[who]} {collection.seconds:.1f} s" for who, collection in result.timed)
     return "the collections, in the order timed: " + ", ".join(taken)
 
 

@@ -85,11 +85,15 @@ def test_the_rate_ratio_pairs_each_rounds_measurements() -> None:
 
 
 def test_the_collections_are_listed_in_the_order_taken_and_summed_up_by_medians() -> None:
-    """Turns alternate which collector goes first; the figure is each one's median."""
+    """The notes list them as taken; the figure is each one's median, and its highest peak."""
     result = gc.StorageResult(
         "filesystem",
-        [gc.Collection(10.0, 50e6, 6), gc.Collection(14.0, 70e6, 6)],
-        [gc.Collection(11.0, 20e6, 6), gc.Collection(15.0, 30e6, 6)],
+        [
+            ("dockyard", gc.Collection(10.0, 50e6, 6)),
+            ("reference", gc.Collection(11.0, 20e6, 6)),
+            ("reference", gc.Collection(15.0, 30e6, 6)),
+            ("dockyard", gc.Collection(14.0, 70e6, 6)),
+        ],
         1.0,
         {},
     )
