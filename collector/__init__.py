@@ -5,11 +5,14 @@ Tests: tests/collector/ (each names the step it checks), tests/e2e/test_gc_*.py.
 
 Vocabulary. The *live set* is every digest a manifest revision of any repository
 references (mark.py: the manifest itself and every `digest` in its document: config,
-layers, index children, subject). A blob's *touch* (`blobs/<alg>/<xx>/<hex>/touched`)
-is written by the API whenever it vouches for the blob (BlobStore.vouch): blob HEAD and
-GET 200, mount 201, upload 201, each blob and child a manifest PUT checks, and the
-manifest's own bytes. A *tomb* (`.../tomb-<run>`) is written by a collector run before
-it deletes the blob's data or any repository's link to it. Times are the storage's.
+layers, index children, subject). A run reads them from the manifest's bytes, or from
+what an earlier run on the machine read from the same bytes (known_references.py, a
+local cache keyed by digest, whose loss only costs the reads it spared). A blob's
+*touch* (`blobs/<alg>/<xx>/<hex>/touched`) is written by the API whenever it vouches
+for the blob (BlobStore.vouch): blob HEAD and GET 200, mount 201, upload 201, each blob
+and child a manifest PUT checks, and the manifest's own bytes. A *tomb*
+(`.../tomb-<run>`) is written by a collector run before it deletes the blob's data or
+any repository's link to it. Times are the storage's.
 
 Step 1, the handshake (sweep.py; tests/collector/test_handshake.py forces the API's
 requests between the collector's steps). The API, before answering that B exists:

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+from collector.known_references import KnownReferences
 from collector.run import Deletion, GcOptions, GcResult, collect
 from collector.sweep import Hook, no_hook
 from registry.config import Config
@@ -85,13 +86,17 @@ async def _collect(config: Config, dry_run: bool, as_json: bool, lines: Lines) -
 
     store = Store(create_driver(config))
     try:
-        return await collect(
-            store,
-            GcOptions.of(config),
-            dry_run=dry_run,
-            report=lambda deletion: lines.add(_deletion_line(deletion, as_json, dry_run)),
-            hook=_pause_at(os.environ[PAUSE_ENV], lines) if os.environ.get(PAUSE_ENV) else no_hook,
-        )
+        with KnownReferences.opened(config.gc) as known:
+            return await collect(
+                store,
+                GcOptions.of(config),
+                dry_run=dry_run,
+                report=lambda deletion: lines.add(_deletion_line(deletion, as_json, dry_run)),
+                hook=_pause_at(os.environ[PAUSE_ENV], lines)
+                if os.environ.get(PAUSE_ENV)
+                else no_hook,
+                known=known,
+            )
     finally:
         await store.close()
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from collector.known_references import Known, KnownReferences
 from oci.errors import RegistryError
 from oci.references import Digest
 from storage import paths
@@ -47,37 +48,60 @@ def _digests_in(document: Any) -> Iterator[str]:
             yield from _digests_in(item)
 
 
-def _subject_of(document: Any) -> Digest | None:
+def _subject_of(document: Any) -> str | None:
     subject = document.get("subject") if isinstance(document, dict) else None
     digest = subject.get("digest") if isinstance(subject, dict) else None
+    return digest if isinstance(digest, str) and _parsed(digest) is not None else None
+
+
+def _parsed(digest: str | None) -> Digest | None:
     try:
-        return Digest.parse(digest) if isinstance(digest, str) else None
+        return Digest.parse(digest) if digest is not None else None
     except RegistryError:
         return None
 
 
-async def revisions(store: Store, name: str) -> list[Revision]:
+async def revisions(
+    store: Store, name: str, known: KnownReferences | None = None
+) -> list[Revision]:
     """The manifests stored in repository `name`: one listing, plus one read of each
-    manifest's bytes (its subject is in them too: the revision link is not read)."""
+    manifest's bytes that `known` does not hold (its subject is in them too: the
+    revision link is not read)."""
     links = await links_below(store.driver, paths.revisions_dir(name))
     return list(
-        await asyncio.gather(*(_revision(store, digest, info.modified) for digest, info in links))
+        await asyncio.gather(
+            *(_revision(store, digest, info.modified, known) for digest, info in links)
+        )
     )
 
 
-async def _revision(store: Store, digest: Digest, modified: float) -> Revision:
-    itself = frozenset({sys.intern(str(digest))})
+async def _revision(
+    store: Store, digest: Digest, modified: float, known: KnownReferences | None
+) -> Revision:
+    itself = sys.intern(str(digest))
+    found = known.get(itself) if known is not None else None
+    if found is None:
+        found = await _read(store, digest)
+        if found is None:
+            return Revision(digest, modified, None, frozenset({itself}))
+        if known is not None:
+            known.add(itself, found)
+    # As written: stored digests are canonical too. Interned: the run shares them (run.py).
+    references = frozenset({itself, *map(sys.intern, found.references)})
+    return Revision(digest, modified, _parsed(found.subject), references)
+
+
+async def _read(store: Store, digest: Digest) -> Known | None:
+    """What the manifest stored under `digest` references; None when that is unknown."""
     try:
         document = json.loads(await store.blobs.get(digest))
     except PathNotFoundError:
         log.warning("manifest %s has no content: its revision is broken", digest)
-        return Revision(digest, modified, None, itself)
+        return None
     except ValueError:
         log.warning("manifest %s is not JSON: nothing it references is known", digest)
-        return Revision(digest, modified, None, itself)
-    # As written: stored digests are canonical too. Interned: the run shares them (run.py).
-    references = itself | set(map(sys.intern, _digests_in(document)))
-    return Revision(digest, modified, _subject_of(document), references)
+        return None
+    return Known(_subject_of(document), list(set(_digests_in(document))))
 
 
 async def layer_links(store: Store, name: str) -> list[tuple[Digest, float]]:

@@ -20,6 +20,7 @@ import signal
 import sys
 
 from collector import last_run
+from collector.known_references import KnownReferences
 from collector.run import GcOptions, GcResult, collect
 from registry.config import Config
 from storage import paths
@@ -62,7 +63,8 @@ async def _collect(config: Config) -> GcResult:
 
     store = Store(create_driver(config))
     try:
-        return await collect(store, GcOptions.background(config))
+        with KnownReferences.opened(config.gc) as known:
+            return await collect(store, GcOptions.background(config), known=known)
     finally:
         await store.close()
 

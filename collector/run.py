@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 
 from collector.concurrently import concurrently
+from collector.known_references import KnownReferences
 from collector.last_run import RunRecord, save, this_process
 from collector.mark import Revision, layer_links, revisions
 from collector.pacing import Pacer
@@ -137,13 +138,20 @@ def _ignore(deletion: Deletion) -> None:
 
 class _Run:
     def __init__(
-        self, store: Store, options: GcOptions, lease: Lease | None, report: Report, hook: Hook
+        self,
+        store: Store,
+        options: GcOptions,
+        lease: Lease | None,
+        report: Report,
+        hook: Hook,
+        known: KnownReferences | None,
     ) -> None:
         self.store = store
         self.options = options
         self.lease = lease
         self.report = report
         self.hook = hook
+        self.known = known
         self.result = GcResult(dry_run=lease is None)
         self.pacer = Pacer(options.share)
         # The live set: each digest a manifest references -> its size, once the sweep
@@ -218,7 +226,7 @@ class _Run:
         before = (self.result.tags, self.result.manifests)
         if self.options.retention:
             await self.apply_retention(name)
-        stored = await revisions(self.store, name)
+        stored = await revisions(self.store, name, self.known)
         kept = await self.without_orphan_referrers(name, stored, cutoffs)
         if before != (self.result.tags, self.result.manifests):
             self.changed.add(name)
@@ -342,10 +350,12 @@ async def collect(
     dry_run: bool = False,
     report: Report = _ignore,
     hook: Hook = no_hook,
+    known: KnownReferences | None = None,
 ) -> GcResult:
     """One run, holding the lease (a dry run takes none and deletes nothing); when
     another collector holds it, returns at once with `skipped` set. A run that deletes
-    stores its record (collector/last_run.py) before it lets the lease go."""
+    stores its record (collector/last_run.py) before it lets the lease go. `known`: what
+    manifests reference, from earlier runs (collector/known_references.py)."""
     started, began = time.monotonic(), time.time()
     if not dry_run and await store.maintenance.state() is not None:
         return GcResult(skipped="maintenance: the storage stays as it is")
@@ -355,7 +365,7 @@ async def collect(
         if lease is None:
             return GcResult(skipped="another collector is running")
         log.info("gc run %s started", lease.owner)
-    run = _Run(store, options, lease, report, hook)
+    run = _Run(store, options, lease, report, hook, known)
     try:
         result = await run.run()
         result.duration = time.monotonic() - started

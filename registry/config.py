@@ -389,6 +389,15 @@ class GcConfig(Section):
         description="of the time, what a server's background run may work (it rests the"
         " rest, between steps); `dockyard gc` always runs at full speed",
     )
+    cache_dir: Path | None = Field(
+        None,
+        description="local folder of the file where runs keep what each manifest references,"
+        " so later runs need not read it again; default $XDG_CACHE_HOME/dockyard or"
+        " ~/.cache/dockyard",
+    )
+    cache_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="bound of that file in bytes; 0: no cache"
+    )
 
 
 class RetentionRule(Section):

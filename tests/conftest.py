@@ -23,6 +23,13 @@ from tests.support.seaweedfs import SeaweedFS, start_seaweedfs
 DRIVERS = ["memory", "filesystem", "s3"]
 
 
+@pytest.fixture(autouse=True)
+def _cache_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's collectors (and the servers it starts) keep their local cache
+    (collector/known_references.py) in a folder of its own, not in the user's home."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))

@@ -10,6 +10,7 @@ replicas with only their own collectors: one run at a time, and the same invaria
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
@@ -17,6 +18,7 @@ import math
 import os
 import random
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -29,6 +31,7 @@ import httpx
 import pytest
 
 from collector.cli import PAUSE_ENV, PAUSED
+from collector.known_references import FILE_NAME, default_cache_dir
 from registry.config import S3Config
 from registry.drivers import s3_settings
 from storage.driver import StorageDriver
@@ -300,11 +303,20 @@ def test_collectors_in_a_tight_loop_never_break_a_stored_image(
             runs += 1
         assert killed >= 1 or not kill, "no run reached a sweep step to be killed at"
         assert_nothing_broken(servers, storage, clients)
+        assert cached_manifests() > 0  # the runs after the first read few manifests
         retried = sum(client.retries for client in clients)
         print(f"{runs} gc runs ({killed} killed mid-sweep), {removed} removed, {retried} retries")
     finally:
         for server in servers:
             server.stop()
+
+
+def cached_manifests() -> int:
+    """Manifests the runs keep in their local cache (collector/known_references.py): runs
+    that found them there did not read them, and the invariant held all the same."""
+    path = default_cache_dir() / FILE_NAME
+    with contextlib.closing(sqlite3.connect(path)) as cache:
+        return cache.execute("SELECT count(*) FROM manifests").fetchone()[0]
 
 
 LOGGED_RUN = re.compile(r"gc run (\w+)(?: started|: removed )")
