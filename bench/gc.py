@@ -574,7 +574,8 @@ WHERE_THE_TIME_GOES = [
     "folders at a time over 16 connections); per unreferenced blob the run makes one "
     "request the offline reference needs not (its tomb), per fan-out folder four "
     "DeleteObjects (the doomed objects, then the tombs: S3 gives no order within one "
-    "request), per manifest one GetObject (its bytes: the mark reads no revision link).",
+    "request), per manifest one GetObject (its bytes: the mark reads no revision link; "
+    "a later run on the machine finds it in its cache, collector/known_references.py).",
 ]
 
 
