@@ -8,10 +8,13 @@ the digest here reads nothing. Being keyed by digest, an entry is right for any
 storage, so one file serves every registry of the machine (`gc.cache_dir`).
 
 The file is a cache and nothing else: an entry is only ever what the bytes under its
-digest say, and any error opening, reading or writing the file is a miss (logged), never
-a failed run. It is bounded in bytes (`gc.cache_bytes`, which SQLite enforces: its
-`max_page_count`); a run that fills it removes it when done, so the next starts afresh
-with the manifests stored then.
+digest say, and any error opening, reading or writing the file is a miss (logged once),
+never a failed run; a file found damaged is removed, for the next run to start afresh.
+It is written in SQLite's WAL mode with `synchronous = NORMAL`, which a crash of the
+process or the machine never leaves half-written (it may lose the last writes). It is
+bounded in bytes (`gc.cache_bytes`, which SQLite enforces: its `max_page_count`; the
+write-ahead log adds up to a checkpoint's 4 MiB); a run that fills it removes it when
+done, so the next starts afresh with the manifests stored then.
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ class KnownReferences:
         self._db = connection
         self._path = path
         self._pending: list[tuple[str, str | None, str]] = []
-        self._full = False
+        self._adding = True  # until the file is full or failed
+        self._reading = True  # until the file failed
+        self._remove = False  # at the end: full or damaged
 
     @classmethod
     @contextlib.contextmanager
@@ -78,7 +83,7 @@ class KnownReferences:
             except sqlite3.OperationalError:
                 raise  # locked, unreadable: not ours to remove
             except sqlite3.DatabaseError:  # not a database (damaged): start afresh
-                path.unlink()
+                _remove(path)
                 connection = _connect(path, config.cache_bytes)
             return cls(connection, path)
         except (OSError, sqlite3.Error) as error:
@@ -86,6 +91,8 @@ class KnownReferences:
             return None
 
     def get(self, digest: str) -> Known | None:
+        if not self._reading:
+            return None
         try:
             row = self._db.execute(
                 "SELECT subject, refs FROM manifests WHERE digest = ?", (digest,)
@@ -99,7 +106,7 @@ class KnownReferences:
 
     def add(self, digest: str, known: Known) -> None:
         """Remember what the bytes stored under `digest` reference (written in batches)."""
-        if self._full:
+        if not self._adding:
             return
         self._pending.append((digest, known.subject, " ".join(known.references)))
         if len(self._pending) >= _PENDING:
@@ -108,33 +115,46 @@ class KnownReferences:
     def close(self) -> None:
         self._write()
         self._db.close()
-        if self._full:
-            with contextlib.suppress(OSError):
-                self._path.unlink()
+        if self._remove:
+            _remove(self._path)
 
     def _write(self) -> None:
-        try:
-            with self._db:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)", self._pending
-                )
-        except sqlite3.Error as error:
-            if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                self._full = True  # at its bound: add no more; removed when the run is done
-            else:
+        if self._pending and self._adding:
+            try:
+                with self._db:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)", self._pending
+                    )
+            except sqlite3.Error as error:
                 self._failed(error)
         self._pending.clear()
 
     def _failed(self, error: sqlite3.Error) -> None:
+        """Stop using the file for the rest of the run (a full one only for adding)."""
+        self._adding = False
+        if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            self._remove = True  # at its bound: the next run starts afresh
+            return
         log.warning("gc: the cache of manifests' references at %s failed: %s", self._path, error)
+        self._reading = False
+        # Locked or unreadable, it is left as it is; damaged, it goes.
+        self._remove = not isinstance(error, sqlite3.OperationalError)
 
 
 def _connect(path: Path, max_bytes: int) -> sqlite3.Connection:
-    # A cache: a crash of the machine may lose the last writes. Two runs on one machine
-    # at once (a dry run beside a server's) wait for each other's writes.
+    # Two runs on one machine at once (a dry run beside a server's) wait for each
+    # other's writes.
     connection = sqlite3.connect(path, timeout=10.0)
-    connection.execute("PRAGMA synchronous = OFF")
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = NORMAL")
     connection.execute(_SCHEMA)
     page = connection.execute("PRAGMA page_size").fetchone()[0]
     connection.execute(f"PRAGMA max_page_count = {max(max_bytes // page, 2)}")
     return connection
+
+
+def _remove(path: Path) -> None:
+    """The file and its write-ahead log."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()

@@ -130,6 +130,31 @@ def test_a_damaged_file_starts_afresh(tmp_path: Path) -> None:
         assert cache.get("sha256:" + "d" * 64) == known
 
 
+def test_a_file_found_damaged_in_a_run_is_read_no_more_and_removed_after_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    known = Known(None, ["sha256:" + "e" * 64])
+    with KnownReferences.opened(_cache(tmp_path)) as cache:
+        assert cache is not None
+        for n in range(2000):
+            cache.add(f"sha256:{n:064x}", known)
+    path = tmp_path / FILE_NAME
+    with path.open("r+b") as file:
+        file.seek(4096)  # past the schema's page: the table's
+        file.write(b"\xff" * (path.stat().st_size - 4096))
+    with caplog.at_level(logging.WARNING, "dockyard.gc"):
+        with KnownReferences.opened(_cache(tmp_path)) as cache:
+            assert cache is not None
+            assert [cache.get(f"sha256:{n:064x}") for n in range(3)] == [None] * 3
+        assert caplog.text.count("failed: database disk image is malformed") == 1
+    assert not path.exists()
+    with KnownReferences.opened(_cache(tmp_path)) as cache:
+        assert cache is not None
+        cache.add("sha256:" + "f" * 64, known)
+    with KnownReferences.opened(_cache(tmp_path)) as cache:
+        assert cache is not None and cache.get("sha256:" + "f" * 64) == known
+
+
 def test_off_or_out_of_reach_is_no_cache(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with KnownReferences.opened(_cache(tmp_path, 0)) as cache:
         assert cache is None
