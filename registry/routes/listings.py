@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -15,8 +17,17 @@ from registry.routes.common import digest_param, page, pull_target, repository, 
 CATALOG_PAGE = 1000
 
 
+class ListingResponse(JSONResponse):
+    """JSON encoded by orjson: a page of 1,000 tags in ~5 µs, where the standard
+    library's encoder took ~45 µs, a fifth of the CPU a tag list cost the server
+    (bench/RESULTS.md). Names and tags are validated ASCII, so the bytes are the same."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 async def api_base(request: Request) -> Response:
-    return JSONResponse({})
+    return ListingResponse({})
 
 
 async def list_tags(request: Request) -> Response:
@@ -27,14 +38,14 @@ async def list_tags(request: Request) -> Response:
         if (listed := await cache.tags(target, params)) is not None:
             tags, following = listed
             link = {"Link": f'</v2/{name}/tags/list?{following}>; rel="next"'} if following else {}
-            return JSONResponse({"name": name, "tags": tags}, headers=link)
+            return ListingResponse({"name": name, "tags": tags}, headers=link)
     stored = pulled[1].local if pulled else name  # the upstream cannot answer: cached tags
     if not await store(request).catalog.exists(stored):
         raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
     tags, headers = page(
         await store(request).manifests.tags(stored), request, f"/v2/{name}/tags/list", None
     )
-    return JSONResponse({"name": name, "tags": tags}, headers=headers)
+    return ListingResponse({"name": name, "tags": tags}, headers=headers)
 
 
 async def list_referrers(request: Request) -> Response:
@@ -55,4 +66,4 @@ async def catalog(request: Request) -> Response:
     """Repositories, only those the caller may pull when access control is on."""
     names = [name for name in await store(request).catalog.names() if may_pull(request, name)]
     names, headers = page(names, request, "/v2/_catalog", CATALOG_PAGE)
-    return JSONResponse({"repositories": names}, headers=headers)
+    return ListingResponse({"repositories": names}, headers=headers)
