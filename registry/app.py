@@ -31,6 +31,7 @@ from registry.events.setup import build_events
 from registry.maintenance import MaintenanceGuard
 from registry.malloc import return_big_buffers_to_the_system
 from registry.observe import ObserveRequests, Recorder
+from registry.python_gc import freeze_startup_objects
 from registry.request_drain import DrainBeforeClose
 from registry.request_id import REQUEST_ID_HEADER, REQUEST_ID_KEY, RequestId
 from registry.route_labels import RouteLabels
@@ -160,7 +161,17 @@ class RelativeSlashRedirect:
         await self.router.not_found(scope, receive, send)
 
 
-def create_app(config: Config | None = None, driver: StorageDriver | None = None) -> Starlette:
+def create_served_app() -> Starlette:
+    """The app of a `dockyard serve` worker: the configured one, its startup objects
+    frozen once it started (registry/python_gc.py)."""
+    return create_app(freeze_after_startup=True)
+
+
+def create_app(
+    config: Config | None = None,
+    driver: StorageDriver | None = None,
+    freeze_after_startup: bool = False,
+) -> Starlette:
     config = config or load_config()
     return_big_buffers_to_the_system()
     # A driver of the configured storage can be made again in a child process, which is
@@ -196,6 +207,8 @@ def create_app(config: Config | None = None, driver: StorageDriver | None = None
         publisher = asyncio.create_task(metrics.publish_periodically())
         with contextlib.suppress(ValueError):  # not in the main thread: nobody to signal us
             readiness.stop_on_signals()
+        if freeze_after_startup:
+            freeze_startup_objects()
         try:
             yield
         finally:

@@ -179,7 +179,7 @@ def _run(config: Config, http: HttpConfig, workers: int) -> None:
     from registry.logs import log_config
 
     uvicorn.run(
-        "registry.app:create_app",
+        "registry.app:create_served_app",
         factory=True,
         host=http.host,
         port=http.port,

@@ -27,7 +27,9 @@ def serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     for variable in [v for v in os.environ if v.startswith("DOCKYARD_")]:
         monkeypatch.delenv(variable)
     started: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **options: started.append(options))
+    monkeypatch.setattr(
+        uvicorn, "run", lambda app, **options: started.append({"app": app, **options})
+    )
 
     def run(config: str, *flags: str) -> tuple[int, list[dict[str, Any]]]:
         path = tmp_path / "config.yaml"
@@ -46,6 +48,13 @@ def test_flags_are_held_to_the_config_limits(serve: Any, capsys, flags, named) -
     code, started = serve("", *flags)
     assert code == 2 and not started
     assert named in capsys.readouterr().err
+
+
+def test_the_workers_run_the_app_that_freezes_its_startup_objects(serve: Any) -> None:
+    code, started = serve("")
+    assert code == 0
+    assert started[0]["app"] == "registry.app:create_served_app"
+    assert started[0]["factory"] is True
 
 
 @pytest.fixture
