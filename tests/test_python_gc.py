@@ -13,14 +13,17 @@ import yaml
 
 from registry.app import create_app, create_served_app
 from registry.config import CONFIG_ENV, Config
+from registry.python_gc import YOUNG_THRESHOLD
 from storage.memory import MemoryDriver
 
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
     gc.unfreeze()
+    threshold = gc.get_threshold()
     yield
     gc.unfreeze()  # what a test froze is collectable again
+    gc.set_threshold(*threshold)
 
 
 async def test_a_served_worker_freezes_what_its_startup_made(
@@ -33,9 +36,11 @@ async def test_a_served_worker_freezes_what_its_startup_made(
     assert gc.get_freeze_count() == 0
     async with app.router.lifespan_context(app):
         assert gc.get_freeze_count() > 10_000  # the modules, the app, its store
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
 
 
 async def test_an_app_made_otherwise_freezes_nothing(unfrozen: None) -> None:
     app = create_app(Config(gc={"enabled": False}), MemoryDriver())
     async with app.router.lifespan_context(app):
         assert gc.get_freeze_count() == 0
+        assert gc.get_threshold()[0] != YOUNG_THRESHOLD
