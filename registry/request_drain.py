@@ -31,6 +31,15 @@ def _closes_connection(scope: Scope) -> bool:
     )
 
 
+def _declares_a_body(scope: Scope) -> bool:
+    """An HTTP/1.1 request has a body only if it says so: a `Content-Length` above 0 or
+    a `Transfer-Encoding` (most requests, pulls, say neither)."""
+    return any(
+        name == b"transfer-encoding" or (name == b"content-length" and value != b"0")
+        for name, value in scope["headers"]
+    )
+
+
 def _waits_for_continue(scope: Scope) -> bool:
     """The client sends its body only once asked to (`Expect: 100-continue`)."""
     return any(
@@ -44,8 +53,8 @@ class DrainBeforeClose:
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or not _declares_a_body(scope):
+            await self.app(scope, receive, send)  # nothing could be left unread
             return
         received_any = False
         complete = False

@@ -26,6 +26,8 @@ class Client:
 
 
 def _scope(**headers: str) -> Scope:
+    """A request declaring the client's body, with `headers` besides."""
+    headers = {"content_length": str(PIECES * 10), **headers}
     raw = [(name.replace("_", "-").encode(), value.encode()) for name, value in headers.items()]
     return {"type": "http", "http_version": "1.1", "headers": raw}
 
@@ -79,4 +81,23 @@ async def test_a_body_never_asked_for_is_not_drained() -> None:
     client = Client()
     scope = _scope(connection="close", expect="100-continue")
     await DrainBeforeClose(answer_at_once)(scope, client.receive, client.send)
+    assert client.delivered == 0
+
+
+@pytest.mark.parametrize("declared", [{"content_length": "0"}, {}])
+async def test_a_request_declaring_no_body_goes_through_untouched(declared: dict[str, str]) -> None:
+    """Nothing can be left unread: the app gets the server's own `receive` and `send`."""
+    client = Client()
+    seen: list[tuple[Receive, Send]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((receive, send))
+        raise RuntimeError("a bug")
+
+    scope = {**_scope(connection="close", **declared)}
+    if not declared:
+        scope["headers"] = [(n, v) for n, v in scope["headers"] if n != b"content-length"]
+    with pytest.raises(RuntimeError):
+        await DrainBeforeClose(app)(scope, client.receive, client.send)
+    assert seen == [(client.receive, client.send)]
     assert client.delivered == 0
