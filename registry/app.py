@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -53,29 +54,52 @@ log = logging.getLogger("dockyard")
 
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 
+
+class ApiRoute(Route):
+    """A route of the registry API: its endpoint is called without the exception layer
+    Starlette wraps around each endpoint call. The one around the router (its
+    `ExceptionMiddleware`) handles the same exceptions with the same handlers, and no
+    layer stands between the two: one coroutine and one `send` wrapper less a request."""
+
+    def __init__(
+        self, path: str, endpoint: Callable[[Request], Awaitable[Response]], **options: Any
+    ) -> None:
+        super().__init__(path, endpoint, **options)
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await endpoint(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app
+
+
 # The router tries routes in this order, each a regular expression: the requests
 # clients make most (blob and manifest reads) come first. No two routes' paths match
 # one request (their fixed parts differ), so the order changes nothing else.
 ROUTES = [
-    Route("/v2/{name:path}/blobs/{digest}", blobs.get_blob, methods=["GET"]),
-    Route("/v2/{name:path}/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
-    Route(
+    ApiRoute("/v2/{name:path}/blobs/{digest}", blobs.get_blob, methods=["GET"]),
+    ApiRoute("/v2/{name:path}/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
+    ApiRoute(
         "/v2/{name:path}/manifests/{reference}",
         manifests.get_manifest,
         methods=["GET"],
         name="get_manifest",
     ),
-    Route("/v2/{name:path}/manifests/{reference}", manifests.put_manifest, methods=["PUT"]),
-    Route("/v2/{name:path}/manifests/{reference}", manifests.delete_manifest, methods=["DELETE"]),
-    Route("/v2/{name:path}/blobs/uploads/", uploads.start_upload, methods=["POST"]),
-    Route("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.upload_status, methods=["GET"]),
-    Route("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.patch_upload, methods=["PATCH"]),
-    Route("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.finish_upload, methods=["PUT"]),
-    Route("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.cancel_upload, methods=["DELETE"]),
-    Route("/v2/{name:path}/tags/list", listings.list_tags, methods=["GET"]),
-    Route("/v2/{name:path}/referrers/{digest}", listings.list_referrers, methods=["GET"]),
-    Route("/v2/", listings.api_base, methods=["GET"]),
-    Route("/v2/_catalog", listings.catalog, methods=["GET"]),
+    ApiRoute("/v2/{name:path}/manifests/{reference}", manifests.put_manifest, methods=["PUT"]),
+    ApiRoute(
+        "/v2/{name:path}/manifests/{reference}", manifests.delete_manifest, methods=["DELETE"]
+    ),
+    ApiRoute("/v2/{name:path}/blobs/uploads/", uploads.start_upload, methods=["POST"]),
+    ApiRoute("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.upload_status, methods=["GET"]),
+    ApiRoute("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.patch_upload, methods=["PATCH"]),
+    ApiRoute("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.finish_upload, methods=["PUT"]),
+    ApiRoute(
+        "/v2/{name:path}/blobs/uploads/{upload_id}", uploads.cancel_upload, methods=["DELETE"]
+    ),
+    ApiRoute("/v2/{name:path}/tags/list", listings.list_tags, methods=["GET"]),
+    ApiRoute("/v2/{name:path}/referrers/{digest}", listings.list_referrers, methods=["GET"]),
+    ApiRoute("/v2/", listings.api_base, methods=["GET"]),
+    ApiRoute("/v2/_catalog", listings.catalog, methods=["GET"]),
 ]
 
 
