@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -62,9 +61,15 @@ class ApiRoute(Route):
     layer stands between the two: one coroutine and one `send` wrapper less a request."""
 
     def __init__(
-        self, path: str, endpoint: Callable[[Request], Awaitable[Response]], **options: Any
+        self,
+        path: str,
+        endpoint: Callable[[Request], Awaitable[Response]],
+        *,
+        methods: list[str],
+        name: str | None = None,
     ) -> None:
-        super().__init__(path, endpoint, **options)
+        # Only what the adapter below keeps: a `middleware` option would be dropped.
+        super().__init__(path, endpoint, methods=methods, name=name)
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             response = await endpoint(Request(scope, receive, send))

@@ -8,6 +8,7 @@ finds any), so a repository holding content always ends up listed.
 
 from __future__ import annotations
 
+from oci.references import is_name
 from storage import paths
 from storage.driver import StorageDriver
 
@@ -29,5 +30,8 @@ class Catalog:
         return await self._driver.exists(paths.catalog_marker(name))
 
     async def names(self) -> list[str]:
+        """Sorted; an entry that names no valid repository (placed by hand, or not
+        UTF-8 on a filesystem) is left out, as it could never be pulled."""
         entries = await self._driver.list(paths.catalog_dir())
-        return sorted(paths.name_from_catalog_entry(entry) for entry in entries)
+        names = (paths.name_from_catalog_entry(entry) for entry in entries)
+        return sorted(name for name in names if is_name(name))

@@ -83,7 +83,7 @@ from typing import Any
 
 from oci.errors import ErrorCode, RegistryError
 from oci.manifests import Descriptor, Manifest, parse_manifest, referenced_digests
-from oci.references import Digest
+from oci.references import Digest, is_tag
 from storage import paths
 from storage.blobs import BlobStore, digests_below
 from storage.catalog import Catalog
@@ -453,7 +453,8 @@ class ManifestStore:
         return list(tags)
 
     async def _listed_tags(self, name: str) -> list[str]:
-        return sorted(await self._driver.list(paths.tags_dir(name)))
+        """Sorted; an entry that is no valid tag (placed by hand) is left out."""
+        return sorted(tag for tag in await self._driver.list(paths.tags_dir(name)) if is_tag(tag))
 
     async def digests(self, name: str) -> list[Digest]:
         """Digests of the revisions listed in `name` (some may be gone by now)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from oci.references import Digest
 from storage import paths
 from storage.driver import StorageDriver
+from storage.filesystem import FilesystemDriver
 from tests.api.helpers import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -126,6 +128,39 @@ async def test_catalog(client: httpx.AsyncClient) -> None:
     response = await client.get("/v2/_catalog?n=2&last=alpha/two")
     assert response.json() == {"repositories": ["mid", "zeta"]}
     assert "link" not in response.headers
+
+
+async def test_entries_naming_no_repository_or_tag_are_left_out(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """Entries placed by hand under the catalog and a repository's tags: listing them
+    would show names no request can use."""
+    await push_image(client, "team/app", "v1")
+    await driver.put(paths.catalog_marker("Team/App"), b"")  # upper case: no valid name
+    await driver.put(paths.tag_link("team/app", "-v2"), b"")  # a tag never starts with -
+    response = await client.get("/v2/_catalog")
+    assert response.status_code == 200
+    assert response.json() == {"repositories": ["team/app"]}
+    response = await client.get("/v2/team/app/tags/list")
+    assert response.status_code == 200
+    assert response.json() == {"name": "team/app", "tags": ["v1"]}
+
+
+@pytest.mark.parametrize("driver", ["filesystem"], indirect=True)
+async def test_entries_not_utf8_on_a_filesystem_are_left_out(
+    client: httpx.AsyncClient, driver: FilesystemDriver
+) -> None:
+    """A folder whose name is not UTF-8 (made by hand) lists as a string with
+    surrogates, which JSON cannot encode: it used to make the listing a 500."""
+    await push_image(client, "team/app", "v1")
+    for folder in (paths.catalog_dir(), paths.tags_dir("team/app")):
+        os.mkdir(os.fsencode(driver.path(folder)) + b"/caf\xe9")
+    response = await client.get("/v2/_catalog")
+    assert response.status_code == 200
+    assert response.json() == {"repositories": ["team/app"]}
+    response = await client.get("/v2/team/app/tags/list")
+    assert response.status_code == 200
+    assert response.json() == {"name": "team/app", "tags": ["v1"]}
 
 
 async def test_catalog_empty(client: httpx.AsyncClient) -> None:
