@@ -9,12 +9,10 @@ import getpass
 import json
 import os
 import resource
-import shutil
 import signal
 import socket
 import ssl
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from registry.auth import htpasswd
 from registry.config import CONFIG_ENV, Config, ConfigError, HttpConfig, TlsConfig, load_config
 from registry.maintenance_cli import add_parser as add_maintenance_parser
 from registry.metrics import METRICS_DIR_ENV
+from registry.scratch_dirs import scratch_directory
 from registry.startup import check_tls, package_version, startup_line
 
 THROTTLE_STATE_ENV = "DOCKYARD_AUTH__THROTTLE__STATE_DIR"
@@ -114,7 +113,7 @@ def _metrics_directory() -> Iterator[None]:
     registry/metrics.py), removed at exit. After its graceful shutdown uvicorn raises
     the SIGTERM it caught again; exiting (status 0) on it, rather than dying of it,
     lets the removal run."""
-    with tempfile.TemporaryDirectory(prefix="dockyard-metrics-") as directory:
+    with scratch_directory("metrics") as directory:
         os.environ[METRICS_DIR_ENV] = directory
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         try:
@@ -164,13 +163,12 @@ def _throttle_state(config: Config) -> Iterator[None]:
     if config.auth.mode == "none" or config.auth.throttle.state_dir is not None:
         yield
         return
-    state_dir = tempfile.mkdtemp(prefix="dockyard-throttle-")
-    os.environ[THROTTLE_STATE_ENV] = state_dir  # the workers read it with their config
-    try:
-        yield
-    finally:
-        del os.environ[THROTTLE_STATE_ENV]
-        shutil.rmtree(state_dir, ignore_errors=True)
+    with scratch_directory("throttle") as state_dir:
+        os.environ[THROTTLE_STATE_ENV] = state_dir  # the workers read it with their config
+        try:
+            yield
+        finally:
+            del os.environ[THROTTLE_STATE_ENV]
 
 
 def _run(config: Config, http: HttpConfig, workers: int) -> None:

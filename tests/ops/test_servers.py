@@ -58,6 +58,20 @@ def test_one_worker_counts_and_its_directory_goes_at_exit(tmp_path: Path) -> Non
     assert list(temp.iterdir()) == []
 
 
+def test_the_directory_of_a_killed_server_goes_when_the_next_one_starts(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    registry = RegistryProcess(tmp_path / "r", workers=1, env={"TMPDIR": str(temp)})
+    with registry:
+        (left,) = temp.iterdir()
+        registry.kill()  # kill -9: no exit handler runs
+    assert list(temp.iterdir()) == [left]
+    with registry:
+        (made,) = temp.iterdir()
+        assert made != left and made.name.startswith("dockyard-metrics-")
+        assert not left.exists()
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "[::1]"])
 def test_listener_of_their_own_with_a_token(tmp_path: Path, host: str) -> None:
     port = free_port()
