@@ -54,7 +54,7 @@ class KnownReferences:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self._path = path
-        self._pending: list[tuple[str, str | None, str]] = []
+        self._pending: dict[str, Known] = {}  # added, not yet written
         self._adding = True  # until the file is full or failed
         self._reading = True  # until the file failed
         self._remove = False  # at the end: full or damaged
@@ -91,6 +91,8 @@ class KnownReferences:
             return None
 
     def get(self, digest: str) -> Known | None:
+        if (pending := self._pending.get(digest)) is not None:
+            return pending
         if not self._reading:
             return None
         try:
@@ -108,7 +110,7 @@ class KnownReferences:
         """Remember what the bytes stored under `digest` reference (written in batches)."""
         if not self._adding:
             return
-        self._pending.append((digest, known.subject, " ".join(known.references)))
+        self._pending[digest] = known
         if len(self._pending) >= _PENDING:
             self._write()
 
@@ -123,7 +125,11 @@ class KnownReferences:
             try:
                 with self._db:
                     self._db.executemany(
-                        "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)", self._pending
+                        "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)",
+                        [
+                            (digest, known.subject, " ".join(known.references))
+                            for digest, known in self._pending.items()
+                        ],
                     )
             except sqlite3.Error as error:
                 self._failed(error)

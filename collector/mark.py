@@ -34,6 +34,7 @@ class Revision:
     modified: float  # when the revision link was written
     subject: Digest | None
     references: frozenset[str]  # every digest the manifest references, itself included
+    readable: bool = True  # False: its bytes are missing or no JSON (it references only itself)
 
 
 def _digests_in(document: Any) -> Iterator[str]:
@@ -83,7 +84,7 @@ async def _revision(
     if found is None:
         found = await _read(store, digest)
         if found is None:
-            return Revision(digest, modified, None, frozenset({itself}))
+            return Revision(digest, modified, None, frozenset({itself}), readable=False)
         if known is not None:
             known.add(itself, found)
     # As written: stored digests are canonical too. Interned: the run shares them (run.py).

@@ -33,11 +33,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from collector.facts import ManifestFacts, RepositoryFacts, repository_facts
+from collector.known_references import KnownReferences
 from oci.globs import matches_any, tag_matches_any
 from oci.references import Digest
 from registry.config import ImmutableTagRule, RetentionRule, format_duration
 from registry.immutable_tags import immutable_rule
-from storage.facts import ManifestFacts, RepositoryFacts, repository_facts
 from storage.store import Store
 
 
@@ -57,11 +58,13 @@ async def condemned(
     *,
     grace: float = 0.0,
     immutable: Sequence[ImmutableTagRule] = (),
+    known: KnownReferences | None = None,
 ) -> list[Condemned]:
     """What the first rule matching repository `name` condemns in it at time `now`.
 
     `grace` (`gc.grace`): nothing younger is condemned; `immutable`
-    (`immutable_tags`): the tags they name are kept.
+    (`immutable_tags`): the tags they name are kept; `known`: the mark's cache of what
+    manifests reference (collector/known_references.py).
     """
     first = next(((i, r) for i, r in enumerate(rules) if matches_any(r.repositories, name)), None)
     if first is None:
@@ -70,7 +73,7 @@ async def condemned(
     keeps_tags = bool(_tag_conditions(rule))
     if not keeps_tags and rule.untagged_after is None:
         return []
-    facts = await repository_facts(store, name)
+    facts = await repository_facts(store, name, known)
     label = f"retention.policies[{index}] (repositories: {', '.join(rule.repositories)})"
     judge = _Judge(rule, now, grace)
     doomed_tags = judge.condemned_tags(facts, name, immutable) if keeps_tags else []
@@ -158,7 +161,7 @@ def _reachable(roots: Iterable[Digest], manifests: dict[Digest, ManifestFacts]) 
             continue
         kept.add(digest)
         manifest = manifests[digest]
-        linked = [*manifest.children, *referrers.get(digest, ())]
+        linked = [*manifest.references, *referrers.get(digest, ())]
         if manifest.subject is not None:
             linked.append(manifest.subject)
         pending.extend(d for d in linked if d in manifests and d not in kept)
@@ -172,7 +175,7 @@ def _parents_first(doomed: set[Digest], manifests: dict[Digest, ManifestFacts]) 
 
     def visit(digest: Digest) -> None:  # depth: at most index -> manifest -> ... (a few)
         visited.add(digest)
-        for child in sorted(manifests[digest].children, key=str):
+        for child in sorted(manifests[digest].references, key=str):
             if child in doomed and child not in visited:
                 visit(child)
         ordered.append(digest)

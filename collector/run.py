@@ -293,6 +293,7 @@ class _Run:
             self.now,
             grace=self.options.grace,
             immutable=self.options.immutable,
+            known=self.known,
         )
         for item in found:
             if item.kind == "tag":

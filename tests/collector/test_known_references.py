@@ -6,19 +6,29 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
 from collector.known_references import FILE_NAME, Known, KnownReferences
-from collector.run import GcResult, collect
+from collector.run import GcOptions, GcResult, collect
 from oci.references import Digest
-from registry.config import GcConfig
+from registry.config import GcConfig, RetentionRule
 from storage import paths
 from storage.driver import StorageDriver
 from storage.store import Store
-from tests.api.helpers import digest_of, push_blob, push_image, push_referrer
+from tests.api.helpers import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    descriptor,
+    digest_of,
+    push_blob,
+    push_image,
+    push_referrer,
+    put_manifest,
+)
 from tests.collector.support import NO_GRACE, age
 from tests.support.drivers import twin
 
@@ -27,7 +37,9 @@ def _cache(folder: Path, bound: int = 1 << 20) -> GcConfig:
     return GcConfig(cache_dir=folder, cache_bytes=bound)
 
 
-async def _collect(driver: StorageDriver, cache: GcConfig) -> tuple[GcResult, list[str]]:
+async def _collect(
+    driver: StorageDriver, cache: GcConfig, options: GcOptions = NO_GRACE
+) -> tuple[GcResult, list[str]]:
     """One run by another process with `cache`; the blobs it read (manifests' bytes)."""
     read: list[str] = []
     other = twin(driver)
@@ -41,7 +53,7 @@ async def _collect(driver: StorageDriver, cache: GcConfig) -> tuple[GcResult, li
     store = Store(other)
     try:
         with KnownReferences.opened(cache) as known:
-            result = await collect(store, NO_GRACE, known=known)
+            result = await collect(store, options, known=known)
     finally:
         await store.close()
     return result, [key for key in read if key.startswith("blobs/")]
@@ -75,6 +87,30 @@ async def test_a_run_reads_only_the_manifests_no_run_before_it_read(
         for data in (manifest, json.dumps({"seed": seed}).encode(), f"layer of {seed}".encode()):
             assert await _has(driver, data), data
     assert not await _has(driver, b"referenced by nothing")
+
+
+async def test_with_retention_a_run_reads_each_manifest_once_and_the_next_none(
+    client: httpx.AsyncClient, driver: StorageDriver, tmp_path: Path
+) -> None:
+    """Retention's facts take what manifests reference from the mark's reading, through
+    the cache: they used to read every manifest of the repositories judged, each run."""
+    rule = RetentionRule(repositories=["team/*"], keep_last=10, untagged_after=3600)
+    options = replace(NO_GRACE, retention=(rule,))
+    cache = _cache(tmp_path)
+    child, child_bytes = await push_image(client, "team/app", "child", seed="child")
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [descriptor(OCI_MANIFEST, child_bytes)],
+        }
+    ).encode()
+    assert (await put_manifest(client, "team/app", "multi", index, OCI_INDEX)).status_code == 201
+    await age(driver)
+    result, read = await _collect(driver, cache, options)
+    assert sorted(read) == sorted(_data(child, digest_of(index)))
+    assert (result.tags, result.manifests) == (0, 0)  # all kept: the rule's facts were read
+    assert (await _collect(driver, cache, options))[1] == []
 
 
 async def test_a_referrer_whose_subject_is_gone_goes_in_a_run_that_reads_neither(

@@ -9,8 +9,8 @@ import time
 import httpx
 from starlette.applications import Starlette
 
+from collector.facts import repository_facts
 from oci.references import Digest
-from storage.facts import repository_facts
 from storage.store import Store
 from tests.api.helpers import OCI_INDEX, OCI_MANIFEST, descriptor, push_image, put_manifest
 
@@ -43,7 +43,7 @@ async def test_facts_of_a_repository(app: Starlette, client: httpx.AsyncClient) 
     assert all(t.pushed > before for t in facts.tags)
     manifests = {str(digest): m for digest, m in facts.manifests.items()}
     assert set(manifests) == {image, signature, str(Digest.of(index_raw))}
-    assert manifests[str(Digest.of(index_raw))].children == {Digest.parse(image)}
+    assert manifests[str(Digest.of(index_raw))].references == {Digest.parse(image)}
     assert manifests[signature].subject == Digest.parse(image)
     pulled = manifests[image].pulled
     assert pulled is not None and pulled > before

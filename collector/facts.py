@@ -3,6 +3,9 @@
 Times are the storage's modification times: a tag's is when it was last written
 (pushed), a manifest's when its revision was last written (pushed again, too), and
 its last pull that of its pull marker (`storage.pulls`), None when never recorded.
+What a manifest references comes from the mark's reading (`collector.mark`): through
+the cache of earlier runs (`known`), so a run with retention reads a manifest's bytes
+at most once, as one without.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from collector.known_references import KnownReferences
+from collector.mark import Revision, revisions
 from oci.errors import RegistryError
-from oci.manifests import parse_manifest
 from oci.references import Digest
 from storage import paths
 from storage.driver import PathNotFoundError
@@ -32,7 +36,9 @@ class ManifestFacts:
     digest: Digest
     pushed: float
     pulled: float | None
-    children: frozenset[Digest]  # the manifests an index lists
+    # Every digest the manifest holds but its own: an index's children among them (and
+    # an image's config and layers, which are no manifests: retention looks no further).
+    references: frozenset[Digest]
     subject: Digest | None
 
 
@@ -42,39 +48,42 @@ class RepositoryFacts:
     manifests: dict[Digest, ManifestFacts]
 
 
-async def repository_facts(store: Store, name: str) -> RepositoryFacts:
-    """A snapshot of `name`; entries removed while it is read are left out."""
-    driver = store.driver
+def _references(revision: Revision) -> frozenset[Digest]:
+    found = set()
+    for reference in revision.references:
+        try:
+            found.add(Digest.parse(reference))
+        except RegistryError:  # a malformed string in the document
+            continue
+    found.discard(revision.digest)
+    return frozenset(found)
+
+
+async def repository_facts(
+    store: Store, name: str, known: KnownReferences | None = None
+) -> RepositoryFacts:
+    """A snapshot of `name`: its manifests as listed (those whose bytes cannot be read
+    left out), its tags that still point at one."""
     limit = asyncio.Semaphore(_CONCURRENT_READS)
 
-    async def manifest(digest: Digest) -> ManifestFacts | None:
+    async def manifest(revision: Revision) -> ManifestFacts:
         async with limit:
-            try:
-                pushed = (await driver.stat(paths.revision_link(name, digest))).modified
-            except PathNotFoundError:
-                return None
-            stored = await store.manifests.get(name, digest)
-            if stored is None:
-                return None
-            pulled = await store.manifests.pulls.last_pulled(name, digest)
-            try:
-                parsed = parse_manifest(stored.raw, stored.media_type, digest)
-            except RegistryError:  # stored before a stricter check: it references nothing
-                return ManifestFacts(digest, pushed, pulled, frozenset(), None)
-            children = frozenset(child.digest for child in parsed.children)
-            return ManifestFacts(digest, pushed, pulled, children, parsed.subject)
+            pulled = await store.manifests.pulls.last_pulled(name, revision.digest)
+        return ManifestFacts(
+            revision.digest, revision.modified, pulled, _references(revision), revision.subject
+        )
 
     async def tag(tag: str) -> TagFacts | None:
         async with limit:
             try:
-                info = await driver.stat(paths.tag_link(name, tag))
+                info = await store.driver.stat(paths.tag_link(name, tag))
             except PathNotFoundError:
                 return None
             digest = await store.manifests.resolve(name, tag)  # None: half-written
             return None if digest is None else TagFacts(tag, digest, info.modified)
 
-    digests = await store.manifests.digests(name)
-    manifests = [m for m in await asyncio.gather(*map(manifest, digests)) if m is not None]
+    stored = [r for r in await revisions(store, name, known) if r.readable]  # else half-written
+    manifests = await asyncio.gather(*map(manifest, stored))
     by_digest = {m.digest: m for m in manifests}
     tags = await asyncio.gather(*map(tag, await store.manifests.tags(name)))
     return RepositoryFacts([t for t in tags if t is not None and t.digest in by_digest], by_digest)
