@@ -49,7 +49,7 @@ class RepositoryFacts:
 
 
 def _references(revision: Revision) -> frozenset[Digest]:
-    found = set()
+    found: set[Digest] = set()
     for reference in revision.references:
         try:
             found.add(Digest.parse(reference))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 
@@ -37,15 +38,17 @@ def _alive(pid: int) -> bool:
 def remove_dead(kind: str) -> list[str]:
     """Remove the `kind` directories of servers no longer running; their paths."""
     prefix = _prefix(kind)
-    removed = []
+    removed: list[str] = []
     with os.scandir(tempfile.gettempdir()) as entries:
         for entry in entries:
             pid, separator, _ = entry.name.removeprefix(prefix).partition("-")
             if not entry.name.startswith(prefix) or not separator or not pid.isdigit():
                 continue
-            if not entry.is_dir(follow_symlinks=False):
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # another server starting removed it
                 continue
-            if entry.stat(follow_symlinks=False).st_uid != os.getuid() or _alive(int(pid)):
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or _alive(int(pid)):
                 continue
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)

@@ -130,6 +130,16 @@ async def test_catalog(client: httpx.AsyncClient) -> None:
     assert "link" not in response.headers
 
 
+async def assert_lists_only_the_pushed_image(client: httpx.AsyncClient) -> None:
+    """`_catalog` and the tag list show team/app:v1 alone."""
+    response = await client.get("/v2/_catalog")
+    assert response.status_code == 200
+    assert response.json() == {"repositories": ["team/app"]}
+    response = await client.get("/v2/team/app/tags/list")
+    assert response.status_code == 200
+    assert response.json() == {"name": "team/app", "tags": ["v1"]}
+
+
 async def test_entries_naming_no_repository_or_tag_are_left_out(
     client: httpx.AsyncClient, driver: StorageDriver
 ) -> None:
@@ -138,12 +148,7 @@ async def test_entries_naming_no_repository_or_tag_are_left_out(
     await push_image(client, "team/app", "v1")
     await driver.put(paths.catalog_marker("Team/App"), b"")  # upper case: no valid name
     await driver.put(paths.tag_link("team/app", "-v2"), b"")  # a tag never starts with -
-    response = await client.get("/v2/_catalog")
-    assert response.status_code == 200
-    assert response.json() == {"repositories": ["team/app"]}
-    response = await client.get("/v2/team/app/tags/list")
-    assert response.status_code == 200
-    assert response.json() == {"name": "team/app", "tags": ["v1"]}
+    await assert_lists_only_the_pushed_image(client)
 
 
 @pytest.mark.parametrize("driver", ["filesystem"], indirect=True)
@@ -155,12 +160,7 @@ async def test_entries_not_utf8_on_a_filesystem_are_left_out(
     await push_image(client, "team/app", "v1")
     for folder in (paths.catalog_dir(), paths.tags_dir("team/app")):
         os.mkdir(os.fsencode(driver.path(folder)) + b"/caf\xe9")
-    response = await client.get("/v2/_catalog")
-    assert response.status_code == 200
-    assert response.json() == {"repositories": ["team/app"]}
-    response = await client.get("/v2/team/app/tags/list")
-    assert response.status_code == 200
-    assert response.json() == {"name": "team/app", "tags": ["v1"]}
+    await assert_lists_only_the_pushed_image(client)
 
 
 async def test_catalog_empty(client: httpx.AsyncClient) -> None:
