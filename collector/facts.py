@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from collector.known_references import KnownReferences
 from collector.mark import Revision, revisions
-from oci.errors import RegistryError
 from oci.references import Digest
 from storage import paths
 from storage.driver import PathNotFoundError
@@ -36,8 +35,7 @@ class ManifestFacts:
     digest: Digest
     pushed: float
     pulled: float | None
-    # Every digest the manifest holds but its own: an index's children among them (and
-    # an image's config and layers, which are no manifests: retention looks no further).
+    # The other manifests of the repository it holds: an index's children, a subject.
     references: frozenset[Digest]
     subject: Digest | None
 
@@ -46,17 +44,6 @@ class ManifestFacts:
 class RepositoryFacts:
     tags: list[TagFacts]  # only tags whose manifest is in the repository
     manifests: dict[Digest, ManifestFacts]
-
-
-def _references(revision: Revision) -> frozenset[Digest]:
-    found: set[Digest] = set()
-    for reference in revision.references:
-        try:
-            found.add(Digest.parse(reference))
-        except RegistryError:  # a malformed string in the document
-            continue
-    found.discard(revision.digest)
-    return frozenset(found)
 
 
 async def repository_facts(
@@ -69,8 +56,10 @@ async def repository_facts(
     async def manifest(revision: Revision) -> ManifestFacts:
         async with limit:
             pulled = await store.manifests.pulls.last_pulled(name, revision.digest)
+        held = (present[r] for r in revision.references if r in present)
+        references = frozenset(d for d in held if d != revision.digest)
         return ManifestFacts(
-            revision.digest, revision.modified, pulled, _references(revision), revision.subject
+            revision.digest, revision.modified, pulled, references, revision.subject
         )
 
     async def tag(tag: str) -> TagFacts | None:
@@ -83,6 +72,7 @@ async def repository_facts(
             return None if digest is None else TagFacts(tag, digest, info.modified)
 
     stored = [r for r in await revisions(store, name, known) if r.readable]  # else half-written
+    present = {str(r.digest): r.digest for r in stored}  # the mark's strings are canonical
     manifests = await asyncio.gather(*map(manifest, stored))
     by_digest = {m.digest: m for m in manifests}
     tags = await asyncio.gather(*map(tag, await store.manifests.tags(name)))
