@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import ssl
 import subprocess
@@ -43,10 +44,23 @@ def wait_until_serving(
     raise RuntimeError(f"{url} did not answer within {timeout}s:\n{log()}")
 
 
+# Below Linux's ephemeral range (32768-60999 by default): a port from that range can be
+# taken as the source port of any outgoing connection, and a server restarted on its
+# port (tests that stop and start one) then fails to bind with "Address already in use".
+_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free now, outside the ephemeral range."""
+    for _ in range(1000):
+        port = random.choice(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {_PORTS}")
 
 
 class RegistryProcess:
