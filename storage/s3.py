@@ -567,11 +567,13 @@ class S3Driver(StorageDriver):
         modified = 0.0
         for name, size, when, etag in await self._list_objects(self.writer_key(key)):
             base = name.rsplit("/", 1)[-1]
-            modified = max(modified, when)
             if match := _PART.fullmatch(base):
                 parts[int(match[1])] = _Piece(name, size, etag)
             elif match := _TAIL.fullmatch(base):
                 tails[int(match[1])] = _Piece(name, size, etag)
+            else:
+                continue  # the lease and the commit's id: opening a writer is no write
+            modified = max(modified, when)
         ordered: list[_Piece] = []
         while len(ordered) + 1 in parts:
             ordered.append(parts[len(ordered) + 1])

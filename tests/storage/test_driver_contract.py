@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 
@@ -159,6 +160,22 @@ async def test_one_writer_per_key_across_processes(driver: StorageDriver) -> Non
     with pytest.raises(PathNotFoundError):  # a committed writer is never revived
         await driver.writer("w/owned", append=True)
     assert await driver.get("done") == b"abc"
+
+
+async def test_a_writers_time_is_its_last_write_not_its_last_opening(
+    driver: StorageDriver,
+) -> None:
+    """The collector re-reads an idle upload's time after taking its writer: taking it
+    must not look like activity (S3 times are whole seconds, hence the wait)."""
+    writer = await driver.writer("w/idle")
+    await writer.write(b"abc")
+    await writer.close()
+    written = (await driver.stat("w/idle")).modified
+    await asyncio.sleep(1.1)
+    again = await twin(driver).writer("w/idle", append=True)
+    assert (await driver.stat("w/idle")).modified == written
+    await again.close()
+    assert (await driver.stat("w/idle")).modified == written
 
 
 async def test_commit_stores_exactly_what_chunks_streamed(driver: StorageDriver) -> None:
