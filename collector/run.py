@@ -213,7 +213,7 @@ class _Run:
                 self.emptying[name] -= 1
 
     async def purge_uploads(self) -> None:
-        older_than = time.time() - self.options.upload_max_age
+        older_than = self.now - self.options.upload_max_age  # the storage's clock
         if self.lease is not None:
             await self.lease.keep()
         for upload_id in await self.store.uploads.purge(older_than, dry_run=self.lease is None):

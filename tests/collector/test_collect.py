@@ -3,9 +3,12 @@ repositories), on every driver."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
+import storage.memory
 from collector.run import GcOptions
 from oci.references import Digest
 from storage import paths
@@ -165,6 +168,26 @@ async def test_idle_upload_sessions_go(client: httpx.AsyncClient, driver: Storag
     assert result.uploads == 1 and [d.kind for d in deletions] == ["upload"]
     assert (await client.get(started.headers["Location"])).status_code == 404
     assert await driver.list(paths.uploads_dir()) == []
+
+
+class _ClockBehind:
+    """A storage whose clock runs an hour behind the collecting process's."""
+
+    @staticmethod
+    def time() -> float:
+        return time.time() - 3600
+
+
+@pytest.mark.parametrize("driver", ["memory"], indirect=True)
+async def test_idle_uploads_are_judged_by_the_storages_clock(
+    client: httpx.AsyncClient, driver: StorageDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage.memory, "time", _ClockBehind)
+    started = await client.post("/v2/team/app/blobs/uploads/")
+    await client.patch(started.headers["Location"], content=b"just written")
+    result, _ = await run_gc(driver, GcOptions(grace=0.0, upload_max_age=1800.0))
+    assert result.uploads == 0
+    assert (await client.get(started.headers["Location"])).status_code == 204
 
 
 async def test_runs_are_idempotent(client: httpx.AsyncClient, driver: StorageDriver) -> None:
