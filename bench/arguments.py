@@ -41,3 +41,15 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--results", type=Path, help="where to write the table (default: none with --quick)"
     )
     return parser.parse_args(argv)
+
+
+def results_files(args: argparse.Namespace, folder: Path) -> tuple[Path | None, Path | None]:
+    """Where the run writes (None: to the screen): the comparison table, and the other
+    sections. A comparison that leaves groups out goes to a file named after the groups
+    it has (`--only proxy`: RESULTS-proxy.md), never over the whole table."""
+    if args.results or args.quick:
+        return args.results, args.results
+    stem = "RESULTS" if args.variant == "filesystem" else f"RESULTS-{args.variant}"
+    measured = [group for group in COMPARED if group in (args.only or GROUPS)]
+    partial = "-" + "-".join(measured) if 0 < len(measured) < len(COMPARED) else ""
+    return folder / f"{stem}{partial}.md", folder / f"{stem}.md"

@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench import auth, costs, figures, gc, images, report, ui
-from bench.arguments import COMPARED, GROUPS
+from bench.arguments import COMPARED, GROUPS, results_files
 from bench.auth import Credentials
 from bench.client import RegistryClient
 from bench.figures import (
@@ -175,10 +175,9 @@ def main(args: argparse.Namespace) -> int:
     sizes = figures.QUICK if args.quick else figures.FULL
     if args.rounds:
         sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
-    name = "RESULTS.md" if args.variant == "filesystem" else f"RESULTS-{args.variant}.md"
-    results_path = args.results or (None if args.quick else Path(__file__).parent / name)
+    table_path, results_path = results_files(args, Path(__file__).parent)
     if groups & set(COMPARED):
-        compare(args, groups, sizes, results_path)
+        compare(args, groups, sizes, table_path)
     if "ui" in groups:  # in process, on the filesystem, or SeaweedFS for the S3 variants
         requests, s3 = 10 if args.quick else 50, args.variant.startswith("s3")
         write(results_path, "ui", ui.run(WORKDIR / "ui", requests, s3))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from bench.arguments import parse_arguments, results_files
 from bench.figures import FIGURES, TARGETS
 from bench.report import merge_section, verdict
 
@@ -37,3 +40,18 @@ def test_targets_come_from_the_one_table_by_variant() -> None:
     assert verdict(figures["downloads"], 0.9, "s3-redirect") == ">= 1x: MISSED"
     assert verdict(figures["pull"], 0.99, "auth") == "<= 1x: met"
     assert all(key in figures for table in TARGETS.values() for key in table)
+
+
+def test_a_partial_comparison_never_replaces_the_whole_table() -> None:
+    def files(*argv: str) -> tuple[Path | None, Path | None]:
+        return results_files(parse_arguments(list(argv)), Path("bench"))
+
+    whole, sections = Path("bench/RESULTS.md"), Path("bench/RESULTS.md")
+    assert files() == (whole, sections)
+    assert files("--only", "proxy") == (Path("bench/RESULTS-proxy.md"), sections)
+    assert files("--only", "rates", "--only", "blobs", "--variant", "s3") == (
+        Path("bench/RESULTS-s3-blobs-rates.md"),
+        Path("bench/RESULTS-s3.md"),
+    )
+    assert files("--only", "proxy", "--results", "x.md") == (Path("x.md"), Path("x.md"))
+    assert files("--quick") == (None, None)
