@@ -308,8 +308,10 @@ async def test_one_deliverer_at_a_time_and_another_takes_over_when_it_dies(
     )
     drivers = [driver, twin(driver)]
     totals = [Totals(), Totals()]
+    # S3 times are whole seconds, so a renewed lease can look up to a second older than it
+    # is: a lease of 1 s would be taken over from a live holder now and then.
     deliverers = [
-        Deliverer(Outbox(d, 100), plain, t, lease_seconds=1.0)
+        Deliverer(Outbox(d, 100), plain, t, lease_seconds=3.0)
         for d, t in zip(drivers, totals, strict=True)
     ]
     tasks = [asyncio.create_task(d.run()) for d in deliverers]
