@@ -43,6 +43,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def chosen_groups(args: argparse.Namespace) -> set[str]:
+    """The groups the run measures: those named with --only, or all of them."""
+    return set(args.only or GROUPS)
+
+
 def results_files(args: argparse.Namespace, folder: Path) -> tuple[Path | None, Path | None]:
     """Where the run writes (None: to the screen): the comparison table, and the other
     sections. A comparison that leaves groups out goes to a file named after the groups
@@ -50,6 +55,6 @@ def results_files(args: argparse.Namespace, folder: Path) -> tuple[Path | None, 
     if args.results or args.quick:
         return args.results, args.results
     stem = "RESULTS" if args.variant == "filesystem" else f"RESULTS-{args.variant}"
-    measured = [group for group in COMPARED if group in (args.only or GROUPS)]
+    measured = [group for group in COMPARED if group in chosen_groups(args)]
     partial = "-" + "-".join(measured) if 0 < len(measured) < len(COMPARED) else ""
     return folder / f"{stem}{partial}.md", folder / f"{stem}.md"

@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench import auth, costs, figures, gc, images, report, ui
-from bench.arguments import COMPARED, GROUPS, results_files
+from bench.arguments import COMPARED, chosen_groups, results_files
 from bench.auth import Credentials
 from bench.client import RegistryClient
 from bench.figures import (
@@ -171,7 +171,7 @@ class Bench:
 
 
 def main(args: argparse.Namespace) -> int:
-    groups = set(args.only or GROUPS)
+    groups = chosen_groups(args)
     sizes = figures.QUICK if args.quick else figures.FULL
     if args.rounds:
         sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
