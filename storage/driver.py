@@ -206,7 +206,8 @@ class StorageDriver(abc.ABC):
         no key of a group's `after` goes before every key of its `keys` is gone (the
         collector's tomb of a blob after what it covers). Here in two batches (every
         group's keys, then every `after`); the filesystem deletes group after group,
-        several at once, removing the folders a group emptied once."""
+        several at once, removing the folders a group emptied once; S3 removes the
+        folders of both batches once, after them."""
         await self.delete_many([key for keys, _ in groups for key in keys])
         await self.delete_many([key for _, after in groups for key in after])
 

@@ -1,8 +1,9 @@
 """S3 driver: keys are objects below an optional prefix in one bucket.
 
-The hot reads (HEAD, GET, streamed ranges, delimiter listings, presigned GETs) go through obstore
-(storage/s3_reads.py says why); everything else through boto3, whose every call runs
-in the driver's bounded thread pool, never on the event loop.
+The hot reads (HEAD, GET, streamed ranges, delimiter listings, presigned GETs) and the
+collector's markers go through obstore (storage/s3_obstore.py says why); everything else
+through boto3, whose every call runs in the driver's bounded thread pool, never on the
+event loop.
 Connection and read timeouts plus botocore's standard retries bound every call;
 what still fails becomes `StorageUnavailableError` (the API answers 503).
 
@@ -57,7 +58,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -84,6 +85,7 @@ from storage.driver import (
     check_key,
 )
 from storage.s3_buffers import BufferBudget, FileBuffer, MemoryBuffer, PartBuffer
+from storage.s3_obstore import ObstoreCalls
 from storage.s3_part_sizes import (
     MAX_OBJECT_SIZE,
     MAX_PARTS,
@@ -91,7 +93,6 @@ from storage.s3_part_sizes import (
     PARTS_PER_STEP,
     part_size,
 )
-from storage.s3_reads import S3Reads
 
 log = logging.getLogger("dockyard.s3")
 
@@ -408,6 +409,15 @@ def _folders_of(root: str, deleted: Iterable[str]) -> set[str]:
     return folders
 
 
+def _folders_of_keys(keys: list[str]) -> set[str]:
+    """The folders of `keys` below their roots (`<root>/<name>`), gathered so that one
+    DeleteObjects removes those of every root, not one a root."""
+    folders: set[str] = set()
+    for root in {"/".join(key.split("/")[:2]) for key in keys}:
+        folders |= _folders_of(root, [key for key in keys if key.startswith(root + "/")])
+    return folders
+
+
 class S3Driver(StorageDriver):
     name = "s3"
 
@@ -421,7 +431,7 @@ class S3Driver(StorageDriver):
         self._prefix = settings.prefix.strip("/")
         self._executor = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="s3")
         self._client = self._make_client(settings)
-        self._reads = S3Reads(settings)
+        self._obstore = ObstoreCalls(settings)
         self._conditional: bool | None = None
 
     @staticmethod
@@ -505,12 +515,15 @@ class S3Driver(StorageDriver):
 
     async def get(self, key: str) -> bytes:
         try:
-            return await self._reads.get(self.object_key(key))
+            return await self._obstore.get(self.object_key(key))
         except PathNotFoundError:
             raise PathNotFoundError(key) from None
 
     async def put(self, key: str, data: bytes | bytearray) -> None:
         await self.put_body(key, data, len(data))
+
+    async def put_markers(self, keys: list[str]) -> None:
+        await self._obstore.put_empty([self.object_key(key) for key in keys])
 
     async def reader(
         self, key: str, offset: int = 0, length: int | None = None
@@ -520,7 +533,7 @@ class S3Driver(StorageDriver):
             return
         pieces = [(key, offset, length)]
         try:
-            first = self._reads.stream(self.object_key(key), offset, length)
+            first = self._obstore.stream(self.object_key(key), offset, length)
             chunk = await anext(first, None)
         except PathNotFoundError:
             pieces = await self._writer_pieces(key, offset, length)
@@ -533,7 +546,7 @@ class S3Driver(StorageDriver):
             finally:
                 await first.aclose()
         for piece_key, piece_offset, piece_length in pieces:
-            async for chunk in self._reads.stream(
+            async for chunk in self._obstore.stream(
                 self.object_key(piece_key), piece_offset, piece_length
             ):
                 yield chunk
@@ -711,14 +724,14 @@ class S3Driver(StorageDriver):
         # One HEAD: the writer-state LIST `stat` falls back to would double the cost of
         # every miss (clients HEAD each blob before pushing it).
         try:
-            await self._reads.head(self.object_key(key))
+            await self._obstore.head(self.object_key(key))
         except PathNotFoundError:
             return False
         return True
 
     async def stat(self, key: str) -> FileInfo:
         try:
-            info = await self._reads.head(self.object_key(key))
+            info = await self._obstore.head(self.object_key(key))
         except PathNotFoundError:
             state = await self._writer_state(key)
             if not state.exists:
@@ -727,7 +740,7 @@ class S3Driver(StorageDriver):
         return FileInfo(key, info.size, info.modified)
 
     async def list(self, prefix: str) -> list[str]:
-        return await self._reads.children(self.object_key(prefix) + "/")
+        return await self._obstore.children(self.object_key(prefix) + "/")
 
     async def delete(self, key: str) -> None:
         await self.delete_writer_state(key)
@@ -742,10 +755,18 @@ class S3Driver(StorageDriver):
 
     async def delete_many(self, keys: list[str]) -> None:
         await self.delete_objects(keys)
-        folders: set[str] = set()  # of every root at once: one DeleteObjects, not one a root
-        for root in {"/".join(key.split("/")[:2]) for key in keys}:
-            folders |= _folders_of(root, [key for key in keys if key.startswith(root + "/")])
-        await self._delete_folders(folders)
+        await self._delete_folders(_folders_of_keys(keys))
+
+    async def delete_then(self, groups: Sequence[tuple[list[str], list[str]]]) -> None:
+        """Every group's keys, then every `after`, then the folders of both at once: a
+        blob's folder empties only when its tomb goes, so removing folders after the
+        first batch too would be a DeleteObjects that removes nothing (as costly on
+        SeaweedFS as one that does)."""
+        keys = [key for keys, _ in groups for key in keys]
+        after = [key for _, after in groups for key in after]
+        await self.delete_objects(keys)
+        await self.delete_objects(after)
+        await self._delete_folders(_folders_of_keys(keys + after))
 
     async def _delete_folders(self, folders: set[str]) -> None:
         """Remove these folders (`_folders_of`), deepest first.
@@ -761,11 +782,11 @@ class S3Driver(StorageDriver):
     async def redirect_url(self, key: str) -> str | None:
         if not self.settings.redirect:
             return None
-        return await self._reads.presigned_get(self.object_key(key), PRESIGN_SECONDS)
+        return await self._obstore.presigned_get(self.object_key(key), PRESIGN_SECONDS)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        await self._reads.close()
+        await self._obstore.close()
 
     # -- helpers the writer uses -----------------------------------------------
 

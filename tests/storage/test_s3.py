@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import obstore
 import pytest
 from botocore.stub import Stubber
 
@@ -123,17 +124,18 @@ def record_operations(driver: S3Driver) -> list[str]:
     driver._client.meta.events.register(
         "before-call.s3", lambda model, **_: operations.append(model.name)
     )
-    reads = driver._reads  # the obstore read path (storage/s3_reads.py)
-    for method, operation in READ_OPERATIONS.items():
+    reads = driver._obstore  # the obstore calls (storage/s3_obstore.py)
+    for method, operation in OBSTORE_OPERATIONS.items():
         setattr(reads, method, _recorded(getattr(reads, method), operation, operations))
     return operations
 
 
-READ_OPERATIONS = {
+OBSTORE_OPERATIONS = {
     "head": "HeadObject",
     "get": "GetObject",
     "stream": "GetObject",
     "children": "ListObjectsV2",
+    "put_empty": "PutObject",
 }
 
 
@@ -168,6 +170,51 @@ async def test_exists_is_one_head_and_a_miss_lists_nothing(s3: S3Driver) -> None
     operations.clear()
     assert (await s3.stat("links/writing")).size == 3
     assert operations == ["HeadObject", "ListObjectsV2"]
+
+
+async def test_markers_are_one_put_each_through_obstore(
+    s3: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector's tombs: one PutObject a key through obstore, none through boto3
+    (whose calls cost several times the CPU), at most `max_concurrency` in flight."""
+    keys = [f"m/{i}/tomb" for i in range(3 * s3.settings.max_concurrency)]
+    through_boto3: list[str] = []
+    s3._client.meta.events.register(
+        "before-call.s3", lambda model, **_: through_boto3.append(model.name)
+    )
+    put_async = obstore.put_async
+    puts, in_flight, most = [], 0, 0
+
+    async def counted(store: Any, key: str, data: bytes) -> Any:
+        nonlocal in_flight, most
+        puts.append(key)
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await put_async(store, key, data)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(obstore, "put_async", counted)
+    await s3.put_markers(keys)
+    assert sorted(puts) == sorted(s3.object_key(key) for key in keys)
+    assert through_boto3 == [] and 1 < most <= s3.settings.max_concurrency
+    for key in keys:
+        assert await s3.get(key) == b""
+
+
+async def test_a_sweep_batch_is_three_delete_objects(s3: S3Driver) -> None:
+    """The collector's deletions of a fan-out folder: what the tombs cover, the tombs,
+    then the folders emptied, once (a blob's folder holds its tomb until the second)."""
+    groups = [([f"b/s/{i}/data", f"r/x/{i}/link"], [f"b/s/{i}/tomb-1"]) for i in range(3)]
+    for keys, after in groups:
+        for key in keys + after:
+            await s3.put(key, b".")
+    operations = record_operations(s3)
+    await s3.delete_then(groups)
+    assert operations == ["DeleteObjects"] * 3
+    assert await s3.scan("b") == [] and await s3.scan("r") == []
+    assert await s3.list("b/s") == [] and await s3.list("r/x") == []
 
 
 async def test_get_of_a_missing_key_names_the_key_not_the_object(s3: S3Driver) -> None:
@@ -315,11 +362,12 @@ async def test_server_side_encryption_is_requested_for_every_object(
     encrypted = S3Driver(S3Settings(**{**s3_settings_dict(s3), "server_side_encryption": "AES256"}))
     data = os.urandom(s3.settings.part_size + 10)
     await encrypted.put("small", b"secret layer")
+    await encrypted.put_markers(["marker"])
     writer = await encrypted.writer("session/data")
     await writer.write(data)
     await writer.commit("big")
     client = seaweedfs.client()
-    for key, content in (("small", b"secret layer"), ("big", data)):
+    for key, content in (("small", b"secret layer"), ("big", data), ("marker", b"")):
         head = client.head_object(Bucket=s3.settings.bucket, Key=s3.object_key(key))
         assert head.get("ServerSideEncryption") == "AES256"
         assert await encrypted.get(key) == content
