@@ -148,12 +148,13 @@ class ObstoreCalls:
             for key in waiting:  # each task takes the next key left
                 await obstore.put_async(self._store, key, b"")
 
+        workers = [asyncio.ensure_future(put_next()) for _ in range(self._concurrency)]
         try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(self._concurrency, len(keys))):
-                    group.create_task(put_next())
-        except* ObstoreError as errors:
-            raise _unavailable("PutObject", errors.exceptions[0]) from None
+            await asyncio.gather(*workers)
+        except ObstoreError as error:
+            for worker in workers:
+                worker.cancel()
+            raise _unavailable("PutObject", error) from None
 
     async def presigned_get(self, key: str, seconds: int) -> str:
         """A URL that GETs `key` without credentials for `seconds` (SigV4 query signing;
