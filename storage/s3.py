@@ -1,6 +1,6 @@
 """S3 driver: keys are objects below an optional prefix in one bucket.
 
-The hot reads (HEAD, GET, streamed ranges, delimiter listings, presigned GETs) and the
+The hot reads (HEAD, GET, streamed ranges, listings, presigned GETs) and the
 collector's markers go through obstore (storage/s3_obstore.py says why); everything else
 through boto3, whose every call runs in the driver's bounded thread pool, never on the
 event loop.
@@ -821,25 +821,19 @@ class S3Driver(StorageDriver):
         )
         return str(response["ETag"])
 
-    async def _pages(self, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
-        token: dict[str, str] = {}
-        while True:
-            page = await self._s3("list_objects_v2", **kwargs, **token)
-            yield page
-            if not page.get("IsTruncated"):
-                return
-            token = {"ContinuationToken": page["NextContinuationToken"]}
-
     async def _list_objects(self, prefix: str) -> list[tuple[str, int, float, str]]:
         """(key, size, modified, ETag) of every object below the directory `prefix`."""
         start = self.object_key(prefix) + "/"
         cut = len(start) - len(prefix) - 1
-        found = []
-        async for page in self._pages(Prefix=start):
-            for item in page.get("Contents", []):
-                modified = item["LastModified"].timestamp()
-                found.append((item["Key"][cut:], item["Size"], modified, item.get("ETag", "")))
-        return found
+        return [
+            (
+                meta["path"][cut:],
+                meta["size"],
+                meta["last_modified"].timestamp(),
+                meta["e_tag"] or "",
+            )
+            for meta in await self._obstore.scan(start)
+        ]
 
     async def delete_objects(self, keys: list[str], folders: bool = False) -> None:
         """Delete `keys` (or, with `folders`, the folder keys `key/`) in batches, in order."""
