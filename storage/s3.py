@@ -1,7 +1,7 @@
 """S3 driver: keys are objects below an optional prefix in one bucket.
 
-The hot reads (HEAD, GET, streamed ranges, listings, presigned GETs) and the
-collector's markers go through obstore (storage/s3_obstore.py says why); everything else
+The hot reads (HEAD, GET, streamed ranges, listings, presigned GETs) and the small
+writes go through obstore (storage/s3_obstore.py says why); everything else
 through boto3, whose every call runs in the driver's bounded thread pool, never on the
 event loop.
 Connection and read timeouts plus botocore's standard retries bound every call;
@@ -520,7 +520,7 @@ class S3Driver(StorageDriver):
             raise PathNotFoundError(key) from None
 
     async def put(self, key: str, data: bytes | bytearray) -> None:
-        await self.put_body(key, data, len(data))
+        await self._obstore.put(self.object_key(key), data)
 
     async def put_markers(self, keys: list[str]) -> None:
         await self._obstore.put_empty([self.object_key(key) for key in keys])

@@ -1,5 +1,5 @@
 """The S3 driver's calls through obstore: the hot read path (HeadObject, GetObject,
-listings, presigned GET URLs) and the collector's empty markers.
+listings, presigned GET URLs) and the small writes.
 
 Why not boto3 here: the profile in bench/RESULTS-s3.md put ~700 µs of CPU on every
 boto3 HeadObject (request signing, endpoint resolution, response parsing, urllib3),
@@ -8,12 +8,14 @@ does the same request for ~200 µs of CPU measured here, with no thread hop, and
 parses a 1,000-key listing in Rust (~8 µs of CPU a key where boto3's took ~32: a
 collection lists every blob, touch and link). aiobotocore would keep botocore's
 per-call cost.
-An empty PutObject costs ~2 ms of CPU through boto3 and ~0.35 ms here (2,000 of them
-on SeaweedFS, 16 at a time: 450 a second against 1,600-2,300): a collection writes one
-tomb per candidate blob, 50,000 in the gc bench. The other writes (multipart assembly,
-conditional PutObject, DeleteObjects, the API's small objects) stay on boto3 in s3.py:
-they are a few calls per push, and boto3 says everything they need (a full MinIO's
-XMinioStorageFull, a failed precondition).
+A small PutObject costs ~2 ms of CPU through boto3 and ~0.35 ms here (2,000 empty ones
+on SeaweedFS, 16 at a time: 450 a second against 1,600-2,300): a push writes small
+objects for each blob and manifest (links, touches, the tag, the revision), a
+collection one tomb per candidate blob (50,000 in the gc bench) and a usage summary
+per repository. A full server's 507 (MinIO's XMinioStorageFull) is StorageFullError,
+as through boto3. The other writes (parts and their assembly, conditional PutObjects,
+DeleteObjects) stay on boto3 in s3.py: obstore has no UploadPartCopy, and boto3 says
+a failed precondition as such.
 
 Every call is bounded: connect and read timeouts and a few retries within
 `read_timeout`; a streamed body comes in pieces of about `READ_CHUNK` bytes, pulled
@@ -23,6 +25,7 @@ one piece ahead of what the caller consumed (the socket's window is the rest).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,7 +34,14 @@ import obstore
 from obstore.exceptions import BaseError as ObstoreError
 from obstore.store import S3Store
 
-from storage.driver import READ_CHUNK, FileInfo, PathNotFoundError, StorageUnavailableError
+from storage.driver import (
+    READ_CHUNK,
+    FileInfo,
+    PathNotFoundError,
+    StorageError,
+    StorageFullError,
+    StorageUnavailableError,
+)
 
 if TYPE_CHECKING:
     from obstore import ObjectMeta
@@ -84,8 +94,8 @@ def _store(settings: S3Settings) -> S3Store:
 
 
 class ObstoreCalls:
-    """HeadObject, GetObject (whole or a range, streamed), listings and empty PutObjects
-    of full object keys; a missing key raises PathNotFoundError(key), a
+    """HeadObject, GetObject (whole or a range, streamed), listings and PutObjects of
+    small objects, by full object keys; a missing key raises PathNotFoundError(key), a
     failure StorageUnavailableError."""
 
     def __init__(self, settings: S3Settings) -> None:
@@ -145,21 +155,28 @@ class ObstoreCalls:
         finally:
             ahead.cancel()
 
+    async def put(self, key: str, data: bytes | bytearray) -> None:
+        """A small object at `key` (replacing any), in one PutObject whatever its size."""
+        try:
+            await obstore.put_async(self._store, key, data, use_multipart=False)
+        except ObstoreError as error:
+            raise _failure("PutObject", error) from None
+
     async def put_empty(self, keys: Sequence[str]) -> None:
         """An empty object at each key (replacing any), `max_concurrency` at a time."""
         waiting = iter(keys)
 
         async def put_next() -> None:
             for key in waiting:  # each task takes the next key left
-                await obstore.put_async(self._store, key, b"")
+                await self.put(key, b"")
 
         workers = [asyncio.ensure_future(put_next()) for _ in range(self._concurrency)]
         try:
             await asyncio.gather(*workers)
-        except ObstoreError as error:
+        except StorageError:
             for worker in workers:
                 worker.cancel()
-            raise _unavailable("PutObject", error) from None
+            raise
 
     async def presigned_get(self, key: str, seconds: int) -> str:
         """A URL that GETs `key` without credentials for `seconds` (SigV4 query signing;
@@ -204,3 +221,17 @@ class ObstoreCalls:
 def _unavailable(operation: str, error: Exception) -> StorageUnavailableError:
     first = str(error).split("\n", 1)[0]
     return StorageUnavailableError(f"S3 {operation} failed: {type(error).__name__}: {first}")
+
+
+def _failure(operation: str, error: Exception) -> StorageError:
+    """StorageFullError for a server out of space (HTTP 507, MinIO's XMinioStorageFull:
+    obstore says either only in its message), else StorageUnavailableError."""
+    said = str(error)
+    if "<Code>XMinioStorageFull</Code>" in said:
+        return StorageFullError(f"S3 {operation} failed: XMinioStorageFull (HTTP 507)")
+    if _INSUFFICIENT_STORAGE.search(said):
+        return StorageFullError(f"S3 {operation} failed: Insufficient Storage (HTTP 507)")
+    return _unavailable(operation, error)
+
+
+_INSUFFICIENT_STORAGE = re.compile(r"status code: 507\b")
