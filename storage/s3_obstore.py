@@ -5,15 +5,16 @@ Why not boto3 here: the profile in bench/RESULTS-s3.md put ~700 µs of CPU on ev
 boto3 HeadObject (request signing, endpoint resolution, response parsing, urllib3),
 plus a hop to a pool thread and back; obstore (Rust's object_store, native asyncio)
 does the same request for ~200 µs of CPU measured here, with no thread hop, and
-parses a 1,000-key listing in Rust (~8 µs of CPU a key where boto3's took ~32: a
-collection lists every blob, touch and link). aiobotocore would keep botocore's
-per-call cost.
-A small PutObject costs ~2 ms of CPU through boto3 and ~0.35 ms here (2,000 empty ones
-on SeaweedFS, 16 at a time: 450 a second against 1,600-2,300): a push writes small
-objects for each blob and manifest (links, touches, the tag, the revision), a
-collection one tomb per candidate blob (50,000 in the gc bench) and a usage summary
-per repository. A full server's 507 (MinIO's XMinioStorageFull) is StorageFullError,
-as through boto3. The other writes (parts and their assembly, conditional PutObjects,
+parses a listing in Rust: 6-8 µs of CPU a key where boto3's took 39-56 (10,000 keys of
+SeaweedFS, 4 alternating rounds; a collection lists every blob, touch and link).
+aiobotocore would keep botocore's per-call cost.
+A small PutObject costs 1.9-2.5 ms of CPU through boto3 and 0.40-0.56 ms here (500
+of 200 bytes one at a time, the same rounds: 219-291 a second against 395-542; 2,000
+empty ones 16 at a time: 415-477 against 1,600-2,300): a push writes small objects
+for each blob and manifest (links, touches, the tag, the revision), a collection one
+tomb per candidate blob (50,000 in the gc bench) and a usage summary per repository.
+A full server's 507 (MinIO's XMinioStorageFull) is StorageFullError, as through
+boto3. The other writes (parts and their assembly, conditional PutObjects,
 DeleteObjects) stay on boto3 in s3.py: obstore has no UploadPartCopy, and boto3 says
 a failed precondition as such.
 
