@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from storage.s3 import S3Settings
 
 HANDOVER_SECONDS = 0.02
-LIST_PAGE = 1000  # keys a ListObjectsV2 answers at most
 
 
 def _store(settings: S3Settings) -> S3Store:
@@ -97,7 +96,7 @@ def _store(settings: S3Settings) -> S3Store:
 class ObstoreCalls:
     """HeadObject, GetObject (whole or a range, streamed), listings and PutObjects of
     small objects, by full object keys; a missing key raises PathNotFoundError(key), a
-    failure StorageUnavailableError."""
+    failure StorageUnavailableError (a write to a full server: StorageFullError)."""
 
     def __init__(self, settings: S3Settings) -> None:
         self._store = _store(settings)
@@ -203,7 +202,7 @@ class ObstoreCalls:
     async def scan(self, start: str) -> list[ObjectMeta]:
         """Every object whose key begins with `start` (ends in /), at any depth."""
         try:
-            return await obstore.list(self._store, start, chunk_size=LIST_PAGE).collect_async()
+            return await obstore.list(self._store, start).collect_async()
         except ObstoreError as error:
             raise _unavailable("ListObjectsV2", error) from None
 
