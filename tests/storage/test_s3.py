@@ -118,12 +118,18 @@ async def test_deleting_a_session_aborts_the_commit_a_crashed_process_left(
     assert bucket_keys(seaweedfs, s3) == []
 
 
-def record_operations(driver: S3Driver) -> list[str]:
-    """Names of the S3 operations the driver calls from now on."""
-    operations: list[str] = []
+def record_boto3_calls(driver: S3Driver) -> list[str]:
+    """Names of the S3 operations the driver calls through boto3 from now on."""
+    recorded: list[str] = []
     driver._client.meta.events.register(
-        "before-call.s3", lambda model, **_: operations.append(model.name)
+        "before-call.s3", lambda model, **_: recorded.append(model.name)
     )
+    return recorded
+
+
+def record_operations(driver: S3Driver) -> list[str]:
+    """Names of the S3 operations the driver calls from now on, through either library."""
+    operations = record_boto3_calls(driver)
     calls = driver._obstore  # the calls through obstore (storage/s3_obstore.py)
     for method, operation in OBSTORE_OPERATIONS.items():
         setattr(calls, method, _recorded(getattr(calls, method), operation, operations))
@@ -179,10 +185,7 @@ async def test_markers_are_one_put_each_through_obstore(
     """The collector's tombs: one PutObject a key through obstore, none through boto3
     (whose calls cost several times the CPU), at most `max_concurrency` in flight."""
     keys = [f"m/{i}/tomb" for i in range(3 * s3.settings.max_concurrency)]
-    through_boto3: list[str] = []
-    s3._client.meta.events.register(
-        "before-call.s3", lambda model, **_: through_boto3.append(model.name)
-    )
+    through_boto3 = record_boto3_calls(s3)
     put_async = obstore.put_async
     puts, in_flight, most = [], 0, 0
 
@@ -207,9 +210,10 @@ async def test_markers_are_one_put_each_through_obstore(
 async def test_a_small_object_is_one_put_through_obstore(s3: S3Driver) -> None:
     """Links, touches, tags: the small objects of every push, each for a fifth of the CPU
     boto3 takes (storage/s3_obstore.py)."""
+    through_boto3 = record_boto3_calls(s3)
     operations = record_operations(s3)
     await s3.put("small/one", bytearray(b"abc"))
-    assert operations == ["PutObject"]
+    assert operations == ["PutObject"] and through_boto3 == []
     assert await s3.get("small/one") == b"abc"
 
 
@@ -219,10 +223,7 @@ async def test_a_scan_reads_every_page_through_obstore(s3: S3Driver) -> None:
     keys = sorted(f"many/{n}/leaf" for n in range(1005))
     await s3.put_markers(keys)
     await s3.put(keys[0], b"abc")
-    through_boto3: list[str] = []
-    s3._client.meta.events.register(
-        "before-call.s3", lambda model, **_: through_boto3.append(model.name)
-    )
+    through_boto3 = record_boto3_calls(s3)
     found = await s3.scan("many")
     assert sorted(info.key for info in found) == keys
     assert {info.key: info.size for info in found}[keys[0]] == 3
