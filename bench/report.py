@@ -98,7 +98,7 @@ def environment(
         **machine(load_before),
         "Dockyard": f"{git_version()} (Python {platform.python_version()}, "
         f"{os.cpu_count()} workers, default settings)",
-        "reference": version_of(["docker-registry", "--version"]),
+        "reference": version_of(["docker-registry", "--version"]) + " (upload purging off)",
         "docker": version_of(["/usr/bin/docker", "--version"]),
         "wrk": version_of(["wrk", "--version"]),
         "SHA-256, one core": f"{sha / MB:.0f} MB/s",

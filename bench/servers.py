@@ -26,16 +26,23 @@ class Server(Protocol):
 
 
 def report_if_died(label: str, server: Server, lines: int = 40) -> None:
-    """Print how a server that exited during the run ended: its log goes with the workdir."""
+    """Print how a server that exited during the run ended: its log goes with the workdir.
+    A Go panic's cause is on its first line, above a stack of goroutines: from there."""
     if server.process is None or server.process.poll() is None:
         return
-    log = server.log_path.read_text(errors="replace").splitlines()[-lines:]
-    print(f"bench: {label} exited with code {server.process.returncode}; its last log lines:")
-    print("\n".join(log), flush=True)
+    log = server.log_path.read_text(errors="replace").splitlines()
+    panics = [i for i, line in enumerate(log) if line.startswith(("panic:", "fatal error:"))]
+    shown = log[panics[0] : panics[0] + lines] if panics else log[-lines:]
+    print(f"bench: {label} exited with code {server.process.returncode}; its log:")
+    print("\n".join(shown), flush=True)
 
 
 class ReferenceRegistry:
-    """Debian's `docker-registry` (CNCF distribution) with its default settings."""
+    """Debian's `docker-registry` (CNCF distribution) with its default settings, but for
+    its upload purger. That starts at a random minute of the first hour and walks every
+    repository's uploads folder; on S3 it crashed the server in the middle of a run
+    (2026-12-04). Dockyard's counterpart, its collector, first runs after `gc.interval`
+    (an hour), past the end of a run."""
 
     def __init__(
         self, workdir: Path, htpasswd: Path | None = None, storage: dict[str, Any] | None = None
@@ -52,6 +59,7 @@ class ReferenceRegistry:
             "storage": {
                 "cache": {"blobdescriptor": "inmemory"},
                 "delete": {"enabled": True},
+                "maintenance": {"uploadpurging": {"enabled": False}},
                 **(storage or {"filesystem": {"rootdirectory": str(workdir / "data")}}),
             },
             "http": {"addr": self.host, "headers": {"X-Content-Type-Options": ["nosniff"]}},
