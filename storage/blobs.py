@@ -39,7 +39,9 @@ from storage.catalog import Catalog
 from storage.deletions import Deletions, fresh
 from storage.driver import FileInfo, PathNotFoundError, StorageDriver, Writer
 
-_REMEMBERED = 100_000
+# Each of a process's maps of sizes and of touches: a digest and a number cost ~280
+# bytes an entry (measured), so 20,000 entries are ~5.6 MB; a full map starts afresh.
+_REMEMBERED = 20_000
 _VOUCHED = 20_000  # entries of ~200 bytes: 4 MB at most
 
 
@@ -108,10 +110,13 @@ class BlobStore:
             return None
         if info.size == 0 and digest != Digest.of(b"", digest.algorithm):
             return None  # a cut-off write some S3 servers keep as an empty object
-        if len(self._sizes) > _REMEMBERED:
-            self._sizes.clear()
-        self._sizes[digest] = info.size
+        self._remember_size(digest, info.size)
         return info.size
+
+    def _remember_size(self, digest: Digest, size: int) -> None:
+        if len(self._sizes) >= _REMEMBERED:
+            self._sizes.clear()
+        self._sizes[digest] = size
 
     async def vouch(self, digest: Digest) -> bool:
         """Touch the blob, then check the collector is not deleting it (False: it is,
@@ -120,7 +125,7 @@ class BlobStore:
         last = self._touched.get(digest)
         if last is None or now - last >= self._touch_every:
             await self._driver.put(paths.blob_touched(digest), b"")
-            if len(self._touched) > _REMEMBERED:
+            if len(self._touched) >= _REMEMBERED:
                 self._touched.clear()
             self._touched[digest] = now
         entries = await self._driver.list(paths.blob_dir(digest))
@@ -201,7 +206,7 @@ class BlobStore:
             await writer.cancel()  # already stored: keep the one copy
         else:
             await writer.commit(paths.blob_data(digest))  # absent, or wrong: replace atomically
-            self._sizes[digest] = writer.size
+            self._remember_size(digest, writer.size)
         if not await self.vouch(digest):
             raise being_collected(digest)
 
@@ -216,7 +221,7 @@ class BlobStore:
             stored = None
         if stored != len(data):
             await self._driver.put(paths.blob_data(digest), data)
-            self._sizes[digest] = len(data)
+            self._remember_size(digest, len(data))
 
     async def get(self, digest: Digest) -> bytes:
         return await self._driver.get(paths.blob_data(digest))

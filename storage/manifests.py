@@ -94,6 +94,7 @@ from storage.pulls import PullRecorder
 log = logging.getLogger("dockyard.storage")
 
 _CACHED_MANIFEST_BYTES = 64 << 20
+_MANIFEST_OVERHEAD = 320  # bytes an entry costs beside its document (measured)
 _CACHED_REVISION_BYTES = 4 << 20
 _REVISION_OVERHEAD = 400  # bytes an entry costs beside its document and name
 _CACHED_TAG_BYTES = 8 << 20
@@ -414,9 +415,9 @@ class ManifestStore:
             log.warning("stored content of %s does not match its digest; ignored", digest)
             raise PathNotFoundError(paths.blob_data(digest))
         self._content[digest] = raw
-        self._content_bytes += len(raw)
+        self._content_bytes += len(raw) + _MANIFEST_OVERHEAD
         while self._content_bytes > _CACHED_MANIFEST_BYTES:
-            self._content_bytes -= len(self._content.popitem(last=False)[1])
+            self._content_bytes -= len(self._content.popitem(last=False)[1]) + _MANIFEST_OVERHEAD
         return raw
 
     async def resolve(self, name: str, tag: str) -> Digest | None:
