@@ -414,10 +414,12 @@ class ManifestStore:
             # servers keep as an empty object): missing, until a push stores it again.
             log.warning("stored content of %s does not match its digest; ignored", digest)
             raise PathNotFoundError(paths.blob_data(digest))
-        self._content[digest] = raw
-        self._content_bytes += len(raw) + _MANIFEST_OVERHEAD
-        while self._content_bytes > _CACHED_MANIFEST_BYTES:
-            self._content_bytes -= len(self._content.popitem(last=False)[1]) + _MANIFEST_OVERHEAD
+        if digest not in self._content:  # another request may have filled it meanwhile
+            self._content[digest] = raw
+            self._content_bytes += len(raw) + _MANIFEST_OVERHEAD
+            while self._content_bytes > _CACHED_MANIFEST_BYTES:
+                evicted = self._content.popitem(last=False)[1]
+                self._content_bytes -= len(evicted) + _MANIFEST_OVERHEAD
         return raw
 
     async def resolve(self, name: str, tag: str) -> Digest | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from oci.references import Digest
@@ -40,3 +42,23 @@ async def test_cached_manifests_count_what_an_entry_costs_beside_its_bytes(
         await store.blobs.put(data, digest)
         await store.manifests.get("team/app", digest)  # no revision: None, bytes read
     assert len(store.manifests._content) == 10
+
+
+async def test_a_manifest_read_by_two_requests_at_once_is_counted_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two requests that miss the cache for one digest both read it; the second to
+    finish counted its bytes again, so the cache evicted early (and drifted for good)."""
+    store = Store(MemoryDriver())
+    data, digest = _content(0)
+    await store.blobs.put(data, digest)
+    both_reading = asyncio.Barrier(2)
+    read = store.blobs.get
+
+    async def read_together(wanted: Digest) -> bytes:
+        await both_reading.wait()
+        return await read(wanted)
+
+    monkeypatch.setattr(store.blobs, "get", read_together)
+    await asyncio.gather(*(store.manifests.get("team/app", digest) for _ in range(2)))
+    assert store.manifests._content_bytes == len(data) + manifests._MANIFEST_OVERHEAD
