@@ -13,6 +13,7 @@ vouched for.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -193,6 +194,20 @@ class Sweeper:
             for name, info in files.items()
             if paths.is_tomb(name) and info.modified < self._cutoffs.tomb
         ]
+        return await _finished_even_if_stopped(
+            self._entomb_and_delete(folder, found, blobs, links, stale_tombs)
+        )
+
+    async def _entomb_and_delete(
+        self,
+        folder: str,
+        found: Files,
+        blobs: set[Digest],
+        links: dict[Digest, list[str]],
+        stale_tombs: list[str],
+    ) -> Swept:
+        """The handshake on the folder's candidates: tombs, touches read again, then what
+        is still untouched deleted, each tomb after what it covers."""
         candidates = blobs | links.keys()
         doomed = Swept()
         covered: dict[Digest, list[str]] = defaultdict(list)  # what each tomb covers
@@ -233,3 +248,25 @@ class Sweeper:
         if candidates:
             await self._hook("deleted")
         return doomed
+
+
+async def _finished_even_if_stopped(step: Awaitable[Swept]) -> Swept:
+    """`step` run to its end even when the run is cancelled meanwhile (a server stopping
+    its collector, Ctrl-C on `dockyard gc`), then the cancellation raised: a step
+    stopped between its tombs and their removal would leave them, and the API would
+    answer their blobs missing, and fail their uploads, until a run after
+    `stale_tomb_after` removes them (an hour later, for a server's own runs). A step is
+    one folder's batch (a second or so); its own lease check still stops it before it
+    deletes if the run lost its lease, and a kill, which nothing can catch, leaves what
+    step 6 of collector/__init__.py describes."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            try:
+                await asyncio.wait([task])  # a second cancellation must not cancel it
+            except asyncio.CancelledError:
+                continue
+        task.result()  # its own failure (a lost lease) rather than the cancellation
+        raise

@@ -16,7 +16,7 @@ from storage.driver import StorageDriver
 from storage.lease import LeaseLostError
 from storage.s3 import S3Driver
 from tests.api.helpers import push_blob, push_image
-from tests.collector.support import NO_GRACE, age, run_gc
+from tests.collector.support import NO_GRACE, Steps, age, run_gc
 from tests.support.drivers import twin
 
 
@@ -117,6 +117,34 @@ async def test_a_tomb_left_by_a_killed_collector_is_cleared_by_the_next_run(
     assert not await driver.exists(paths.blob_data(orphan))
     assert not await driver.exists(paths.blob_tomb(orphan, "dead"))
     assert (await client.head(f"/v2/team/app/blobs/{layer}")).status_code == 200
+
+
+async def test_a_run_stopped_while_it_holds_tombs_finishes_that_step_first(
+    client: httpx.AsyncClient, driver: StorageDriver
+) -> None:
+    """Step 6: a run cancelled (a server stopping its collector, Ctrl-C on `dockyard gc`)
+    between writing a folder's tombs and removing them finishes that step, then stops.
+    Stopped there, it left the tombs, and the blob's upload answered 503 until a run
+    after `stale_tomb_after` (for a server's own runs, an hour later)."""
+    orphan = await push_blob(client, "team/app", b"orphan")
+    await age(driver)
+    entombed, go_on = asyncio.Event(), asyncio.Event()
+
+    async def stop_here() -> None:
+        entombed.set()
+        await go_on.wait()
+
+    run = asyncio.ensure_future(run_gc(driver, hook=Steps("entombed", stop_here)))
+    await entombed.wait()
+    run.cancel()
+    await asyncio.sleep(0.05)  # the cancellation reaches the run while it waits here
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    left = [info.key for info in await driver.scan(paths.blobs_dir())]
+    assert not [key for key in left if paths.is_tomb(key.rsplit("/", 1)[-1])]
+    assert not await driver.exists(paths.blob_data(Digest.parse(orphan)))
+    assert await push_blob(client, "team/app", b"orphan") == orphan  # 201, not 503
 
 
 async def test_a_run_killed_between_a_repositorys_records_and_its_marker_is_finished(
