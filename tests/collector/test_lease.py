@@ -144,6 +144,7 @@ async def test_a_run_stopped_while_it_holds_tombs_finishes_that_step_first(
     left = [info.key for info in await driver.scan(paths.blobs_dir())]
     assert not [key for key in left if paths.is_tomb(key.rsplit("/", 1)[-1])]
     assert not await driver.exists(paths.blob_data(Digest.parse(orphan)))
+    assert not await lease.held(driver, paths.gc_lease())  # and it let its lease go
     assert await push_blob(client, "team/app", b"orphan") == orphan  # 201, not 503
 
 
