@@ -77,13 +77,13 @@ conditional writes (driver `create` / `replace`), renewed before every batch of
 deletions; a collector that lost it stops before deleting more.
 
 Step 6, crashes (test_lease.py, test_a_tomb_left_by_a_killed_collector_... and
-test_a_run_killed_between_a_repositorys_records_...;
-tests/e2e/test_gc_stress.py kills `dockyard gc` with -9 stopped at a step of its sweep). Every step
-is idempotent. A stopped run (cancelled: a server stopping its collector, Ctrl-C) first
-finishes the folder it holds tombs in (sweep.py; test_a_run_stopped_while_it_holds_...),
-so only a kill leaves tombs. A killed run leaves its tombs (the API answers those blobs missing, and
-uploads of them fail retryably, until a run after `stale_tomb_after` removes them and
-deletes what is still unreferenced), links without data (the API checks the data
+test_a_run_killed_between_a_repositorys_records_...; tests/e2e/test_gc_stress.py kills
+`dockyard gc` with -9 stopped at a step of its sweep). Every step is idempotent. A
+stopped run (cancelled: a server stopping its collector, Ctrl-C) first finishes the
+folder it holds tombs in (sweep.py; test_a_run_stopped_while_it_holds_...), so only a
+kill leaves tombs. A killed run leaves its tombs (the API answers those blobs missing,
+and uploads of them fail retryably, until a run after `stale_tomb_after` removes them
+and deletes what is still unreferenced), links without data (the API checks the data
 too), or a listed repository holding nothing, some of its records deleted (the next
 run empties it), or a removed catalog marker of one that had nothing left.
 
