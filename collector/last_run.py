@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass, fields
 
 from storage import paths
@@ -59,3 +60,11 @@ async def last_run(store: Store) -> RunRecord | None:
         return RunRecord(**{field.name: data[field.name] for field in fields(RunRecord)})
     except (ValueError, KeyError, TypeError):
         return None
+
+
+async def due_in(store: Store, interval: float) -> float | None:
+    """Seconds until a run is due, `interval` after the last one finished (negative:
+    overdue), by this machine's clock against the recorder's; None when no run has
+    finished (a new registry holds nothing older than the grace yet)."""
+    record = await last_run(store)
+    return None if record is None else record.finished + interval - time.time()

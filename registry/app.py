@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Match, Route, Router
 from starlette.types import Receive, Scope, Send
 
+from collector import last_run
 from collector.background import collect_forever
 from collector.niced import collect_in_child
 from collector.run import GcOptions, GcResult, collect
@@ -230,7 +232,13 @@ def create_app(
                     return await collect_in_child(store, config)
                 return await collect(store, options)
 
-            collecting = collect_forever(collect_once, config.gc.interval, metrics.gc_observer())
+            interval = config.gc.interval
+            collecting = collect_forever(
+                collect_once,
+                interval,
+                metrics.gc_observer(),
+                functools.partial(last_run.due_in, store, interval),
+            )
             collector = asyncio.create_task(collecting)
         delivering = asyncio.create_task(deliverer.run()) if deliverer else None
         publisher = asyncio.create_task(metrics.publish_periodically())
@@ -242,11 +250,12 @@ def create_app(
             yield
         finally:
             readiness.stopping = True
-            if collector is not None:
-                collector.cancel()
-            if delivering is not None:
-                delivering.cancel()  # it frees its lease for another process on its way out
-                await asyncio.gather(delivering, return_exceptions=True)
+            # Both let their leases go on their way out; a collection under way first
+            # finishes the step it is in (collector/sweep.py).
+            background = [task for task in (collector, delivering) if task is not None]
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await events.close()
             if proxy is not None:
                 await proxy.close()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from collector import last_run
 from collector.background import collect_forever
 from collector.cli import Lines
 from collector.run import GcOptions, collect
@@ -22,6 +25,7 @@ from storage.filesystem import FilesystemDriver
 from storage.memory import MemoryDriver
 from storage.store import Store
 from tests.api.helpers import digest_of
+from tests.collector.support import NO_GRACE
 
 
 @pytest.fixture
@@ -102,3 +106,37 @@ async def test_the_background_collector_runs_every_interval_and_purges_uploads()
         assert await store.driver.list("uploads") == [], upload.id
     finally:
         task.cancel()
+
+
+async def test_the_background_collector_keeps_to_the_stored_schedule_across_restarts() -> None:
+    """A process tries a run `gc.interval` after the last run of any process finished
+    (the stored record), not `gc.interval` after it started: a server restarted more
+    often than its interval (a daily restart with `interval: 24h`) never collected."""
+    store = Store(MemoryDriver())
+    interval = 20.0
+    assert await last_run.due_in(store, interval) is None  # no run yet: a whole interval
+
+    async def ran_within(seconds: float) -> bool:
+        """Whether a started collector recorded a run within `seconds`."""
+        before = await last_run.last_run(store)
+        due_in = functools.partial(last_run.due_in, store, interval)
+        task = asyncio.create_task(
+            collect_forever(lambda: collect(store, NO_GRACE), interval, due_in=due_in)
+        )
+        try:
+            for _ in range(int(seconds / 0.05)):
+                if await last_run.last_run(store) != before:
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+        finally:
+            task.cancel()
+
+    await collect(store, NO_GRACE)  # a run an interval ago: overdue for a started server
+    overdue = await last_run.last_run(store)
+    assert overdue is not None
+    await last_run.save(store, replace(overdue, finished=time.time() - interval - 1))
+    assert await last_run.due_in(store, interval) < 0
+    assert await ran_within(8.0)  # after the jitter (1-2 s), not 20 s
+    assert 19 < await last_run.due_in(store, interval) <= 20  # the run just recorded
+    assert not await ran_within(3.0)  # past the jitter: the next is 20 s off
