@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest, is_digest_of
@@ -43,6 +44,15 @@ from storage.driver import FileInfo, PathNotFoundError, StorageDriver, Writer
 # bytes an entry (measured), so 20,000 entries are ~5.6 MB; a full map starts afresh.
 _REMEMBERED = 20_000
 _VOUCHED = 20_000  # entries of ~200 bytes: 4 MB at most
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(known: dict[_K, _V], key: _K, value: _V, bound: int) -> None:
+    """Put `value` in a map of at most `bound` entries (a full one starts afresh)."""
+    if len(known) >= bound:
+        known.clear()
+    known[key] = value
 
 
 def being_collected(digest: Digest) -> RegistryError:
@@ -110,13 +120,8 @@ class BlobStore:
             return None
         if info.size == 0 and digest != Digest.of(b"", digest.algorithm):
             return None  # a cut-off write some S3 servers keep as an empty object
-        self._remember_size(digest, info.size)
+        _remember(self._sizes, digest, info.size, _REMEMBERED)
         return info.size
-
-    def _remember_size(self, digest: Digest, size: int) -> None:
-        if len(self._sizes) >= _REMEMBERED:
-            self._sizes.clear()
-        self._sizes[digest] = size
 
     async def vouch(self, digest: Digest) -> bool:
         """Touch the blob, then check the collector is not deleting it (False: it is,
@@ -125,9 +130,7 @@ class BlobStore:
         last = self._touched.get(digest)
         if last is None or now - last >= self._touch_every:
             await self._driver.put(paths.blob_touched(digest), b"")
-            if len(self._touched) >= _REMEMBERED:
-                self._touched.clear()
-            self._touched[digest] = now
+            _remember(self._touched, digest, now, _REMEMBERED)
         entries = await self._driver.list(paths.blob_dir(digest))
         return not any(paths.is_tomb(entry) for entry in entries)
 
@@ -158,9 +161,7 @@ class BlobStore:
         stored_at = time.monotonic()
         size = await self._vouch_size(digest, name, name_checked)
         if size is not None:
-            if len(self._vouched) >= _VOUCHED:
-                self._vouched.clear()
-            self._vouched[(name, digest)] = (size, generation, stored_at)
+            _remember(self._vouched, (name, digest), (size, generation, stored_at), _VOUCHED)
         return size
 
     async def _vouch_size(
@@ -206,7 +207,7 @@ class BlobStore:
             await writer.cancel()  # already stored: keep the one copy
         else:
             await writer.commit(paths.blob_data(digest))  # absent, or wrong: replace atomically
-            self._remember_size(digest, writer.size)
+            _remember(self._sizes, digest, writer.size, _REMEMBERED)
         if not await self.vouch(digest):
             raise being_collected(digest)
 
@@ -221,7 +222,7 @@ class BlobStore:
             stored = None
         if stored != len(data):
             await self._driver.put(paths.blob_data(digest), data)
-            self._remember_size(digest, len(data))
+            _remember(self._sizes, digest, len(data), _REMEMBERED)
 
     async def get(self, digest: Digest) -> bytes:
         return await self._driver.get(paths.blob_data(digest))
