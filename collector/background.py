@@ -40,11 +40,11 @@ async def collect_forever(
     lease held tries again only that much later."""
     while True:
         try:
-            wait = await due_in()
+            due = await due_in()
         except Exception:
             log.exception("could not read when the last collection ran")
-            wait = None
-        wait = interval if wait is None else max(wait, 0.0)
+            due = None
+        wait = interval if due is None else max(due, 0.0)
         await asyncio.sleep(wait + interval * random.uniform(0.05, 0.1))
         try:
             result = await collect_once()
