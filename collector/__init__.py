@@ -25,11 +25,12 @@ R(tombs) found none, the collector's W(tomb) completed after that read began, so
 after the API's W(touch) completed, so the collector's R(touch) sees the touch and
 spares B. If the collector deleted B before removing its tomb, the API either saw the
 tomb, or read after the deletion and answers "missing". Each run removes only its own
-tombs (and, after `stale_tomb_after`, ones a dead run left), so this holds for any
-number of collectors at once; the lease (step 5) is there to not do the work twice.
-One tomb covers B's data and every repository's link to B (step 4), and a sweep
-batch's touches are read back, after its tombs are written, by one listing of their
-fan-out folder (the filesystem: a stat of each candidate's touch), not a read each.
+tombs (and, after `stale_tomb_after` and holding the lease, ones a dead run left, as
+the API does too: step 6), so this holds for any number of collectors at once; the
+lease (step 5) is there to not do the work twice. One tomb covers B's data and every
+repository's link to B (step 4), and a sweep batch's touches are read back, after its
+tombs are written, by one listing of their fan-out folder (the filesystem: a stat of
+each candidate's touch), not a read each.
 
 Tombs need only be visible, not durable (driver `put_markers`: on the filesystem an
 empty file created without fsync, a batch's tombs hard links to one, so they carry the
@@ -82,10 +83,12 @@ test_a_run_killed_between_a_repositorys_records_...; tests/e2e/test_gc_stress.py
 stopped run (cancelled: a server stopping its collector, Ctrl-C) first finishes the
 folder it holds tombs in (sweep.py; test_a_run_stopped_while_it_holds_...), so only a
 kill leaves tombs. A killed run leaves its tombs (the API answers those blobs missing,
-and uploads of them fail retryably, until a run after `stale_tomb_after` removes them
-and deletes what is still unreferenced), links without data (the API checks the data
-too), or a listed repository holding nothing, some of its records deleted (the next
-run empties it), or a removed catalog marker of one that had nothing left.
+and uploads of them fail retryably, until they are `stale_tomb_after` old: then the
+first request that meets one removes it, holding the lease as a run would,
+storage/stale_tombs.py and test_a_tomb_a_killed_collector_left_is_removed_...; the next
+run deletes what is still unreferenced), links without data (the API checks the data
+too), or a listed repository holding nothing, some of its records deleted (the next run
+empties it), or a removed catalog marker of one that had nothing left.
 
 Cost: the mark keeps the live set as strings (16 MB measured for 100,000 digests),
 the queued links (repository names are shared strings) and each repository's kept

@@ -20,7 +20,7 @@ from collector.sweep import Cutoffs, Hook, Sweeper, Swept, no_hook
 from oci.errors import RegistryError
 from oci.references import Digest
 from registry.config import Config, ImmutableTagRule, RetentionRule
-from storage import paths
+from storage import paths, stale_tombs
 from storage.lease import LEASE_SECONDS, Lease, LeaseLostError, take
 from storage.store import Store
 from storage.usage import Facts
@@ -35,7 +35,7 @@ class GcOptions:
     lease_seconds: float = LEASE_SECONDS
     # A tomb is never kept this long by a live collector (it renews its lease, of
     # `lease_seconds`, before every batch): older ones were left by a dead one.
-    stale_tomb_after: float = 2 * LEASE_SECONDS
+    stale_tomb_after: float = stale_tombs.STALE_AFTER
     retention: tuple[RetentionRule, ...] = ()  # `retention.policies`
     immutable: tuple[ImmutableTagRule, ...] = ()  # `immutable_tags`: never condemned
     # Of the time, what the run may work (collector/pacing.py): 1, full speed (`dockyard

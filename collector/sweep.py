@@ -254,8 +254,8 @@ async def _finished_even_if_stopped(step: Awaitable[Swept]) -> Swept:
     """`step` run to its end even when the run is cancelled meanwhile (a server stopping
     its collector, Ctrl-C on `dockyard gc`), then the cancellation raised: a step
     stopped between its tombs and their removal would leave them, and the API would
-    answer their blobs missing, and fail their uploads, until a run after
-    `stale_tomb_after` removes them (an hour later, for a server's own runs). A step is
+    answer their blobs missing, and fail their uploads, until they are
+    `stale_tomb_after` old (storage/stale_tombs.py). A step is
     one folder's batch (a second or so); its own lease check still stops it before it
     deletes if the run lost its lease, and a kill, which nothing can catch, leaves what
     step 6 of collector/__init__.py describes."""

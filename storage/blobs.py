@@ -35,7 +35,7 @@ from typing import TypeVar
 
 from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest, is_digest_of
-from storage import paths
+from storage import paths, stale_tombs
 from storage.catalog import Catalog
 from storage.deletions import Deletions, fresh
 from storage.driver import FileInfo, PathNotFoundError, StorageDriver, Writer
@@ -125,14 +125,16 @@ class BlobStore:
 
     async def vouch(self, digest: Digest) -> bool:
         """Touch the blob, then check the collector is not deleting it (False: it is,
-        so answer that the blob is missing)."""
+        so answer that the blob is missing). Tombs a killed collector left long ago are
+        removed on the way (storage/stale_tombs.py)."""
         now = time.monotonic()
         last = self._touched.get(digest)
         if last is None or now - last >= self._touch_every:
             await self._driver.put(paths.blob_touched(digest), b"")
             _remember(self._touched, digest, now, _REMEMBERED)
         entries = await self._driver.list(paths.blob_dir(digest))
-        return not any(paths.is_tomb(entry) for entry in entries)
+        tombs = [entry for entry in entries if paths.is_tomb(entry)]
+        return not tombs or await stale_tombs.cleared(self._driver, digest, tombs)
 
     async def vouched_size(self, digest: Digest, name: str | None = None) -> int | None:
         """Size of a blob the API may now say exists (given to repository `name`, if

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from oci.references import Digest
-from storage import lease, paths
+from storage import lease, paths, stale_tombs
 from storage.catalog import Catalog
 from storage.driver import StorageDriver
 from storage.lease import LeaseLostError
@@ -100,8 +100,8 @@ async def test_a_tomb_left_by_a_killed_collector_is_cleared_by_the_next_run(
     client: httpx.AsyncClient, driver: StorageDriver
 ) -> None:
     """Step 6: a run killed after writing a tomb (on a blob an image uses, and on an orphan)
-    leaves the blob answered missing until the next run, which clears the tomb of what
-    stays and finishes deleting the rest."""
+    leaves the blob answered missing; a run after `stale_tomb_after` clears the tomb of
+    what stays and finishes deleting the rest."""
     await push_image(client, "team/app", "v1", seed="kept")
     layer = Digest.parse(await push_blob(client, "team/app", b"layer of kept"))
     orphan = Digest.parse(await push_blob(client, "team/app", b"orphan"))
@@ -119,13 +119,47 @@ async def test_a_tomb_left_by_a_killed_collector_is_cleared_by_the_next_run(
     assert (await client.head(f"/v2/team/app/blobs/{layer}")).status_code == 200
 
 
+async def test_a_tomb_a_killed_collector_left_is_removed_by_the_api_once_stale(
+    client: httpx.AsyncClient, driver: StorageDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 6: a killed run's tombs stand until they are `stale_tomb_after` old; then the
+    first request that meets one removes it, holding the lease as a run would, and the
+    blob answers and uploads again with no run (a server's next may be an hour away).
+    Not while a run holds the lease, nor before."""
+    monkeypatch.setattr(stale_tombs, "STALE_AFTER", 1.5)  # storage clocks: whole seconds
+    await push_image(client, "team/app", "v1", seed="kept")
+    layer = Digest.parse(await push_blob(client, "team/app", b"layer of kept"))
+    orphan = Digest.parse(await push_blob(client, "team/app", b"orphan"))
+    for digest in (layer, orphan):
+        await driver.put(paths.blob_tomb(digest, "dead"), b"")
+
+    async def upload_orphan() -> int:
+        url = f"/v2/team/app/blobs/uploads/?digest={orphan}"
+        return (await client.post(url, content=b"orphan")).status_code
+
+    async def head_layer() -> int:
+        return (await client.head(f"/v2/team/app/blobs/{layer}")).status_code
+
+    assert (await head_layer(), await upload_orphan()) == (404, 503)  # maybe a live run's
+    await asyncio.sleep(2.6)
+    running = await lease.take(driver, paths.gc_lease())
+    assert running is not None
+    assert (await head_layer(), await upload_orphan()) == (404, 503)  # a run is under way
+    assert await driver.exists(paths.blob_tomb(layer, "dead"))
+    await running.release()
+    assert (await head_layer(), await upload_orphan()) == (200, 201)
+    for digest in (layer, orphan):
+        assert not await driver.exists(paths.blob_tomb(digest, "dead"))
+    assert not await lease.held(driver, paths.gc_lease())
+
+
 async def test_a_run_stopped_while_it_holds_tombs_finishes_that_step_first(
     client: httpx.AsyncClient, driver: StorageDriver
 ) -> None:
     """Step 6: a run cancelled (a server stopping its collector, Ctrl-C on `dockyard gc`)
     between writing a folder's tombs and removing them finishes that step, then stops.
-    Stopped there, it left the tombs, and the blob's upload answered 503 until a run
-    after `stale_tomb_after` (for a server's own runs, an hour later)."""
+    Stopped there, it left the tombs, and the blob's upload answered 503 until they were
+    `stale_tomb_after` old."""
     orphan = await push_blob(client, "team/app", b"orphan")
     await age(driver)
     entombed, go_on = asyncio.Event(), asyncio.Event()

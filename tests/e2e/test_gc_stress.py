@@ -49,9 +49,9 @@ BASES = [f"base layer {n} ".encode() * 500 for n in range(3)]  # shared by every
 ROUNDS = 40
 CLIENTS = 3
 SWEEP_STEPS = ["entombed", "checked", "deleted"]  # collector/sweep.py's hook steps
-# A killed run's tombs make uploads of their blobs answer 503 until a run at least
-# `stale_tomb_after` (2 min) later removes them, and that run first waits out the killed
-# run's lease (1 min): a few kills, then clean runs, and clients that retry for 5 minutes.
+# A killed run's tombs make uploads of their blobs answer 503 until they are
+# `stale_tomb_after` (2 min) old and the killed run's lease (1 min) has expired: then the
+# API removes them. A few kills, then clean runs, and clients that retry for 5 minutes.
 MAX_KILLS = 3
 RETRIES = 600  # tries 0.5 s apart
 
