@@ -42,6 +42,7 @@ from storage.stale_tombs import STALE_AFTER
 from tests.support.processes import kill_process_group
 from tests.support.seaweedfs import SeaweedFS, unique_prefix
 from tests.support.server import ROOT, RegistryProcess
+from tests.support.storage_clock import set_back
 
 pytestmark = pytest.mark.e2e
 
@@ -211,10 +212,7 @@ def expire_what_it_left(storage: dict[str, Any]) -> None:
         asyncio.run(_free_lease(_driver(storage)))
         return
     root = Path(storage["filesystem"]["root"])
-    then = time.time() - STALE_AFTER - 1
-    for path in [root / paths.gc_lease(), *root.glob("blobs/*/*/*/tomb-*")]:
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(path, (then, then))
+    set_back([root / paths.gc_lease(), *root.glob("blobs/*/*/*/tomb-*")], STALE_AFTER + 1)
 
 
 def stored_blobs(driver: StorageDriver) -> set[str]:
