@@ -29,7 +29,7 @@ async def cleared(driver: StorageDriver, digest: Digest, tombs: list[str]) -> bo
     dead collector left it; False while any may still be a live collector's."""
     lease = await take(driver, paths.gc_lease())
     if lease is None:
-        return False  # a run is under way: it removes the stale ones itself
+        return False  # a run (or a request doing this) holds it: a run removes them itself
     try:
         cutoff = (await driver.stat(paths.gc_lease())).modified - STALE_AFTER
         stale = []
