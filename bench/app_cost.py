@@ -3,8 +3,8 @@ server or client around it, on memory storage (no threads: the CPU time is the
 request's alone), the feature off and on in alternating rounds. Precise to about a
 microsecond where rates through a server on a shared machine move by ten percent.
 
-`python -m bench.app_cost` prints the costs of metrics and of a configured
-pull-through cache on local pulls.
+`python -m bench.app_cost` prints the costs of metrics, of an events endpoint that takes
+no pulls, and of a configured pull-through cache on local pulls.
 """
 
 from __future__ import annotations
@@ -115,8 +115,19 @@ def measure(rounds: int, off: dict[str, Any], on: dict[str, Any]) -> dict[str, t
     }
 
 
-def measure_metrics(rounds: int) -> dict[str, tuple[float, float]]:
-    return measure(rounds, {"metrics": {"enabled": False}}, {})
+# An endpoint that wants no pull: a pull's event is never built. It takes deletes, not
+# pushes as in the served comparison, so that the image pushed before the rounds leaves
+# it no event to retry against a loopback port where nothing listens.
+NO_PULLS = {"name": "no-pulls", "url": "http://127.0.0.1:9/", "actions": ["delete"]}
+FEATURES = {  # bench/costs.py's comparisons measured here: the settings without and with
+    "metrics": ({"metrics": {"enabled": False}}, {}),
+    "pushes": ({}, {"notifications": {"endpoints": [NO_PULLS]}}),
+}
+
+
+def measure_features(rounds: int) -> dict[str, dict[str, tuple[float, float]]]:
+    """What metrics and an endpoint that wants no pulls cost a request (by comparison)."""
+    return {key: measure(rounds, off, on) for key, (off, on) in FEATURES.items()}
 
 
 def _upstream(default: bool) -> dict[str, Any]:
@@ -138,7 +149,7 @@ def measure_proxy(rounds: int) -> dict[str, dict[str, tuple[float, float]]]:
 def main() -> None:
     rounds = 8
     print(f"CPU µs a request, medians of {rounds} alternating rounds of {REQUESTS:,} requests")
-    results = {"metrics on": measure_metrics(rounds), **measure_proxy(rounds)}
+    results = {**measure_features(rounds), **measure_proxy(rounds)}
     for label, figures in results.items():
         for figure, (off, on) in figures.items():
             print(f"{label:32} {figure:14} off {off:6.1f} on {on:6.1f} cost {on - off:+5.1f}")

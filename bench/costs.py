@@ -110,6 +110,11 @@ COMPARISONS = (
     ),
 )  # fmt: skip
 
+APP_ALONE_TITLES = {
+    "metrics": "metrics",
+    "pushes": "events: one endpoint that takes no pulls (`actions: [delete]`)",
+}
+
 TITLES = {
     "manifest_rps": "manifest GET by tag",
     "head_rps": "HEAD blob",
@@ -217,7 +222,7 @@ class CostBench:
         )
         self.notes: list[str] = []
         self.highest_load = 0.0
-        self.app_cpu: dict[str, tuple[float, float]] = {}
+        self.app_cpu: dict[str, dict[str, tuple[float, float]]] = {}  # comparison, figure
 
     def start(self, sink: EventSink) -> None:
         for name, settings in server_settings(sink.url).items():
@@ -293,8 +298,8 @@ def run(sizes: Sizes, workdir: Path) -> str:
             print(f"bench: costs: round {round_ + 1}/{sizes.rounds}", flush=True)
             bench.round(round_)
         bench.events_notes(sink)
-        print("bench: costs: metrics in the application alone", flush=True)
-        bench.app_cpu = app_cost.measure_metrics(2 * sizes.rounds)
+        print("bench: costs: metrics and events in the application alone", flush=True)
+        bench.app_cpu = app_cost.measure_features(2 * sizes.rounds)
         env = report.machine(load_before)
     finally:
         for name, server in bench.servers.items():
@@ -330,10 +335,10 @@ def verdict(measured: float, target: float, noise: float | None) -> str:
     return f"<= {target:g}%: MISSED"
 
 
-def served_share(bench: CostBench, figure: str, cost: float) -> str:
-    """`cost` µs as a share of the CPU a server spends on a request without metrics: what
-    the rate of a server that is short of CPU loses to it."""
-    served = bench.cpu["metrics"][figure]["off"]
+def served_share(bench: CostBench, key: str, figure: str, cost: float) -> str:
+    """`cost` µs as a share of the CPU a server spends on a request without the feature
+    (comparison `key`): what the rate of a server that is short of CPU loses to it."""
+    served = bench.cpu[key][figure]["off"] if figure in bench.cpu[key] else []
     return f"{cost / statistics.median(served):.1%}" if served else "-"
 
 
@@ -380,13 +385,15 @@ def render(bench: CostBench, env: dict[str, str], elapsed: float) -> str:
         f"{2 * sizes.rounds} alternating rounds of {app_cost.REQUESTS:,} requests; CPU "
         "per request:",
         "",
-        "| figure | metrics off, µs | metrics on, µs | cost, µs | cost, of the app alone | "
-        "cost, of a served request's CPU (metrics off, above) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| feature | figure | off, µs | on, µs | cost, µs | cost, of the app alone | "
+        "cost, of a served request's CPU (feature off, above) |",
+        "|---|---|---:|---:|---:|---:|---:|",
         *(
-            f"| {TITLES[figure]} | {off:.1f} | {on:.1f} | {on - off:.1f} | "
-            f"{(on - off) / off:.1%} | {served_share(bench, figure, on - off)} |"
-            for figure, (off, on) in bench.app_cpu.items()
+            f"| {APP_ALONE_TITLES[key]} | {TITLES[figure]} | {off:.1f} | {on:.1f} | "
+            f"{on - off:.1f} | {(on - off) / off:.1%} | "
+            f"{served_share(bench, key, figure, on - off)} |"
+            for key, figures in bench.app_cpu.items()
+            for figure, (off, on) in figures.items()
         ),
     ]
     lines += [
