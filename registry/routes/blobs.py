@@ -19,6 +19,7 @@ from registry.routes.common import (
     repository,
     require_delete_enabled,
     store,
+    under_upstream_prefix,
 )
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
@@ -51,10 +52,13 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 async def get_blob(request: Request) -> Response:
     name = repository(request)
     digest = digest_param(request.path_params["digest"])
+    size = None
+    if not under_upstream_prefix(request, name):
+        size = await store(request).blobs.vouched_size(digest, name)
     # A HEAD is how a push asks whether to upload: a new local repository of a mirrored
     # name must not be told it holds what only the default upstream has.
-    size = None
-    if pulled := await pull_target(request, name, fallback=request.method == "GET"):
+    fallback = request.method == "GET"
+    if size is None and (pulled := await pull_target(request, name, fallback)):
         cache, target = pulled
         name = target.local
         ranged = "range" in request.headers
@@ -62,8 +66,8 @@ async def get_blob(request: Request) -> Response:
         if isinstance(cached, Response):
             return cached
         size = cached
-    if size is None:
-        size = await store(request).blobs.vouched_size(digest, name)
+        if size is None:
+            size = await store(request).blobs.vouched_size(digest, name)
     if size is None:
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
     etag = f'"{digest}"'

@@ -31,6 +31,15 @@ def proxy(request: Request) -> PullThrough | None:
     return request.app.state.proxy
 
 
+def under_upstream_prefix(request: Request, name: str) -> bool:
+    """Whether `name` is in an upstream's namespace. Any other name's pull looks in
+    storage first and asks `pull_target` only when it misses: a mirror's fallback must
+    ask the catalog whether the name is a local repository, a storage call a local
+    pull that finds what it asks for does not need."""
+    cache = proxy(request)
+    return cache is not None and cache.routes.owner(name) is not None
+
+
 async def pull_target(
     request: Request, name: str, fallback: bool = True
 ) -> tuple[PullThrough, Target] | None:

@@ -26,6 +26,7 @@ from registry.routes.common import (
     repository,
     require_delete_enabled,
     store,
+    under_upstream_prefix,
 )
 from storage.manifests import StoredManifest
 from storage.store import Store
@@ -37,23 +38,24 @@ def _unknown(reference: str) -> RegistryError:
     return RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference[:160]})
 
 
-async def _resolve(store: Store, name: str, reference: str) -> Digest:
+async def _stored(store: Store, name: str, reference: str) -> StoredManifest | None:
+    """The manifest `reference` names in repository `name`, if it is stored there."""
     if is_digest(reference):
-        return Digest.parse(reference)
+        return await store.manifests.get(name, Digest.parse(reference))
     if not is_tag(reference):  # no such tag can exist (as the reference registry answers)
-        raise _unknown(reference)
+        return None
     digest = await store.manifests.resolve(name, reference)
-    if digest is None:
-        raise _unknown(reference)
-    return digest
+    return None if digest is None else await store.manifests.get(name, digest)
 
 
 async def get_manifest(request: Request) -> Response:
     name = repository(request)
     reference = request.path_params["reference"]
     warning = None
-    manifest: Manifest | StoredManifest | None
-    if pulled := await pull_target(request, name):
+    manifest: Manifest | StoredManifest | None = None
+    if not under_upstream_prefix(request, name):  # a local pull asks no upstream route
+        manifest = await _stored(store(request), name, reference)
+    if manifest is None and (pulled := await pull_target(request, name)):
         cache, target = pulled
         name = target.local
         found, warning = await cache.manifest(target, reference)
@@ -61,9 +63,6 @@ async def get_manifest(request: Request) -> Response:
             manifest = found
         else:
             manifest = await store(request).manifests.get(name, found)
-    else:
-        digest = await _resolve(store(request), name, reference)
-        manifest = await store(request).manifests.get(name, digest)
     if manifest is None:
         raise _unknown(reference)
     digest = manifest.digest

@@ -441,3 +441,29 @@ async def test_check_counts_no_unpulled_layer_of_a_cached_manifest_missing(
         ("dangling-link", "team/app"),
         ("missing-reference", "team/app"),
     }
+
+
+async def test_a_local_pull_beside_a_default_upstream_asks_the_catalog_nothing(
+    driver: StorageDriver,
+    transport: UpstreamTransport,
+    open_cache: CacheFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mirror's fallback asks the catalog whether a name is a local repository: on S3 a
+    request of its own. A pull that finds its manifest and blobs locally needs not."""
+    cache = open_cache(upstream_config(default=True))
+    await push_image(cache, "team/app", "1", seed="local")
+    asked: list[str] = []
+    exists = driver.exists
+
+    async def counted(key: str) -> bool:
+        asked.append(key)
+        return await exists(key)
+
+    monkeypatch.setattr(driver, "exists", counted)
+    await pull(cache, "team/app", "1")
+    assert paths.catalog_marker("team/app") not in asked
+    # what the local repository lacks is still its own: unknown, and nothing fetched
+    assert (await cache.get("/v2/team/app/manifests/2")).status_code == 404
+    assert paths.catalog_marker("team/app") in asked
+    assert transport.requests == []
