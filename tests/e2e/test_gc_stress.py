@@ -211,7 +211,7 @@ def expire_what_it_left(storage: dict[str, Any]) -> None:
     and removes the tombs, as the API would two minutes later (that clearing on S3 is
     tests/collector/test_lease.py's)."""
     if "filesystem" not in storage:
-        asyncio.run(_remove_lease_and_tombs(_driver(storage)))
+        asyncio.run(_free_lease(_driver(storage), with_tombs=True))
         return
     root = Path(storage["filesystem"]["root"])
     set_back([root / paths.gc_lease(), *root.glob("blobs/*/*/*/tomb-*")], STALE_AFTER + 1)
@@ -394,16 +394,12 @@ def test_two_replicas_each_with_a_collector_run_one_at_a_time(
             server.stop()
 
 
-async def _free_lease(driver: StorageDriver) -> None:
+async def _free_lease(driver: StorageDriver, with_tombs: bool = False) -> None:
+    """Delete the collector's lease (its holder is dead) and, `with_tombs`, every tomb."""
     try:
-        await driver.delete("_gc/lease")
-    finally:
-        await driver.close()
-
-
-async def _remove_lease_and_tombs(driver: StorageDriver) -> None:
-    try:
-        tombs = [info.key for info in await driver.scan("blobs") if "/tomb-" in info.key]
-        await driver.delete_many([paths.gc_lease(), *tombs])
+        keys = [paths.gc_lease()]
+        if with_tombs:
+            keys += [info.key for info in await driver.scan("blobs") if "/tomb-" in info.key]
+        await driver.delete_many(keys)
     finally:
         await driver.close()
