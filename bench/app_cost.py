@@ -119,15 +119,20 @@ def measure(rounds: int, off: dict[str, Any], on: dict[str, Any]) -> dict[str, t
 # pushes as in the served comparison, so that the image pushed before the rounds leaves
 # it no event to retry against a loopback port where nothing listens.
 NO_PULLS = {"name": "no-pulls", "url": "http://127.0.0.1:9/", "actions": ["delete"]}
-FEATURES = {  # bench/costs.py's comparisons measured here: the settings without and with
-    "metrics": ({"metrics": {"enabled": False}}, {}),
-    "pushes": ({}, {"notifications": {"endpoints": [NO_PULLS]}}),
+# bench/costs.py's comparisons measured here: a title, the settings without and with
+FEATURES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "metrics": ("metrics", {"metrics": {"enabled": False}}, {}),
+    "pushes": (
+        "events: one endpoint that takes no pulls (`actions: [delete]`)",
+        {},
+        {"notifications": {"endpoints": [NO_PULLS]}},
+    ),
 }
 
 
 def measure_features(rounds: int) -> dict[str, dict[str, tuple[float, float]]]:
     """What metrics and an endpoint that wants no pulls cost a request (by comparison)."""
-    return {key: measure(rounds, off, on) for key, (off, on) in FEATURES.items()}
+    return {key: measure(rounds, off, on) for key, (_, off, on) in FEATURES.items()}
 
 
 def _upstream(default: bool) -> dict[str, Any]:

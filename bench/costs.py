@@ -110,11 +110,6 @@ COMPARISONS = (
     ),
 )  # fmt: skip
 
-APP_ALONE_TITLES = {
-    "metrics": "metrics",
-    "pushes": "events: one endpoint that takes no pulls (`actions: [delete]`)",
-}
-
 TITLES = {
     "manifest_rps": "manifest GET by tag",
     "head_rps": "HEAD blob",
@@ -389,7 +384,7 @@ def render(bench: CostBench, env: dict[str, str], elapsed: float) -> str:
         "cost, of a served request's CPU (feature off, above) |",
         "|---|---|---:|---:|---:|---:|---:|",
         *(
-            f"| {APP_ALONE_TITLES[key]} | {TITLES[figure]} | {off:.1f} | {on:.1f} | "
+            f"| {app_cost.FEATURES[key][0]} | {TITLES[figure]} | {off:.1f} | {on:.1f} | "
             f"{on - off:.1f} | {(on - off) / off:.1%} | "
             f"{served_share(bench, key, figure, on - off)} |"
             for key, figures in bench.app_cpu.items()
