@@ -12,7 +12,14 @@ from starlette.responses import JSONResponse, Response
 from oci.errors import ErrorCode, RegistryError
 from oci.manifests import OCI_INDEX
 from registry.auth.caller import may_pull
-from registry.routes.common import digest_param, page, pull_target, repository, store
+from registry.routes.common import (
+    digest_param,
+    page,
+    pull_target,
+    repository,
+    store,
+    under_upstream_prefix,
+)
 
 CATALOG_PAGE = 1000
 
@@ -31,17 +38,23 @@ async def api_base(request: Request) -> Response:
 
 
 async def list_tags(request: Request) -> Response:
+    """A local repository's tags, else the upstream's (a name under its prefix, or no
+    local repository's beside a default upstream), else those cached of it."""
     name = repository(request)
-    if pulled := await pull_target(request, name):
+    stored = name
+    catalog = store(request).catalog
+    if under_upstream_prefix(request, name) or not await catalog.exists(name):
+        if (pulled := await pull_target(request, name)) is None:
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
         cache, target = pulled
         params = {k: v for k, v in request.query_params.items() if k in ("n", "last")}
         if (listed := await cache.tags(target, params)) is not None:
             tags, following = listed
             link = {"Link": f'</v2/{name}/tags/list?{following}>; rel="next"'} if following else {}
             return ListingResponse({"name": name, "tags": tags}, headers=link)
-    stored = pulled[1].local if pulled else name  # the upstream cannot answer: cached tags
-    if not await store(request).catalog.exists(stored):
-        raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
+        stored = target.local  # the upstream cannot answer: the tags cached of it
+        if not await catalog.exists(stored):
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
     tags, headers = page(
         await store(request).manifests.tags(stored), request, f"/v2/{name}/tags/list", None
     )

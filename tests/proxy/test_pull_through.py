@@ -467,3 +467,32 @@ async def test_a_local_pull_beside_a_default_upstream_asks_the_catalog_nothing(
     assert (await cache.get("/v2/team/app/manifests/2")).status_code == 404
     assert paths.catalog_marker("team/app") in asked
     assert transport.requests == []
+
+
+async def test_a_local_tag_list_beside_a_default_upstream_asks_the_catalog_once(
+    driver: StorageDriver,
+    upstream: httpx.AsyncClient,
+    transport: UpstreamTransport,
+    open_cache: CacheFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await push_image(upstream, "library/app", "up", seed="upstream")
+    cache = open_cache(upstream_config(default=True))
+    await push_image(cache, "team/app", "1", seed="local")
+    asked: list[str] = []
+    exists = driver.exists
+
+    async def counted(key: str) -> bool:
+        asked.append(key)
+        return await exists(key)
+
+    monkeypatch.setattr(driver, "exists", counted)
+    listed = await cache.get("/v2/team/app/tags/list")
+    assert listed.json() == {"name": "team/app", "tags": ["1"]}
+    assert asked == [paths.catalog_marker("team/app")]
+    assert transport.requests == []
+    # a name that is no local repository's still goes to the default upstream
+    mirrored = await cache.get("/v2/library/app/tags/list")
+    assert mirrored.json() == {"name": "library/app", "tags": ["up"]}
+    transport.down = True
+    assert (await cache.get("/v2/library/other/tags/list")).status_code == 404
