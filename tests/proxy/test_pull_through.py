@@ -46,6 +46,19 @@ async def pull(client: httpx.AsyncClient, name: str, reference: str) -> tuple[st
     return response.headers["Docker-Content-Digest"], response.content
 
 
+def keys_asked_whether_they_exist(driver: StorageDriver, mp: pytest.MonkeyPatch) -> list[str]:
+    """The keys the driver is asked `exists` of from now on (the catalog asks so)."""
+    asked: list[str] = []
+    exists = driver.exists
+
+    async def counted(key: str) -> bool:
+        asked.append(key)
+        return await exists(key)
+
+    mp.setattr(driver, "exists", counted)
+    return asked
+
+
 async def test_pull_through_a_prefix_serves_the_upstreams_bytes_then_the_cache(
     upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
 ) -> None:
@@ -453,14 +466,7 @@ async def test_a_local_pull_beside_a_default_upstream_asks_the_catalog_nothing(
     request of its own. A pull that finds its manifest and blobs locally needs not."""
     cache = open_cache(upstream_config(default=True))
     await push_image(cache, "team/app", "1", seed="local")
-    asked: list[str] = []
-    exists = driver.exists
-
-    async def counted(key: str) -> bool:
-        asked.append(key)
-        return await exists(key)
-
-    monkeypatch.setattr(driver, "exists", counted)
+    asked = keys_asked_whether_they_exist(driver, monkeypatch)
     await pull(cache, "team/app", "1")
     assert paths.catalog_marker("team/app") not in asked
     # what the local repository lacks is still its own: unknown, and nothing fetched
@@ -479,14 +485,7 @@ async def test_a_local_tag_list_beside_a_default_upstream_asks_the_catalog_once(
     await push_image(upstream, "library/app", "up", seed="upstream")
     cache = open_cache(upstream_config(default=True))
     await push_image(cache, "team/app", "1", seed="local")
-    asked: list[str] = []
-    exists = driver.exists
-
-    async def counted(key: str) -> bool:
-        asked.append(key)
-        return await exists(key)
-
-    monkeypatch.setattr(driver, "exists", counted)
+    asked = keys_asked_whether_they_exist(driver, monkeypatch)
     listed = await cache.get("/v2/team/app/tags/list")
     assert listed.json() == {"name": "team/app", "tags": ["1"]}
     assert asked == [paths.catalog_marker("team/app")]
