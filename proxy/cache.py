@@ -3,10 +3,11 @@
 - A manifest by digest is fetched once and then served from the store.
 - A tag is served from the store while it was confirmed upstream less than `tag_ttl`
   ago (the time is a small object in the storage, `_proxy/checked/<tag>`, so every
-  process and replica shares it); after that one HEAD upstream confirms it (no body)
-  or finds the new digest, which is fetched. When the upstream is down, slow or rate
-  limiting, the cached tag is served stale with a `Warning` header and a log line;
-  only what was never cached fails, with an error naming the upstream and the cause.
+  process and replica shares it; `tag_checks` remembers it); after that one HEAD
+  upstream confirms it (no body) or finds the new digest, which is fetched. When the
+  upstream is down, slow or rate limiting, the cached tag is served stale with a
+  `Warning` header and a log line; only what was never cached fails, with an error
+  naming the upstream and the cause.
 - A blob is streamed to the client as it arrives while it is written through the
   store's upload path, which verifies its digest before committing (`blob_fill`).
 - A manifest just fetched is served as soon as its digest is checked, while it is
@@ -41,6 +42,7 @@ from oci.references import Digest, is_digest, is_tag
 from proxy.blob_fill import BlobFill, FilledResponse, not_upstream
 from proxy.routing import Routes, Target
 from proxy.single_flight import SingleFlight
+from proxy.tag_checks import TagChecks
 from proxy.upstream import MANIFEST_ACCEPT, Upstream, UpstreamError
 from registry import metrics
 from storage import paths
@@ -77,6 +79,7 @@ class PullThrough:
         # Manifests fetched and being stored, by (repository, tag or digest): bounded by
         # the fetches in flight.
         self._storing: dict[tuple[str, str], _Storing] = {}
+        self._tag_checks = TagChecks(store.driver)
         self._fills: dict[tuple[str, Digest], BlobFill] = {}
         # Fills that succeeded lately (monotonic time): a request that looked in the store
         # just before one committed finds it here rather than fetching again.
@@ -158,8 +161,9 @@ class PullThrough:
     async def _cached_tag(
         self, target: Target, tag: str, cached: Digest
     ) -> tuple[Digest | Manifest, str | None]:
-        age = await self._checked_age(target.local, tag)
-        if age is not None and age < target.upstream.config.tag_ttl:
+        ttl = target.upstream.config.tag_ttl
+        age = await self._tag_checks.age(target.local, tag, fresh_for=ttl)
+        if age is not None and age < ttl:
             self._count(target, "hit")
             return cached, None
         if (maintenance := await self._store.maintenance.state()) is not None:
@@ -184,7 +188,7 @@ class PullThrough:
             named = response.headers.get("docker-content-digest")
         current = _digest_or_none(named)
         if current == cached:
-            await self._confirm(target.local, tag, cached)
+            await self._tag_checks.confirm(target.local, tag, cached)
             self._count(target, "hit")
             return cached
         self._count(target, "miss")
@@ -233,7 +237,7 @@ class PullThrough:
         try:
             await self._store.manifests.put(local, manifest, [tag] if tag else [], [], [])
             if tag is not None:
-                await self._confirm(local, tag, manifest.digest)
+                await self._tag_checks.confirm(local, tag, manifest.digest)
             await self._store.usage.refresh_after_request(local, pushed_at=time.time())
         except Exception as error:
             log.warning("caching manifest %s of %s failed: %s", manifest.digest, local, error)
@@ -254,16 +258,6 @@ class PullThrough:
             not_upstream(target.upstream, f"manifest {target.remote}:{reference}"),
             detail={"reference": reference[:160]},
         )
-
-    async def _checked_age(self, local: str, tag: str) -> float | None:
-        """Seconds since the tag was last confirmed upstream (the storage's clock)."""
-        try:
-            return (await self._store.driver.read_versioned(paths.proxy_checked(local, tag))).age
-        except PathNotFoundError:
-            return None
-
-    async def _confirm(self, local: str, tag: str, digest: Digest) -> None:
-        await self._store.driver.put(paths.proxy_checked(local, tag), str(digest).encode())
 
     # -- tags --------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from tests.ops.test_metrics import sample
 from tests.proxy.conftest import CacheFactory, UpstreamTransport, upstream_config
 from tests.proxy.test_blob_fill import held_up
 from tests.support.auth import basic, write_users
-from tests.support.drivers import twin
+from tests.support.drivers import keys_asked, twin
 
 
 def layer_digests(manifest: bytes) -> list[str]:
@@ -46,19 +46,6 @@ async def pull(client: httpx.AsyncClient, name: str, reference: str) -> tuple[st
     return response.headers["Docker-Content-Digest"], response.content
 
 
-def keys_asked_whether_they_exist(driver: StorageDriver, mp: pytest.MonkeyPatch) -> list[str]:
-    """The keys the driver is asked `exists` of from now on (the catalog asks so)."""
-    asked: list[str] = []
-    exists = driver.exists
-
-    async def counted(key: str) -> bool:
-        asked.append(key)
-        return await exists(key)
-
-    mp.setattr(driver, "exists", counted)
-    return asked
-
-
 async def test_pull_through_a_prefix_serves_the_upstreams_bytes_then_the_cache(
     upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
 ) -> None:
@@ -74,6 +61,32 @@ async def test_pull_through_a_prefix_serves_the_upstreams_bytes_then_the_cache(
 
     tags = await cache.get("/v2/_catalog")
     assert tags.json()["repositories"] == ["hub/library/app"]
+
+
+async def test_a_young_tag_is_served_without_reading_when_it_was_confirmed(
+    driver: StorageDriver,
+    upstream: httpx.AsyncClient,
+    transport: UpstreamTransport,
+    open_cache: CacheFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tag's confirmation time is remembered by the process that wrote or read it: a
+    warm pull by tag reads no object for it (on S3 a GetObject a pull, on the filesystem
+    a thread hop); another process reads it once."""
+    digest, manifest = await push_image(upstream, "library/app", "1", seed="first")
+    cache = open_cache()
+    await pull(cache, "hub/library/app", "1")
+    await cache.app.state.proxy.stored()  # type: ignore[attr-defined]
+    reads = keys_asked(driver, "read_versioned", monkeypatch)  # on S3 leases too
+    checked = paths.proxy_checked("hub/library/app", "1")
+    for _ in range(3):
+        assert await pull(cache, "hub/library/app", "1") == (digest, manifest)
+    assert checked not in reads
+    other = open_cache()  # another process on the same storage
+    for _ in range(3):
+        assert await pull(other, "hub/library/app", "1") == (digest, manifest)
+    assert reads.count(checked) == 1
+    assert transport.count("HEAD", "/manifests/") == 0
 
 
 async def test_a_tag_older_than_its_ttl_is_checked_with_one_head(
@@ -466,7 +479,7 @@ async def test_a_local_pull_beside_a_default_upstream_asks_the_catalog_nothing(
     request of its own. A pull that finds its manifest and blobs locally needs not."""
     cache = open_cache(upstream_config(default=True))
     await push_image(cache, "team/app", "1", seed="local")
-    asked = keys_asked_whether_they_exist(driver, monkeypatch)
+    asked = keys_asked(driver, "exists", monkeypatch)
     await pull(cache, "team/app", "1")
     assert paths.catalog_marker("team/app") not in asked
     # what the local repository lacks is still its own: unknown, and nothing fetched
@@ -485,7 +498,7 @@ async def test_a_local_tag_list_beside_a_default_upstream_asks_the_catalog_once(
     await push_image(upstream, "library/app", "up", seed="upstream")
     cache = open_cache(upstream_config(default=True))
     await push_image(cache, "team/app", "1", seed="local")
-    asked = keys_asked_whether_they_exist(driver, monkeypatch)
+    asked = keys_asked(driver, "exists", monkeypatch)
     listed = await cache.get("/v2/team/app/tags/list")
     assert listed.json() == {"name": "team/app", "tags": ["1"]}
     assert asked == [paths.catalog_marker("team/app")]

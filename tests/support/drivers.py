@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,19 @@ from storage.filesystem import FilesystemDriver
 from storage.memory import MemoryDriver
 from storage.s3 import S3Driver
 from tests.support.seaweedfs import SeaweedFS, unique_prefix
+
+
+def keys_asked(driver: StorageDriver, method: str, mp: pytest.MonkeyPatch) -> list[str]:
+    """The keys `driver.<method>` is called with from now on (the calls go through)."""
+    asked: list[str] = []
+    call = getattr(driver, method)
+
+    async def recorded(key: str, *args: Any) -> Any:
+        asked.append(key)
+        return await call(key, *args)
+
+    mp.setattr(driver, method, recorded)
+    return asked
 
 
 def make_driver(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> StorageDriver:
