@@ -49,6 +49,7 @@ from storage import paths
 from storage.driver import PathNotFoundError
 from storage.lease import Lease
 from storage.lease import take as take_lease
+from storage.manifests import StoredManifest
 from storage.store import Store
 
 log = logging.getLogger("dockyard.proxy")
@@ -75,7 +76,7 @@ class PullThrough:
         self._store = store
         self._manifest_max_bytes = manifest_max_bytes
         self._totals = totals
-        self._manifests: SingleFlight[Digest | Manifest] = SingleFlight()
+        self._manifests: SingleFlight[StoredManifest | Manifest] = SingleFlight()
         # Manifests fetched and being stored, by (repository, tag or digest): bounded by
         # the fetches in flight.
         self._storing: dict[tuple[str, str], _Storing] = {}
@@ -122,10 +123,9 @@ class PullThrough:
 
     async def manifest(
         self, target: Target, reference: str
-    ) -> tuple[Digest | Manifest, str | None]:
-        """The manifest `reference` of `target`: its digest when it is in the store, or
-        the manifest itself when it was just fetched (it is being stored); and, when a
-        stale tag is served, the `Warning` header to send."""
+    ) -> tuple[StoredManifest | Manifest, str | None]:
+        """The manifest `reference` of `target`, from the store or just fetched (being
+        stored then); and, when a stale tag is served, the `Warning` header to send."""
         manifests = self._store.manifests
         key = (target.local, reference)
         if (storing := self._storing.get(key)) is not None:
@@ -136,17 +136,17 @@ class PullThrough:
             await asyncio.shield(storing.task)  # then the tag's age is checked as usual
         if is_digest(reference):
             digest = Digest.parse(reference)
-            if await manifests.exists(target.local, digest):
+            if (stored := await manifests.get(target.local, digest)) is not None:
                 self._count(target, "hit")
-                return digest, None
+                return stored, None
             self._count(target, "miss")
             fetch = partial(self._fetch_manifest, target, reference, digest, None)
         elif not is_tag(reference):
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": reference[:160]})
         else:
             cached = await manifests.resolve(target.local, reference)
-            if cached is not None and await manifests.exists(target.local, cached):
-                return await self._cached_tag(target, reference, cached)
+            if cached is not None and (stored := await manifests.get(target.local, cached)):
+                return await self._cached_tag(target, reference, stored)
             self._count(target, "miss")
             fetch = partial(self._fetch_manifest, target, reference, None, reference)
         await self._refuse_if_read_only()
@@ -159,8 +159,8 @@ class PullThrough:
             raise self._failed(target, error) from None
 
     async def _cached_tag(
-        self, target: Target, tag: str, cached: Digest
-    ) -> tuple[Digest | Manifest, str | None]:
+        self, target: Target, tag: str, cached: StoredManifest
+    ) -> tuple[StoredManifest | Manifest, str | None]:
         ttl = target.upstream.config.tag_ttl
         age = await self._tag_checks.age(target.local, tag, fresh_for=ttl)
         if age is not None and age < ttl:
@@ -178,7 +178,9 @@ class PullThrough:
             log.warning("serving %s:%s stale from the cache: %s", target.local, tag, error)
             return cached, _warning(str(error))
 
-    async def _revalidate(self, target: Target, tag: str, cached: Digest) -> Digest | Manifest:
+    async def _revalidate(
+        self, target: Target, tag: str, cached: StoredManifest
+    ) -> StoredManifest | Manifest:
         """One HEAD upstream: the same digest is confirmed, a new one fetched."""
         upstream = target.upstream
         path = f"manifests/{tag}"
@@ -187,8 +189,8 @@ class PullThrough:
                 raise self._unknown(target, tag)
             named = response.headers.get("docker-content-digest")
         current = _digest_or_none(named)
-        if current == cached:
-            await self._tag_checks.confirm(target.local, tag, cached)
+        if current == cached.digest:
+            await self._tag_checks.confirm(target.local, tag, current)
             self._count(target, "hit")
             return cached
         self._count(target, "miss")

@@ -58,11 +58,7 @@ async def get_manifest(request: Request) -> Response:
     if manifest is None and (pulled := await pull_target(request, name)):
         cache, target = pulled
         name = target.local
-        found, warning = await cache.manifest(target, reference)
-        if isinstance(found, Manifest):  # just fetched, and being stored
-            manifest = found
-        else:
-            manifest = await store(request).manifests.get(name, found)
+        manifest, warning = await cache.manifest(target, reference)
     if manifest is None:
         raise _unknown(reference)
     digest = manifest.digest

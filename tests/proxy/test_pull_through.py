@@ -89,6 +89,27 @@ async def test_a_young_tag_is_served_without_reading_when_it_was_confirmed(
     assert transport.count("HEAD", "/manifests/") == 0
 
 
+async def test_a_cached_manifest_whose_bytes_are_gone_is_fetched_again(
+    driver: StorageDriver,
+    upstream: httpx.AsyncClient,
+    transport: UpstreamTransport,
+    open_cache: CacheFactory,
+) -> None:
+    """Bytes moved aside (`dockyard check --repair` does that with corrupt ones) leave a
+    revision without content: the cache fetches the manifest again rather than 404."""
+    digest, manifest = await push_image(upstream, "library/app", "1", seed="first")
+    first = open_cache()
+    await pull(first, "hub/library/app", "1")
+    await first.app.state.proxy.stored()  # type: ignore[attr-defined]
+    await driver.delete(paths.blob_data(Digest.parse(digest)))
+    transport.requests.clear()
+    for reference in ("1", digest):
+        cache = open_cache()  # a process that holds no copy of the bytes in memory
+        assert await pull(cache, "hub/library/app", reference) == (digest, manifest)
+        await cache.app.state.proxy.stored()  # type: ignore[attr-defined]
+    assert transport.count("GET", "/manifests/") == 1  # stored again by the first
+
+
 async def test_a_tag_older_than_its_ttl_is_checked_with_one_head(
     upstream: httpx.AsyncClient, transport: UpstreamTransport, open_cache: CacheFactory
 ) -> None:
