@@ -4,7 +4,8 @@ request's alone), the feature off and on in alternating rounds. Precise to about
 microsecond where rates through a server on a shared machine move by ten percent.
 
 `python -m bench.app_cost` prints the costs of metrics, of an events endpoint that takes
-no pulls, and of a configured pull-through cache on local pulls.
+no pulls, of a configured pull-through cache on local pulls, and of a pull of what the
+cache holds beside a local pull.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import hashlib
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import httpx
 import uvloop
 
 from bench.client import MANIFEST_ACCEPT, OCI_MANIFEST, image_manifest
+from proxy import build_proxy
 from registry.app import create_app
 from registry.config import Config
 from storage.memory import MemoryDriver
@@ -74,11 +76,31 @@ async def _push_small_image(app: Any) -> str:
     return "sha256:" + hashlib.sha256(layer).hexdigest()
 
 
+async def _alternate(
+    rounds: int, calls: dict[str, dict[str, Call]]
+) -> dict[str, dict[str, list[float]]]:
+    """CPU µs a request of each call, per round, the labels taking turns at going first
+    (the first round warms up)."""
+    cpu: dict[str, dict[str, list[float]]] = {
+        label: {figure: [] for figure in figures} for label, figures in calls.items()
+    }
+    labels = list(calls)
+    for round_ in range(rounds + 1):
+        for label in labels if round_ % 2 == 0 else reversed(labels):
+            for figure, call in calls[label].items():
+                started = time.process_time()
+                for _ in range(REQUESTS):
+                    await call()
+                if round_:
+                    used = time.process_time() - started
+                    cpu[label][figure].append(used / REQUESTS * 1e6)
+    return cpu
+
+
 async def _measure(
     rounds: int, off: dict[str, Any], on: dict[str, Any]
 ) -> dict[str, dict[str, list[float]]]:
     calls: dict[str, dict[str, Call]] = {}
-    cpu: dict[str, dict[str, list[float]]] = {}
     async with contextlib.AsyncExitStack() as stack:
         for label, settings in (("off", off), ("on", on)):
             # no collector run in the middle of a round
@@ -90,29 +112,26 @@ async def _measure(
                 "manifest_rps": _request(app, "GET", f"/v2/{REPOSITORY}/manifests/latest"),
                 "head_rps": _request(app, "HEAD", f"/v2/{REPOSITORY}/blobs/{layer}"),
             }
-            cpu[label] = {figure: [] for figure in calls[label]}
-        for round_ in range(rounds + 1):  # the first round warms up
-            for label in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
-                for figure, call in calls[label].items():
-                    started = time.process_time()
-                    for _ in range(REQUESTS):
-                        await call()
-                    if round_:
-                        used = time.process_time() - started
-                        cpu[label][figure].append(used / REQUESTS * 1e6)
-    return cpu
+        return await _alternate(rounds, calls)
 
 
-def measure(rounds: int, off: dict[str, Any], on: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """Per figure: the median CPU µs a request costs the app configured with the settings
-    `off`, and `on` (configuration sections over the defaults). The access log (on, as by
-    default) writes to /dev/null, as a server's to a file."""
+def _medians(
+    measuring: Coroutine[Any, Any, dict[str, dict[str, list[float]]]],
+) -> dict[str, tuple[float, float]]:
+    """Per figure, the median CPU µs of the "off" calls and of the "on" calls. The access
+    log (on, as by default) writes to /dev/null, as a server's to a file."""
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        cpu = uvloop.run(_measure(rounds, off, on))
+        cpu = uvloop.run(measuring)
     return {
         figure: (statistics.median(cpu["off"][figure]), statistics.median(cpu["on"][figure]))
         for figure in cpu["off"]
     }
+
+
+def measure(rounds: int, off: dict[str, Any], on: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Per figure: the median CPU µs a request costs the app configured with the settings
+    `off`, and `on` (configuration sections over the defaults)."""
+    return _medians(_measure(rounds, off, on))
 
 
 # An endpoint that wants no pull: a pull's event is never built. It takes deletes, not
@@ -151,10 +170,59 @@ def measure_proxy(rounds: int) -> dict[str, dict[str, tuple[float, float]]]:
     return {label: measure(rounds, {}, on) for label, on in PROXY_SETTINGS.items()}
 
 
+UPSTREAM_URL = "http://upstream.bench"  # an app in this process
+
+
+async def _fill_cache(app: Any, name: str) -> None:
+    """Pull the image tagged `latest` of `name` (its manifest and blobs) through the app."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+        answer = await client.get(
+            f"/v2/{name}/manifests/latest", headers={"Accept": MANIFEST_ACCEPT}
+        )
+        answer.raise_for_status()
+        manifest = answer.json()
+        for blob in (manifest["config"], *manifest["layers"]):
+            (await client.get(f"/v2/{name}/blobs/{blob['digest']}")).raise_for_status()
+
+
+async def _measure_cache_hits(rounds: int) -> dict[str, dict[str, list[float]]]:
+    """A local repository's pulls ("off") against the same pulls of an image the cache
+    holds ("on": its tag confirmed upstream within `tag_ttl`), in one app."""
+    upstream = create_app(Config(gc={"enabled": False}), MemoryDriver())
+    proxied = {"upstreams": [{"prefix": "hub", "url": UPSTREAM_URL}]}
+    config = Config(gc={"enabled": False}, proxy=proxied)
+    app = create_app(config, MemoryDriver())
+    async with contextlib.AsyncExitStack() as stack:
+        for each in (upstream, app):
+            await stack.enter_async_context(each.router.lifespan_context(each))
+        cache = build_proxy(config, app.state.store, httpx.ASGITransport(app=upstream))
+        assert cache is not None
+        app.state.proxy = cache
+        stack.push_async_callback(cache.close)
+        layers = {"off": await _push_small_image(app), "on": await _push_small_image(upstream)}
+        names = {"off": REPOSITORY, "on": f"hub/{REPOSITORY}"}
+        await _fill_cache(app, names["on"])
+        await cache.stored()
+        calls = {
+            label: {
+                "manifest_rps": _request(app, "GET", f"/v2/{names[label]}/manifests/latest"),
+                "head_rps": _request(app, "HEAD", f"/v2/{names[label]}/blobs/{layers[label]}"),
+            }
+            for label in ("off", "on")
+        }
+        return await _alternate(rounds, calls)
+
+
+def measure_cache_hits(rounds: int) -> dict[str, dict[str, tuple[float, float]]]:
+    """What a pull of what the cache holds costs beside the same pull of a local image."""
+    return {"a warm pull through the cache": _medians(_measure_cache_hits(rounds))}
+
+
 def main() -> None:
     rounds = 8
     print(f"CPU µs a request, medians of {rounds} alternating rounds of {REQUESTS:,} requests")
-    results = {**measure_features(rounds), **measure_proxy(rounds)}
+    results = {**measure_features(rounds), **measure_proxy(rounds), **measure_cache_hits(rounds)}
     for label, figures in results.items():
         for figure, (off, on) in figures.items():
             print(f"{label:32} {figure:14} off {off:6.1f} on {on:6.1f} cost {on - off:+5.1f}")
