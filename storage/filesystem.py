@@ -621,7 +621,9 @@ class FilesystemDriver(StorageDriver):
         self, key: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
         try:
-            fd = await asyncio.to_thread(os.open, self.path(key), os.O_RDONLY)
+            fd = nowait.open_cached(self._raw(key))  # a small blob's GET: no thread at all
+            if fd is None:
+                fd = await asyncio.to_thread(os.open, self.path(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFoundError(key) from None
         end = None if length is None else offset + length

@@ -89,6 +89,11 @@ def stat_cached(path: bytes) -> os.stat_result | None:
         os.close(fd)
 
 
+def open_cached(path: bytes) -> int | None:
+    """A descriptor of `path` for reading, opened from the caches, or None."""
+    return _open(path, _READ_HOW)
+
+
 def read_cached(path: bytes) -> bytes | None:
     """The whole content of a regular file of at most `SMALL` bytes from the caches,
     or None (larger, not a regular file, or not all cached)."""

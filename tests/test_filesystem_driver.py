@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from storage import nowait
 from storage.driver import READ_CHUNK, PathNotFoundError
 from storage.filesystem import FilesystemDriver
 
@@ -113,6 +114,26 @@ async def test_cached_reads_skip_the_thread_and_uncached_ones_take_it(
     monkeypatch.setattr(os, "preadv", nothing_cached)
     assert await read_all(driver, "blob", 1) == data[1:]
     assert len(blocking_reads) == 5  # 4 pieces and the end
+
+
+async def test_a_cached_file_is_opened_for_reading_without_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = FilesystemDriver(tmp_path)
+    data = os.urandom(2048)  # a config blob's size
+    await driver.put("blob", data)
+    opened: list[object] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda *args: (opened.append(args[0]), real_open(*args))[1])
+    assert await read_all(driver, "blob", 0, len(data)) == data
+    assert opened == []
+    with pytest.raises(PathNotFoundError):  # (its thread learns it when no cache knows)
+        await read_all(driver, "missing")
+
+    opened.clear()
+    monkeypatch.setattr(nowait, "open_cached", lambda path: None)  # not in the caches
+    assert await read_all(driver, "blob", 0, len(data)) == data
+    assert opened == [tmp_path / "blob"]
 
 
 async def test_a_cancelled_read_closes_the_file_only_after_its_thread_is_done(
