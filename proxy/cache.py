@@ -190,7 +190,7 @@ class PullThrough:
             named = response.headers.get("docker-content-digest")
         current = _digest_or_none(named)
         if current == cached.digest:
-            await self._tag_checks.confirm(target.local, tag, current)
+            await self._tag_checks.confirm(target.local, tag, cached.digest)
             self._count(target, "hit")
             return cached
         self._count(target, "miss")
