@@ -101,8 +101,9 @@ whose waits on the disk overlap), each tomb after what it covers (`delete_then`:
 filesystem blob after blob, no thread waiting for another's; each emptied folder is
 removed once). Links and revisions are walked by `scan_leaves` (the filesystem stats
 each `<alg>/<hex>/link` rather than open its folder). It works on the driver's `bulk_concurrency` of
-repositories or folders at once: 8 on S3 (each waits on the network), 1 on the
-filesystem (its calls are Python in threads, which only fight for the GIL). A repository
+repositories or folders at once: 8 on S3 (each waits on the network), 2 on the
+filesystem (its calls are Python in threads: two overlap their system calls, more only
+fight for the GIL). A repository
 the run changed gets its usage summary rewritten after the sweep from the sizes it
 recorded (a digest's size never changes), not by a stat per blob, and from the links
 and manifests its mark left, not a listing of them before the write (the listing after
