@@ -195,6 +195,25 @@ async def test_delete_then_unlinks_in_order_and_removes_each_folder_once(
     assert not (tmp_path / "blobs/sha256/ab/abc").exists()
 
 
+async def test_a_folder_above_that_still_holds_folders_is_not_tried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repository's `_layers/<alg>` is left without an rmdir while other links'
+    folders are in it, and removed with the last of them."""
+    driver = FilesystemDriver(tmp_path)
+    for key in ("r/_layers/sha256/abc/link", "r/_layers/sha256/def/link"):
+        await driver.put(key, b"")
+    removed: list[str] = []
+    rmdir = os.rmdir
+    monkeypatch.setattr(os, "rmdir", lambda path: (removed.append(path), rmdir(path)))
+    layers = tmp_path / "r/_layers/sha256"
+    await driver.delete_then([(["r/_layers/sha256/abc/link"], [])])
+    assert removed == [f"{layers}/abc"]
+    await driver.delete_then([(["r/_layers/sha256/def/link"], [])])
+    assert removed[1:] == [f"{layers}/def", str(layers)]
+    assert not layers.exists()
+
+
 async def test_a_large_delete_then_runs_in_threads_and_keeps_each_groups_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
