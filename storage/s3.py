@@ -1,9 +1,10 @@
 """S3 driver: keys are objects below an optional prefix in one bucket.
 
 The hot reads (HEAD, GET, streamed ranges, listings, presigned GETs) and the small
-writes go through obstore (storage/s3_obstore.py says why); everything else
-through boto3, whose every call runs in the driver's bounded thread pool, never on the
-event loop.
+writes go through obstore (storage/s3_obstore.py says why), but for ranges of a MiB or
+more from a plain-HTTP endpoint, which the event loop receives itself
+(storage/s3_plain_get.py); everything else through boto3, whose every call runs in
+the driver's bounded thread pool, never on the event loop.
 Connection and read timeouts plus botocore's standard retries bound every call;
 what still fails becomes `StorageUnavailableError` (the API answers 503).
 
@@ -93,6 +94,8 @@ from storage.s3_part_sizes import (
     PARTS_PER_STEP,
     part_size,
 )
+from storage.s3_plain_get import SMALLEST as PLAIN_GET_SMALLEST
+from storage.s3_plain_get import PlainGet
 
 log = logging.getLogger("dockyard.s3")
 
@@ -432,6 +435,14 @@ class S3Driver(StorageDriver):
         self._executor = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="s3")
         self._client = self._make_client(settings)
         self._obstore = ObstoreCalls(settings)
+        self._plain: PlainGet | None = None
+        if (settings.endpoint_url or "").startswith("http://"):
+            self._plain = PlainGet(
+                functools.partial(self._obstore.presigned_get, seconds=PRESIGN_SECONDS),
+                settings.connect_timeout,
+                settings.read_timeout,
+                settings.max_attempts,
+            )
         self._conditional: bool | None = None
 
     @staticmethod
@@ -533,7 +544,7 @@ class S3Driver(StorageDriver):
             return
         pieces = [(key, offset, length)]
         try:
-            first = self._obstore.stream(self.object_key(key), offset, length)
+            first = self._body(key, offset, length)
             chunk = await anext(first, None)
         except PathNotFoundError:
             pieces = await self._writer_pieces(key, offset, length)
@@ -546,10 +557,15 @@ class S3Driver(StorageDriver):
             finally:
                 await first.aclose()
         for piece_key, piece_offset, piece_length in pieces:
-            async for chunk in self._obstore.stream(
-                self.object_key(piece_key), piece_offset, piece_length
-            ):
+            async for chunk in self._body(piece_key, piece_offset, piece_length):
                 yield chunk
+
+    def _body(self, key: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
+        """An object's bytes: a large range from a plain-HTTP endpoint with one copy per
+        byte (storage/s3_plain_get.py), the rest through obstore."""
+        if self._plain is not None and length is not None and length >= PLAIN_GET_SMALLEST:
+            return self._plain.stream(self.object_key(key), offset, length)
+        return self._obstore.stream(self.object_key(key), offset, length)
 
     async def _stream(self, body: Any) -> AsyncIterator[bytes]:
         try:

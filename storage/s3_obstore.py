@@ -1,5 +1,6 @@
 """The S3 driver's calls through obstore: the hot read path (HeadObject, GetObject,
-listings, presigned GET URLs) and the small writes.
+listings, presigned GET URLs) and the small writes. Large ranges from a plain-HTTP
+endpoint are read without it (storage/s3_plain_get.py).
 
 Why not boto3 here: the profile in bench/RESULTS-s3.md put ~700 µs of CPU on every
 boto3 HeadObject (request signing, endpoint resolution, response parsing, urllib3),

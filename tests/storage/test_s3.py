@@ -35,17 +35,8 @@ from storage.driver import (
 )
 from storage.s3 import S3Driver, S3Settings, _parse_timestamp
 from storage.s3_buffers import BufferBudget
-from tests.support.drivers import make_driver
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import free_port
-
-
-@pytest.fixture
-async def s3(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[S3Driver]:
-    driver = make_driver("s3", request, tmp_path)
-    assert isinstance(driver, S3Driver)
-    yield driver
-    await driver.close()
 
 
 def bucket_keys(seaweedfs: SeaweedFS, driver: S3Driver) -> list[str]:
