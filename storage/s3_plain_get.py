@@ -4,8 +4,8 @@ per byte.
 Through obstore, each piece of a body crosses from a tokio thread to the event loop:
 receiving cost 0.29-0.47 s of CPU a GiB here, about half of what a whole download
 costs the server (bench/RESULTS-s3.md). Here the event loop reads the body itself,
-straight into a `READ_CHUNK` buffer (`asyncio.BufferedProtocol`) that is copied once
-into the bytes handed on: 0.12-0.15 s a GiB.
+straight into a buffer (`asyncio.BufferedProtocol`) that is copied once into the
+bytes handed on: 0.12-0.15 s a GiB.
 
 The request is a URL obstore presigns (SigV4 query auth; the Range header goes beside
 it unsigned, as S3 allows) on a connection of its own, closed after the answer
@@ -29,11 +29,15 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from storage.driver import READ_CHUNK, PathNotFoundError, StorageUnavailableError
+from storage.driver import PathNotFoundError, StorageUnavailableError
 
 # Below this many bytes, a connect costs more than obstore's pooled connections save.
 SMALLEST = 1 << 20
-_HEAD_READ = 64 << 10  # smaller than a piece: the body bytes read with the head fit one
+# Curl downloads of 256 MiB from one worker cost its server 0.36 s of CPU a GiB with
+# pieces of 512 or 640 KiB, 0.40 with 384, 0.44 with 256 (READ_CHUNK), 0.52-0.56 with
+# 960 KiB and 0.80 with 1 MiB (a fresh mmap each, registry/malloc.py).
+PIECE = 512 << 10
+_HEAD_READ = 64 << 10  # smaller than a piece: the body bytes read with the head fit in one
 _ERROR_BODY_LIMIT = 64 << 10
 _RETRY_PAUSE = 0.1
 _ERROR_CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
@@ -57,7 +61,7 @@ class _Answer(asyncio.BufferedProtocol):
         self.counting = False  # a 2xx with Content-Length: reads land in `_piece` unparsed
         self.size = 0  # its Content-Length
         self._left = 0  # body bytes still to come
-        self._piece = bytearray(READ_CHUNK)
+        self._piece = bytearray(PIECE)
         self._filled = 0
         self._pieces: collections.deque[bytes] = collections.deque()
         self._paused = False
