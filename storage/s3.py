@@ -95,7 +95,7 @@ from storage.s3_part_sizes import (
     part_size,
 )
 from storage.s3_plain_get import SMALLEST as PLAIN_GET_SMALLEST
-from storage.s3_plain_get import PlainGet
+from storage.s3_plain_get import PlainGet, reaches_directly
 
 log = logging.getLogger("dockyard.s3")
 
@@ -436,7 +436,7 @@ class S3Driver(StorageDriver):
         self._client = self._make_client(settings)
         self._obstore = ObstoreCalls(settings)
         self._plain: PlainGet | None = None
-        if (settings.endpoint_url or "").startswith("http://"):
+        if reaches_directly(settings.endpoint_url):
             self._plain = PlainGet(
                 functools.partial(self._obstore.presigned_get, seconds=PRESIGN_SECONDS),
                 settings.connect_timeout,

@@ -15,7 +15,8 @@ out a stale connection. Only the answer's head goes through a parser (httptools)
 parsed. At most one piece waits while the caller sends the one before, as through
 obstore: the socket is not read until the caller takes it. Connect failures, timeouts
 and 5xx or 429 answers before the body are retried up to `attempts` times;
-`read_timeout` bounds every wait. TLS endpoints stay on obstore.
+`read_timeout` bounds every wait. TLS endpoints, and endpoints behind the HTTP proxy
+the environment names, stay on obstore.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 from urllib.parse import urlsplit
@@ -200,6 +202,14 @@ class _Answer(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.abort()
         self._wakeup()
+
+
+def reaches_directly(endpoint: str | None) -> bool:
+    """Whether `endpoint` is plain HTTP with no proxy between (HTTP_PROXY and NO_PROXY)."""
+    if not endpoint or not endpoint.startswith("http://"):
+        return False
+    host = urlsplit(endpoint).hostname or ""
+    return "http" not in urllib.request.getproxies() or bool(urllib.request.proxy_bypass(host))
 
 
 class PlainGet:

@@ -13,7 +13,7 @@ import pytest
 
 from storage.driver import READ_CHUNK, PathNotFoundError, StorageUnavailableError
 from storage.s3 import S3Driver
-from storage.s3_plain_get import SMALLEST, PlainGet
+from storage.s3_plain_get import SMALLEST, PlainGet, reaches_directly
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -212,3 +212,17 @@ async def test_a_slow_caller_stops_the_reading() -> None:
         await pieces.aclose()
         await asyncio.sleep(0.2)
         assert sent < size // 8  # and the connection is gone, not drained
+
+
+def test_only_plain_http_with_no_proxy_between_is_read_directly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert reaches_directly("http://127.0.0.1:8333")
+    assert not reaches_directly("https://s3.eu-west-1.amazonaws.com")
+    assert not reaches_directly(None)  # AWS's default endpoint: HTTPS
+    monkeypatch.setenv("http_proxy", "http://proxy.internal:3128")
+    assert not reaches_directly("http://127.0.0.1:8333")  # obstore goes through the proxy
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert reaches_directly("http://127.0.0.1:8333")
