@@ -42,6 +42,7 @@ PIECE = 512 << 10
 _HEAD_READ = 64 << 10  # smaller than a piece: the body bytes read with the head fit in one
 _ERROR_BODY_LIMIT = 64 << 10
 _RETRY_PAUSE = 0.1
+_FAILED = "S3 GetObject failed: "
 _ERROR_CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
 _RANGE_START = re.compile(rb"bytes (\d+)-")
 
@@ -97,10 +98,12 @@ class _Answer(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._ended or self._failure is not None:
             return
-        if self._head_done.done() and not self.counting:
-            self._end()  # an error body that runs to the connection's close
-        else:
+        if not self._head_done.done():
+            self._fail("the connection closed before the answer's head")
+        elif self.counting:
             self._fail(f"the connection closed {self._left} bytes before the body's end")
+        else:
+            self._end()  # an error body that runs to the connection's close
 
     # -- httptools' callbacks ------------------------------------------------------
 
@@ -122,8 +125,10 @@ class _Answer(asyncio.BufferedProtocol):
             size = min(len(body), self._left)
             self._piece[self._filled : self._filled + size] = body[:size]
             self._counted(size)
-        elif len(self.error_body) < _ERROR_BODY_LIMIT:
+        else:  # an error's body: its start is enough
             self.error_body += body[: _ERROR_BODY_LIMIT - len(self.error_body)]
+            if len(self.error_body) == _ERROR_BODY_LIMIT:
+                self._end()
 
     def on_message_complete(self) -> None:
         if not self.counting:
@@ -182,7 +187,7 @@ class _Answer(asyncio.BufferedProtocol):
                 await self._wake
         except TimeoutError:
             raise StorageUnavailableError(
-                f"S3 GetObject failed: nothing received for {self._read_timeout:g} s"
+                _FAILED + f"nothing received for {self._read_timeout:g} s"
             ) from None
 
     def _wakeup(self) -> None:
@@ -196,7 +201,7 @@ class _Answer(asyncio.BufferedProtocol):
         self._wakeup()
 
     def _fail(self, why: str) -> None:
-        self._failure = StorageUnavailableError(f"S3 GetObject failed: {why}")
+        self._failure = StorageUnavailableError(_FAILED + why)
         if not self._head_done.done():
             self._head_done.set_exception(self._failure)
         if self._transport is not None:
@@ -241,15 +246,23 @@ class PlainGet:
                 await asyncio.sleep(_RETRY_PAUSE * 2 ** (attempt - 1))
             try:
                 answer = await self._request(key, offset, length)
-            except (OSError, TimeoutError, StorageUnavailableError) as error:
-                failure = f"{type(error).__name__}: {error}"
+            except StorageUnavailableError as error:  # the answer broke off before its head
+                failure = str(error).removeprefix(_FAILED)
+                continue
+            except (OSError, TimeoutError) as error:
+                failure = ": ".join(filter(None, (type(error).__name__, str(error))))
                 continue
             if answer.counting:
                 if _is_range(answer, offset, length):
                     return answer
                 answer.close()
                 raise StorageUnavailableError(
-                    f"S3 GetObject failed: HTTP {answer.status} without the range asked for"
+                    _FAILED + f"HTTP {answer.status} without the range asked for"
+                )
+            if 200 <= answer.status < 300:
+                answer.close()
+                raise StorageUnavailableError(
+                    _FAILED + f"HTTP {answer.status} without Content-Length"
                 )
             try:
                 said = await answer.error()
@@ -263,7 +276,7 @@ class PlainGet:
             failure = f"HTTP {answer.status}" + (f" ({code[1].decode()})" if code else "")
             if answer.status < 500 and answer.status != 429:
                 break  # asking again would get the same answer
-        raise StorageUnavailableError(f"S3 GetObject failed: {failure}")
+        raise StorageUnavailableError(_FAILED + failure)
 
     async def _request(self, key: str, offset: int, length: int) -> _Answer:
         url = urlsplit(await self._presign(key))

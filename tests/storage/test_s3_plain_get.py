@@ -168,6 +168,27 @@ async def test_server_errors_are_asked_again_and_refusals_are_not() -> None:
     assert len(asked) == 1
 
 
+async def test_answers_that_break_off_or_cannot_be_counted_fail_clearly() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-")
+        await writer.drain()
+        writer.close()
+
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with serving(hang_up) as plain:
+        with pytest.raises(StorageUnavailableError, match="closed before the answer's head"):
+            await read(plain.stream("key", 0, SMALLEST))
+    async with serving(chunked) as plain:
+        with pytest.raises(StorageUnavailableError, match="HTTP 200 without Content-Length"):
+            await read(plain.stream("key", 0, SMALLEST))
+
+
 @pytest.mark.parametrize(
     ("status", "extra"),
     [("200 OK", []), ("206 Partial Content", ["Content-Range: bytes 0-1048575/3145728"])],
