@@ -196,12 +196,14 @@ class _Answer(asyncio.BufferedProtocol):
 
     def _end(self) -> None:
         self._ended = True
+        self._paused = False  # nothing to resume on a closed transport
         if self._transport is not None:
             self._transport.close()
         self._wakeup()
 
     def _fail(self, why: str) -> None:
         self._failure = StorageUnavailableError(_FAILED + why)
+        self._paused = False
         if not self._head_done.done():
             self._head_done.set_exception(self._failure)
         if self._transport is not None:
