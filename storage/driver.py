@@ -31,7 +31,9 @@ from dataclasses import dataclass
 # Size of the pieces `reader()` streams. Small enough to stay in the CPU's cache
 # between the read and the socket send and to come from the heap rather than a fresh
 # mmap (registry/malloc.py fixes the mmap threshold at 1 MiB): 256 KiB pieces cost
-# a third to a half of the CPU per byte that 1 MiB pieces did.
+# a third to a half of the CPU per byte that 1 MiB pieces did. The S3 driver's large
+# reads from a plain-HTTP endpoint come in 512 KiB pieces (storage/s3_plain_get.py says
+# why); callers never rely on a piece's size.
 READ_CHUNK = 256 << 10
 
 _KEY = re.compile(r"[A-Za-z0-9._+=-]+(?:/[A-Za-z0-9._+=-]+)*")
