@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from registry.auth.credentials import password_fingerprint
 from registry.auth.guards import PasswordLogin
 from registry.auth.rules import ALL_ACTIONS, NOTHING, Rules
-from registry.auth.tokens import password_fingerprint
 from registry.config import Config
 from ui.session import Session
 

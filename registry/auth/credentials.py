@@ -34,6 +34,12 @@ LOGIN_QUEUE = 32  # checks waiting for a thread, per process
 NO_CREDENTIALS = ("", "")
 
 
+def password_fingerprint(hashed: str) -> str:
+    """What a refresh token and a web session hold of the user's password hash: a
+    changed password or a removed user no longer matches it."""
+    return hashlib.sha256(hashed.encode()).hexdigest()[:32]
+
+
 class LoginsBusy(Exception):
     """Too many password checks are already waiting."""
 

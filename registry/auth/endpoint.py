@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from oci.errors import ErrorCode, RegistryError
-from registry.auth.credentials import NO_CREDENTIALS, parse_basic
+from registry.auth.credentials import NO_CREDENTIALS, parse_basic, password_fingerprint
 from registry.auth.guards import TOKEN_PATH, PasswordLogin, client_address
 from registry.auth.htpasswd import Users
 from registry.auth.rules import Rules
@@ -34,7 +34,6 @@ from registry.auth.tokens import (
     IssuedToken,
     TokenSigner,
     TokenVerifier,
-    password_fingerprint,
 )
 from registry.routes.common import read_limited
 

@@ -1,8 +1,9 @@
 """How each auth mode identifies a caller and asks for credentials.
 
 `BasicGuard` checks `Authorization: Basic` against the users file and applies
-the rules itself; `TokenGuard` verifies a bearer token and trusts the access it
-carries. Both answer failures with the spec's error body and a challenge.
+the rules itself; `TokenGuard` (registry/auth/token_mode.py) verifies a bearer token
+and trusts the access it carries. Both answer failures with the spec's error body and
+a challenge.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import re
 
 from starlette.types import Scope as AsgiScope
 
@@ -20,15 +20,13 @@ from registry.auth.credentials import NO_CREDENTIALS, LoginsBusy, PasswordChecke
 from registry.auth.rules import Rules
 from registry.auth.scopes import Scope
 from registry.auth.throttle import Throttle
-from registry.auth.tokens import InvalidTokenError, TokenVerifier
 
 log = logging.getLogger("dockyard.auth")
 
 TOKEN_PATH = "/auth/token"
-_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(?::\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](?::\d{1,5})?")
 
 
-def _detail(scopes: list[Scope]) -> list[dict[str, str]]:
+def detail(scopes: list[Scope]) -> list[dict[str, str]]:
     return [
         {"Type": scope.type, "Name": scope.name, "Action": action}
         for scope in scopes
@@ -112,7 +110,7 @@ class Guard(abc.ABC):
         """A 401 asking for the credentials that would grant `needed`."""
 
     def denied(self, scope: AsgiScope, needed: list[Scope]) -> RegistryError:
-        return RegistryError(ErrorCode.DENIED, detail=_detail(needed))
+        return RegistryError(ErrorCode.DENIED, detail=detail(needed))
 
 
 class BasicGuard(Guard):
@@ -152,68 +150,6 @@ class BasicGuard(Guard):
         return RegistryError(
             ErrorCode.UNAUTHORIZED,
             message,
-            detail=_detail(needed) or None,
+            detail=detail(needed) or None,
             headers={"WWW-Authenticate": self.header},
         )
-
-
-class TokenGuard(Guard):
-    def __init__(
-        self, realm: str | None, service: str, verifier: TokenVerifier, rules: Rules | None
-    ) -> None:
-        self.realm = realm
-        self.service = service
-        self.verifier = verifier
-        self.rules = rules  # None: an external issuer's subjects are not ours to judge
-
-    def _realm(self, scope: AsgiScope) -> str:
-        if self.realm:
-            return self.realm
-        host = header(scope, b"host") or ""
-        if not _HOST.fullmatch(host):  # it goes into a response header: nothing odd
-            host = "localhost"
-        return f"{scope.get('scheme', 'http')}://{host}{TOKEN_PATH}"
-
-    def _bearer(self, scope: AsgiScope, needed: list[Scope], error: str | None) -> str:
-        parts = [f'realm="{self._realm(scope)}"', f'service="{self.service}"']
-        if needed:
-            parts.append(f'scope="{" ".join(str(s) for s in needed)}"')
-        if error:
-            parts.append(f'error="{error}"')
-        return "Bearer " + ",".join(parts)
-
-    async def identify(self, scope: AsgiScope) -> Caller:
-        authorization = header(scope, b"authorization")
-        if authorization is None:
-            return Caller(None, False, lambda scope: False, lambda repository: False)
-        kind, _, token = authorization.partition(" ")
-        if kind.lower() != "bearer" or not token.strip():
-            raise self.challenge(scope, [], "a bearer token is required")
-        try:
-            access = self.verifier.verify_access(token.strip())
-        except InvalidTokenError as error:
-            raise RegistryError(
-                ErrorCode.UNAUTHORIZED,
-                str(error),
-                headers={"WWW-Authenticate": self._bearer(scope, [], "invalid_token")},
-            ) from None
-        name = access.subject or None
-        rules = self.rules
-        if rules is None:
-            visible = lambda repository: True  # noqa: E731
-        else:
-            visible = lambda repository: "pull" in rules.actions(name, repository)  # noqa: E731
-        return Caller(name, True, access.allows, visible)
-
-    def challenge(self, scope: AsgiScope, needed: list[Scope], message: str) -> RegistryError:
-        return RegistryError(
-            ErrorCode.UNAUTHORIZED,
-            message,
-            detail=_detail(needed) or None,
-            headers={"WWW-Authenticate": self._bearer(scope, needed, None)},
-        )
-
-    def denied(self, scope: AsgiScope, needed: list[Scope]) -> RegistryError:
-        error = super().denied(scope, needed)
-        error.headers["WWW-Authenticate"] = self._bearer(scope, needed, "insufficient_scope")
-        return error

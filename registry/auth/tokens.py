@@ -9,7 +9,6 @@ password hash: removing the user or changing the password revokes it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import jwt
 from cachetools import TLRUCache
 
+from registry.auth.credentials import password_fingerprint
 from registry.auth.keys import SigningKey, VerificationKey
 from registry.auth.scopes import Scope
 
@@ -51,10 +51,6 @@ class AccessToken:
     def allows(self, scope: Scope) -> bool:
         granted = self.grants.get((scope.type, scope.name), frozenset())
         return "*" in granted or scope.actions <= granted
-
-
-def password_fingerprint(hashed: str) -> str:
-    return hashlib.sha256(hashed.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

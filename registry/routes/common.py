@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -10,10 +11,12 @@ from starlette.responses import Response
 
 from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest, parse_name
-from proxy.cache import PullThrough
-from proxy.routing import Target
 from registry.config import Config
 from storage.store import Store
+
+if TYPE_CHECKING:  # the cache's modules load only with an upstream (proxy.build_proxy)
+    from proxy.cache import PullThrough
+    from proxy.routing import Target
 
 _MAX_PAGE = 10_000
 
