@@ -85,12 +85,16 @@ def raise_open_files_limit(max_connections: int) -> str | None:
 
 def _prepare_access(config: Config) -> str | None:
     """Check the users file and create the token signing key before workers start."""
-    from registry.auth.keys import KeyConfigError
     from registry.auth.setup import build_access
 
+    refusals: tuple[type[Exception], ...] = (htpasswd.HtpasswdError,)
+    if config.auth.mode == "token":  # the key modules load PyJWT: a single worker runs here
+        from registry.auth.keys import KeyConfigError
+
+        refusals += (KeyConfigError,)
     try:
         build_access(config)
-    except (htpasswd.HtpasswdError, KeyConfigError) as error:
+    except refusals as error:
         return str(error)
     return None
 

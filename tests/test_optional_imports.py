@@ -15,15 +15,19 @@ import pytest
 OPTIONAL = ("jwt", "cryptography", "httpx", "boto3", "obstore")
 NOWHERE = "http://127.0.0.1:9/"  # nothing is sent: the app only starts and stops
 
-# Builds the app as a worker does, started in the app's lifespan, then lists which of
+# Does what `dockyard serve` does before its workers start (with one worker, they run in
+# that very process), builds the app as a worker does and starts it, then lists which of
 # OPTIONAL the process has loaded.
 _PROBE = """
 import asyncio, json, sys
 from registry.app import create_app
+from registry.cli import _prepare_access
 from registry.config import Config
 
 async def main() -> None:
-    app = create_app(Config(**json.loads(sys.argv[1])))
+    config = Config(**json.loads(sys.argv[1]))
+    assert _prepare_access(config) is None
+    app = create_app(config)
     async with app.router.lifespan_context(app):
         pass
 
