@@ -29,6 +29,7 @@ from bench.servers import (
     ReferenceRegistry,
     Server,
     report_if_died,
+    report_problems,
     start_dockyard,
 )
 from tests.support.dockerd import DockerDaemon, DockerUnavailableError
@@ -273,6 +274,10 @@ def compare(
                 if dockerd is not None and proxy is not None:
                     proxy.round(round_, dockerd, bench.record)
         environment = report.environment(load_before, bound)
+    except BaseException:
+        for label, server in bench.servers.items():
+            report_problems(label, server)
+        raise
     finally:
         if proxy is not None:
             proxy.stop()

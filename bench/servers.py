@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import threading
 from pathlib import Path
@@ -35,6 +36,22 @@ def report_if_died(label: str, server: Server, lines: int = 40) -> None:
     shown = log[panics[0] : panics[0] + lines] if panics else log[-lines:]
     print(f"bench: {label} exited with code {server.process.returncode}; its log:")
     print("\n".join(shown), flush=True)
+
+
+# Lines of a server's log that say something went wrong: Dockyard's (Python logging's
+# level names) and the reference's (logrus fields).
+_PROBLEMS = re.compile(r"^(WARNING|ERROR|CRITICAL)\b|level=(warning|error|fatal|panic)\b")
+
+
+def report_problems(label: str, server: Server, lines: int = 20) -> None:
+    """Print the last warnings and errors of a server's log, when a run failed: a 503's
+    cause ("storage unavailable: ...") is logged there, and the log goes with the
+    workdir."""
+    log = server.log_path.read_text(errors="replace").splitlines()
+    problems = [line for line in log if _PROBLEMS.search(line)][-lines:]
+    if problems:
+        print(f"bench: the last warnings and errors of {label}'s log:")
+        print("\n".join(problems), flush=True)
 
 
 class ReferenceRegistry:

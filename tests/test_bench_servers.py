@@ -1,4 +1,4 @@
-"""How the bench reports a server that died during a run, and the reference's settings."""
+"""How the bench reports a server that died or failed a run, and the reference's settings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.servers import ReferenceRegistry, report_if_died
+from bench.servers import ReferenceRegistry, report_if_died, report_problems
 
 
 class DeadServer:
@@ -51,3 +51,21 @@ def test_without_a_panic_the_last_lines_are_shown(
 def test_the_reference_runs_without_its_upload_purger(tmp_path: Path) -> None:
     settings = yaml.safe_load(ReferenceRegistry(tmp_path).config_path.read_text())
     assert settings["storage"]["maintenance"] == {"uploadpurging": {"enabled": False}}
+
+
+def test_a_failed_run_shows_the_servers_last_warnings_and_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = "\n".join(
+        [
+            'INFO:     127.0.0.1:5 "PUT /v2/a/blobs/uploads/x HTTP/1.1" 503',
+            "WARNING:  storage unavailable: S3 PutObject failed: InternalError (HTTP 500)",
+            'time="..." level=error msg="response completed with error"',
+            *(f"INFO:     request {n}" for n in range(100)),
+        ]
+    )
+    report_problems("dockyard", DeadServer(log, tmp_path))
+    shown = capsys.readouterr().out
+    assert "storage unavailable: S3 PutObject failed" in shown
+    assert "level=error" in shown
+    assert "INFO" not in shown
