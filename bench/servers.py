@@ -47,7 +47,10 @@ def report_problems(label: str, server: Server, lines: int = 20) -> None:
     """Print the last warnings and errors of a server's log, when a run failed: a 503's
     cause ("storage unavailable: ...") is logged there, and the log goes with the
     workdir."""
-    log = server.log_path.read_text(errors="replace").splitlines()
+    try:
+        log = server.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return  # no log to show: the run's own error says enough
     problems = [line for line in log if _PROBLEMS.search(line)][-lines:]
     if problems:
         print(f"bench: the last warnings and errors of {label}'s log:")
