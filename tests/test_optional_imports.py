@@ -67,8 +67,8 @@ def test_a_configured_feature_loads_its_own(
     tmp_path: Path, feature: dict[str, Any], expected: list[str]
 ) -> None:
     settings = {**_filesystem(tmp_path), **feature}
-    if "auth" in settings:
+    if "auth" in feature:  # a copy: the parameter is shared
         users = tmp_path / "htpasswd"
         users.write_text("")
-        settings["auth"]["htpasswd"] = str(users)
+        settings["auth"] = {**feature["auth"], "htpasswd": str(users)}
     assert _loaded(settings) == expected
