@@ -99,13 +99,16 @@ folder's listing; the filesystem: a stat each), writes one tomb per candidate bl
 deletes in batches (S3 DeleteObjects, 1,000 keys; the filesystem unlinks in 8 threads,
 whose waits on the disk overlap), each tomb after what it covers (`delete_then`: on the
 filesystem blob after blob, no thread waiting for another's; each emptied folder is
-removed once). Links and revisions are walked by `scan_leaves` (the filesystem stats
-each `<alg>/<hex>/link` rather than open its folder). It works on the driver's `bulk_concurrency` of
-repositories or folders at once: 8 on S3 (each waits on the network), 2 on the
-filesystem (its calls are Python in threads: two overlap their system calls, more only
-fight for the GIL). A repository
-the run changed gets its usage summary rewritten after the sweep from the sizes it
-recorded (a digest's size never changes), not by a stat per blob, and from the links
+removed once). A blob link is one empty object, `_layers/<alg>/<hex>` (on a disk one
+unlink frees it: a folder per link cost an rmdir, and a block freed and discarded, per
+unreferenced blob; links older versions wrote, `<hex>/link`, are listed and removed
+too), listed with one `scan`; revisions by `scan_leaves` (the filesystem stats each
+`<alg>/<hex>/link` rather than open its folder). It works on the driver's
+`bulk_concurrency` of repositories or folders at once: 8 on S3 (each waits on the
+network), 2 on the filesystem (its calls are Python in threads: two overlap their system
+calls, more only fight for the GIL). A repository the run changed gets its usage
+summary rewritten after the sweep from the sizes it recorded (a digest's size never
+changes), not by a stat per blob, and from the links
 and manifests its mark left, not a listing of them before the write (the listing after
 it checks them), and not fsynced (`put_visible`: an unreadable summary is recomputed
 from the facts). A server runs its collections in a child process at the lowest CPU

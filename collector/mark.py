@@ -103,11 +103,3 @@ async def _read(store: Store, digest: Digest) -> Known | None:
         log.warning("manifest %s is not JSON: nothing it references is known", digest)
         return None
     return Known(_subject_of(document), list(set(_digests_in(document))))
-
-
-async def layer_links(store: Store, name: str) -> list[tuple[Digest, float]]:
-    """(blob, link time) of every blob given to repository `name`."""
-    return [
-        (digest, info.modified)
-        for digest, info in await links_below(store.driver, paths.layers_dir(name))
-    ]

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from collector.concurrently import concurrently
 from collector.known_references import KnownReferences
 from collector.last_run import RunRecord, save, this_process
-from collector.mark import Revision, layer_links, revisions
+from collector.mark import Revision, revisions
 from collector.pacing import Pacer
 from collector.retention import condemned
 from collector.sweep import Cutoffs, Hook, Sweeper, Swept, no_hook
@@ -21,6 +21,7 @@ from oci.errors import RegistryError
 from oci.references import Digest
 from registry.config import Config, ImmutableTagRule, RetentionRule
 from storage import paths, stale_tombs
+from storage.blobs import layer_links_of
 from storage.lease import LEASE_SECONDS, Lease, LeaseLostError, take
 from storage.store import Store
 from storage.usage import Facts
@@ -205,10 +206,13 @@ class _Run:
                 self.result.blobs += 1
                 self.result.bytes_freed += doomed.size
                 self.report(Deletion("blob", str(doomed.digest), size=doomed.size))
-        for name, digest in swept.links:
+        for link in swept.links:
+            name = link.repository
             self.result.links += 1
             self.changed.add(name)
-            self.report(Deletion("link", f"{name}@{digest}", "not referenced in the repository"))
+            self.report(
+                Deletion("link", f"{name}@{link.digest}", "not referenced in the repository")
+            )
             if name in self.emptying:
                 self.emptying[name] -= 1
 
@@ -232,16 +236,16 @@ class _Run:
             self.changed.add(name)
         references: set[str] = set().union(*(revision.references for revision in kept))
         self.live.update(dict.fromkeys(references, UNLISTED))
-        links = await layer_links(self.store, name)
+        links = await layer_links_of(self.store.driver, name)
         unreferenced = [
-            digest
-            for digest, modified in links
-            if str(digest) not in references and modified < cutoffs.data
+            (digest, info.key)
+            for digest, info in links
+            if str(digest) not in references and info.modified < cutoffs.data
         ]
         self.sweeper.unlink(name, unreferenced)
-        queued = set(unreferenced)
+        queued = {key for _, key in unreferenced}
         self.expected[name] = _Expected(
-            tuple(sys.intern(str(digest)) for digest, _ in links if digest not in queued),
+            tuple(sys.intern(str(digest)) for digest, info in links if info.key not in queued),
             tuple(sys.intern(str(revision.digest)) for revision in kept),
         )
         if kept or len(unreferenced) < len(links):

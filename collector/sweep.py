@@ -17,6 +17,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from collector.concurrently import concurrently
 from collector.pacing import Pacer
@@ -56,10 +57,16 @@ def _size(files: dict[str, FileInfo]) -> int | None:
     return files["data"].size if "data" in files else None
 
 
+class Link(NamedTuple):
+    repository: str
+    digest: Digest
+    key: str  # `paths.layer_link`, or `legacy_layer_link` where an older version wrote it
+
+
 @dataclass(slots=True)
 class Swept:
     blobs: list[Doomed] = field(default_factory=list)
-    links: list[tuple[str, Digest]] = field(default_factory=list)  # (repository, blob)
+    links: list[Link] = field(default_factory=list)
 
     def add(self, other: Swept) -> None:
         self.blobs += other.blobs
@@ -90,17 +97,20 @@ class Sweeper:
         self._owner = lease.owner if lease is not None else ""
         self._concurrency = concurrency  # fan-out folders swept at once
         self._pacer = pacer  # rests between folders (the background runs')
-        # Links the mark found unreferenced: fan-out folder -> blob -> repositories.
-        self._links: dict[str, dict[Digest, list[str]]] = defaultdict(lambda: defaultdict(list))
+        # Links the mark found unreferenced: fan-out folder -> blob -> (repository, key).
+        self._links: dict[str, dict[Digest, list[tuple[str, str]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
 
     def _stale(self, info: FileInfo | None, cutoff: float) -> bool:
         return info is None or info.modified < cutoff
 
-    def unlink(self, name: str, links: list[Digest]) -> None:
-        """Queue these links of repository `name` (unreferenced there, written before
-        the cutoff) for the sweep, which removes each unless its blob was touched since."""
-        for digest in links:
-            self._links[paths.blob_fan_out(digest)][digest].append(name)
+    def unlink(self, name: str, links: list[tuple[Digest, str]]) -> None:
+        """Queue these links (blob, key) of repository `name` (unreferenced there, written
+        before the cutoff) for the sweep, which removes each unless its blob was touched
+        since."""
+        for digest, key in links:
+            self._links[paths.blob_fan_out(digest)][digest].append((name, key))
 
     async def sweep(self, live: dict[str, int], account: Callable[[Swept], None]) -> None:
         """Delete every stored blob not in `live`, written and touched before the
@@ -155,7 +165,9 @@ class Sweeper:
     def _untouched(self, files: dict[str, FileInfo] | None) -> bool:
         return self._stale((files or {}).get("touched"), self._cutoffs.touch)
 
-    def _doomed(self, found: Files, blobs: set[Digest], links: dict[Digest, list[str]]) -> Swept:
+    def _doomed(
+        self, found: Files, blobs: set[Digest], links: dict[Digest, list[tuple[str, str]]]
+    ) -> Swept:
         """What of the candidates `found` (a listing of their folder) still lets go."""
         return Swept(
             [
@@ -164,10 +176,10 @@ class Sweeper:
                 if self._collectable(files := found.get(digest, {}))
             ],
             [
-                (name, digest)
-                for digest, names in links.items()
+                Link(name, digest, key)
+                for digest, queued in links.items()
                 if self._untouched(found.get(digest))
-                for name in names
+                for name, key in queued
             ],
         )
 
@@ -183,7 +195,9 @@ class Sweeper:
             if str(digest) not in live and self._collectable(files)
         }
         links = {
-            digest: names for digest, names in queued.items() if self._untouched(found.get(digest))
+            digest: pending
+            for digest, pending in queued.items()
+            if self._untouched(found.get(digest))
         }
         if self._lease is None:
             return self._doomed(found, blobs, links)
@@ -203,7 +217,7 @@ class Sweeper:
         folder: str,
         found: Files,
         blobs: set[Digest],
-        links: dict[Digest, list[str]],
+        links: dict[Digest, list[tuple[str, str]]],
         stale_tombs: list[str],
     ) -> Swept:
         """The handshake on the folder's candidates: tombs, touches read again, then what
@@ -224,8 +238,8 @@ class Sweeper:
             doomed = self._doomed(again, blobs, links)
             await self._hook("checked")
             await self._lease.keep()
-            for name, digest in doomed.links:
-                covered[digest].append(paths.layer_link(name, digest))
+            for link in doomed.links:
+                covered[link.digest].append(link.key)
             for item in doomed.blobs:
                 covered[item.digest].append(paths.blob_data(item.digest))
                 if "touched" in again.get(item.digest, {}):

@@ -38,7 +38,13 @@ from oci.references import Digest, is_digest_of
 from storage import paths, stale_tombs
 from storage.catalog import Catalog
 from storage.deletions import Deletions, fresh
-from storage.driver import FileInfo, PathNotFoundError, StorageDriver, Writer
+from storage.driver import (
+    FileInfo,
+    KeyConflictError,
+    PathNotFoundError,
+    StorageDriver,
+    Writer,
+)
 
 # Each of a process's maps of sizes and of touches: a digest and a number cost ~280
 # bytes an entry (measured), so 20,000 entries are ~5.6 MB; a full map starts afresh.
@@ -83,6 +89,20 @@ async def links_below(driver: StorageDriver, directory: str) -> list[tuple[Diges
 async def digests_below(driver: StorageDriver, directory: str) -> set[Digest]:
     """The digests of a `<alg>/<hex>/link` tree (`links_below`), without their listing."""
     return {digest for digest, _ in await links_below(driver, directory)}
+
+
+async def layer_links_of(driver: StorageDriver, name: str) -> list[tuple[Digest, FileInfo]]:
+    """Each blob given to repository `name`, with its link's listing: the link files
+    `<alg>/<hex>`, and the `<alg>/<hex>/link` ones older versions wrote (a blob linked
+    in both shapes is listed twice, once with each key)."""
+    directory = paths.layers_dir(name)
+    start = len(directory) + 1
+    found = []
+    for info in await driver.scan(directory):
+        parts = info.key[start:].split("/")
+        if len(parts) in (2, 3) and parts[2:] in ([], ["link"]) and is_digest_of(*parts[:2]):
+            found.append((Digest(parts[0], parts[1]), info))
+    return found
 
 
 class BlobStore:
@@ -142,10 +162,9 @@ class BlobStore:
         if not self._touch_every:
             return await self._vouch_size(digest, name)
         remembered = self._vouched.get((name, digest))
-        linked = paths.layer_link(name, digest) if name is not None else None
-        if remembered is None and linked is not None:
-            if not await self._driver.exists(linked):
-                return None  # a push's HEAD of a blob it has yet to upload: one request
+        if remembered is None and name is not None:
+            if not await self.is_linked(name, digest):
+                return None  # a push's HEAD of a blob it has yet to upload
             name_checked = True
         else:
             name_checked = False
@@ -171,32 +190,39 @@ class BlobStore:
     ) -> int | None:
         """The uncached vouch; `name_checked`: the caller just found the link (the check
         after the vouch, the one that counts, still reads it again)."""
-        linked = paths.layer_link(name, digest) if name is not None else None
-        if linked is not None and not name_checked and not await self._driver.exists(linked):
+        if name is not None and not name_checked and not await self.is_linked(name, digest):
             return None  # the cheap answer for blobs we do not have: no touch written
         if await self.size(digest) is None or not await self.vouch(digest):
             return None
-        if linked is not None and not await self._driver.exists(linked):
+        if name is not None and not await self.is_linked(name, digest):
             return None
         return await self._stored_size(digest)
 
     async def link(self, name: str, digest: Digest) -> None:
         # Empty: only its existence is read (its key names the blob), and on a disk an
         # empty file holds no block to write now, nor to free (and discard) when it goes.
-        await self._driver.put(paths.layer_link(name, digest), b"")
+        try:
+            await self._driver.put(paths.layer_link(name, digest), b"")
+        except KeyConflictError:  # the folder of the link as an older version wrote it
+            await self._driver.put(paths.legacy_layer_link(name, digest), b"")
         await self._catalog.add(name)  # after the content: see Catalog
 
+    async def is_linked(self, name: str, digest: Digest) -> bool:
+        """Whether the blob was given to repository `name` (its link in either shape)."""
+        return await self._driver.exists(paths.layer_link(name, digest)) or (
+            await self._driver.exists(paths.legacy_layer_link(name, digest))
+        )
+
     async def unlink(self, name: str, digest: Digest) -> bool:
-        link = paths.layer_link(name, digest)
-        if not await self._driver.exists(link):
+        if not await self.is_linked(name, digest):
             return False
-        await self._driver.delete(link)
+        await self._driver.delete(paths.layer_link(name, digest))  # the legacy shape below it too
         await self._deletions.published()
         return True
 
     async def links(self, name: str) -> set[Digest]:
         """The blobs linked to this repository (a listing; links are not read)."""
-        return await digests_below(self._driver, paths.layers_dir(name))
+        return {digest for digest, _ in await layer_links_of(self._driver, name)}
 
     async def commit(self, writer: Writer, digest: Digest) -> None:
         """Store what `writer` holds as the content of `digest` (verified by the caller);

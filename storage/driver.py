@@ -74,6 +74,11 @@ class InvalidKeyError(StorageError, ValueError):
     pass
 
 
+class KeyConflictError(StorageError):
+    """The key cannot hold an object where the storage has real folders: a folder of
+    other keys is there, or a key above it is an object (the filesystem)."""
+
+
 def check_key(key: str) -> str:
     """Refuse keys that are not plain relative paths (no `..`, no empty parts)."""
     if not _KEY.fullmatch(key) or any(part in (".", "..") for part in key.split("/")):

@@ -39,6 +39,7 @@ from storage.driver import (
     READ_CHUNK,
     AppendLog,
     FileInfo,
+    KeyConflictError,
     PathNotFoundError,
     StorageDriver,
     StorageError,
@@ -307,21 +308,23 @@ def _create_empty_files(paths: list[str]) -> None:
 
 
 def _delete_groups(root: Path, groups: list[tuple[list[str], list[str]]]) -> None:
-    """Each group in turn: its files, then its `after` files, then the folders they
-    emptied (one rmdir each: a folder holding one of `after` goes with it). Then, once
-    for all the groups, the folders above those that went, if that emptied them,
-    climbing only from a folder that went (its parent holds nothing else of ours if it
-    did not). Never a folder of the top two levels (`blobs/sha256`)."""
+    """Each group in turn: its files, then its `after` files. Then, once for all the
+    groups, the folders they emptied (one rmdir each: a folder holding one of `after`
+    goes with it, and a folder many groups share, as a repository's `_layers/<alg>`
+    holding link files, is tried once), and the folders above those that went, if that
+    emptied them, climbing only from a folder that went (its parent holds nothing else
+    of ours if it did not). Never a folder of the top two levels (`blobs/sha256`)."""
     lowest = str(root).count("/") + 3  # depth of `blobs/sha256/ab`
-    above: dict[int, set[str]] = defaultdict(set)  # depth -> folders to try, once each
+    emptied: set[str] = set()
     for paths, after in groups:
         for path in (*paths, *after):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        folders = {os.path.dirname(path) for path in (*paths, *after)}
-        for folder in sorted(folders, key=lambda folder: folder.count("/"), reverse=True):
-            if folder.count("/") >= lowest and _removed(folder):
-                above[folder.count("/") - 1].add(os.path.dirname(folder))
+            emptied.add(os.path.dirname(path))
+    above: dict[int, set[str]] = defaultdict(set)  # depth -> folders to try, once each
+    for folder in sorted(emptied, key=lambda folder: folder.count("/"), reverse=True):
+        if folder.count("/") >= lowest and _removed(folder):
+            above[folder.count("/") - 1].add(os.path.dirname(folder))
     for depth in range(max(above, default=0), lowest - 1, -1):
         for folder in above.pop(depth, ()):
             if not _holds_folders(folder) and _removed(folder):
@@ -628,7 +631,10 @@ class FilesystemDriver(StorageDriver):
 
     @_reports_full_disk
     async def put(self, key: str, data: bytes) -> None:
-        await asyncio.to_thread(_write_atomically, self.path(key), data)
+        try:
+            await asyncio.to_thread(_write_atomically, self.path(key), data)
+        except (IsADirectoryError, NotADirectoryError) as error:
+            raise KeyConflictError(f"{key}: {error.strerror}") from None
 
     async def reader(
         self, key: str, offset: int = 0, length: int | None = None
@@ -677,6 +683,14 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFoundError(key) from None
         return FileInfo(key, result.st_size, result.st_mtime)
+
+    async def exists(self, key: str) -> bool:
+        """An object, not a folder (a folder is a prefix, as on S3)."""
+        try:
+            result = nowait.stat_cached(self._raw(key)) or await aiofiles.os.stat(self.path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return not stat.S_ISDIR(result.st_mode)
 
     async def list(self, prefix: str) -> list[str]:
         try:

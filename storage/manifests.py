@@ -241,9 +241,7 @@ class ManifestStore:
     ) -> None:
         """Give back blob links and child manifests a racing DELETE removed after the
         caller checked them (their content is still in the shared store)."""
-        linked = await asyncio.gather(
-            *(self._driver.exists(paths.layer_link(name, b.digest)) for b in blobs)
-        )
+        linked = await asyncio.gather(*(self._blobs.is_linked(name, b.digest) for b in blobs))
         for blob, found in zip(blobs, linked, strict=True):
             # Vouched for by the caller's check: the collector leaves it for the grace.
             if not found and await self._blobs.size(blob.digest) is not None:

@@ -4,7 +4,7 @@
     blobs/<alg>/<xx>/<hex>/touched                           time the API last vouched for it
     blobs/<alg>/<xx>/<hex>/tomb-<run>                        a collector is deleting it
     catalog/<name with / as +>/repository                    marker: the repository exists
-    repositories/<name>/_layers/<alg>/<hex>/link             blob given to this repository (empty)
+    repositories/<name>/_layers/<alg>/<hex>                  blob given to this repository (empty)
     repositories/<name>/_manifests/revisions/<alg>/<hex>/link  manifest in this repository (JSON)
     repositories/<name>/_manifests/tags/<tag>                tag -> manifest digest
     repositories/<name>/_manifests/pulled/<alg>/<hex>        empty; modified = manifest's last pull
@@ -123,7 +123,14 @@ def layers_dir(name: str) -> str:
 
 
 def layer_link(name: str, digest: Digest) -> str:
-    return f"repositories/{name}/_layers/{digest.algorithm}/{digest.encoded}/link"
+    """A file, not a folder holding one: removing it frees no block (the collector
+    removes one per unreferenced blob), and writing it makes no folder."""
+    return f"repositories/{name}/_layers/{digest.algorithm}/{digest.encoded}"
+
+
+def legacy_layer_link(name: str, digest: Digest) -> str:
+    """Where versions before 2026-12 wrote `layer_link`: still read and removed."""
+    return f"{layer_link(name, digest)}/link"
 
 
 def revisions_dir(name: str, algorithm: str | None = None) -> str:

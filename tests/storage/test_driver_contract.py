@@ -8,7 +8,14 @@ import os
 
 import pytest
 
-from storage.driver import InvalidKeyError, PathNotFoundError, StorageDriver, WriterBusyError
+from storage.driver import (
+    InvalidKeyError,
+    KeyConflictError,
+    PathNotFoundError,
+    StorageDriver,
+    WriterBusyError,
+)
+from storage.filesystem import FilesystemDriver
 from tests.support.drivers import twin
 
 
@@ -27,6 +34,28 @@ async def test_put_get_replace_stat(driver: StorageDriver) -> None:
     assert not await driver.exists("a/b/missing")
     with pytest.raises(PathNotFoundError):
         await driver.get("a/b/missing")
+
+
+async def test_an_object_where_a_folder_is_is_stored_beside_it_or_refused(
+    driver: StorageDriver,
+) -> None:
+    """Where the storage has real folders (the filesystem) a key cannot be an object
+    and hold others: `KeyConflictError`, nothing lost; elsewhere both are stored."""
+    await driver.put("a/b/c", b"below")
+    try:
+        await driver.put("a/b", b"above")
+    except KeyConflictError:
+        assert isinstance(driver, FilesystemDriver)
+    else:
+        assert await driver.get("a/b") == b"above"
+    assert await driver.get("a/b/c") == b"below"
+
+
+async def test_a_folder_of_other_keys_is_no_object(driver: StorageDriver) -> None:
+    """`exists` answers for objects only: a blob link's older shape, a folder holding
+    `link`, must not read as its newer shape, an object at the folder's name."""
+    await driver.put("a/b/c", b"below")
+    assert not await driver.exists("a/b")
 
 
 async def test_reader_ranges(driver: StorageDriver) -> None:
