@@ -238,14 +238,14 @@ class _Run:
         self.live.update(dict.fromkeys(references, UNLISTED))
         links = await layer_links_of(self.store.driver, name)
         unreferenced = [
-            (digest, info.key)
-            for digest, info in links
-            if str(digest) not in references and info.modified < cutoffs.data
+            link
+            for link in links
+            if str(link.digest) not in references and link.modified < cutoffs.data
         ]
         self.sweeper.unlink(name, unreferenced)
-        queued = {key for _, key in unreferenced}
+        queued = set(unreferenced)
         self.expected[name] = _Expected(
-            tuple(sys.intern(str(digest)) for digest, info in links if info.key not in queued),
+            tuple(sys.intern(str(link.digest)) for link in links if link not in queued),
             tuple(sys.intern(str(revision.digest)) for revision in kept),
         )
         if kept or len(unreferenced) < len(links):

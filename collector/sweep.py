@@ -24,6 +24,7 @@ from collector.pacing import Pacer
 from oci.errors import RegistryError
 from oci.references import Digest
 from storage import paths
+from storage.blobs import LayerLink
 from storage.driver import FileInfo
 from storage.lease import Lease
 from storage.store import Store
@@ -60,7 +61,13 @@ def _size(files: dict[str, FileInfo]) -> int | None:
 class Link(NamedTuple):
     repository: str
     digest: Digest
-    key: str  # `paths.layer_link`, or `legacy_layer_link` where an older version wrote it
+    legacy: bool  # in the shape older versions wrote
+
+    @property
+    def key(self) -> str:
+        if self.legacy:
+            return paths.legacy_layer_link(self.repository, self.digest)
+        return paths.layer_link(self.repository, self.digest)
 
 
 @dataclass(slots=True)
@@ -97,20 +104,20 @@ class Sweeper:
         self._owner = lease.owner if lease is not None else ""
         self._concurrency = concurrency  # fan-out folders swept at once
         self._pacer = pacer  # rests between folders (the background runs')
-        # Links the mark found unreferenced: fan-out folder -> blob -> (repository, key).
-        self._links: dict[str, dict[Digest, list[tuple[str, str]]]] = defaultdict(
+        # Links the mark found unreferenced: fan-out folder -> blob -> (repository,
+        # legacy). Not their keys: 50,000 queued keys were 11 MB of a run's peak.
+        self._links: dict[str, dict[Digest, list[tuple[str, bool]]]] = defaultdict(
             lambda: defaultdict(list)
         )
 
     def _stale(self, info: FileInfo | None, cutoff: float) -> bool:
         return info is None or info.modified < cutoff
 
-    def unlink(self, name: str, links: list[tuple[Digest, str]]) -> None:
-        """Queue these links (blob, key) of repository `name` (unreferenced there, written
-        before the cutoff) for the sweep, which removes each unless its blob was touched
-        since."""
-        for digest, key in links:
-            self._links[paths.blob_fan_out(digest)][digest].append((name, key))
+    def unlink(self, name: str, links: list[LayerLink]) -> None:
+        """Queue these links of repository `name` (unreferenced there, written before
+        the cutoff) for the sweep, which removes each unless its blob was touched since."""
+        for link in links:
+            self._links[paths.blob_fan_out(link.digest)][link.digest].append((name, link.legacy))
 
     async def sweep(self, live: dict[str, int], account: Callable[[Swept], None]) -> None:
         """Delete every stored blob not in `live`, written and touched before the
@@ -166,7 +173,7 @@ class Sweeper:
         return self._stale((files or {}).get("touched"), self._cutoffs.touch)
 
     def _doomed(
-        self, found: Files, blobs: set[Digest], links: dict[Digest, list[tuple[str, str]]]
+        self, found: Files, blobs: set[Digest], links: dict[Digest, list[tuple[str, bool]]]
     ) -> Swept:
         """What of the candidates `found` (a listing of their folder) still lets go."""
         return Swept(
@@ -176,10 +183,10 @@ class Sweeper:
                 if self._collectable(files := found.get(digest, {}))
             ],
             [
-                Link(name, digest, key)
+                Link(name, digest, legacy)
                 for digest, queued in links.items()
                 if self._untouched(found.get(digest))
-                for name, key in queued
+                for name, legacy in queued
             ],
         )
 
@@ -217,7 +224,7 @@ class Sweeper:
         folder: str,
         found: Files,
         blobs: set[Digest],
-        links: dict[Digest, list[tuple[str, str]]],
+        links: dict[Digest, list[tuple[str, bool]]],
         stale_tombs: list[str],
     ) -> Swept:
         """The handshake on the folder's candidates: tombs, touches read again, then what

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from oci.errors import ErrorCode, RegistryError
 from oci.references import Digest, is_digest_of
@@ -91,17 +91,23 @@ async def digests_below(driver: StorageDriver, directory: str) -> set[Digest]:
     return {digest for digest, _ in await links_below(driver, directory)}
 
 
-async def layer_links_of(driver: StorageDriver, name: str) -> list[tuple[Digest, FileInfo]]:
-    """Each blob given to repository `name`, with its link's listing: the link files
-    `<alg>/<hex>`, and the `<alg>/<hex>/link` ones older versions wrote (a blob linked
-    in both shapes is listed twice, once with each key)."""
+class LayerLink(NamedTuple):
+    digest: Digest
+    modified: float
+    legacy: bool  # in the shape older versions wrote: `paths.legacy_layer_link`
+
+
+async def layer_links_of(driver: StorageDriver, name: str) -> list[LayerLink]:
+    """Each blob given to repository `name`, with its link's time and shape: the link
+    files `<alg>/<hex>`, and the `<alg>/<hex>/link` ones older versions wrote (a blob
+    linked in both shapes is listed twice)."""
     directory = paths.layers_dir(name)
     start = len(directory) + 1
     found = []
     for info in await driver.scan(directory):
         parts = info.key[start:].split("/")
         if len(parts) in (2, 3) and parts[2:] in ([], ["link"]) and is_digest_of(*parts[:2]):
-            found.append((Digest(parts[0], parts[1]), info))
+            found.append(LayerLink(Digest(parts[0], parts[1]), info.modified, len(parts) == 3))
     return found
 
 
@@ -222,7 +228,7 @@ class BlobStore:
 
     async def links(self, name: str) -> set[Digest]:
         """The blobs linked to this repository (a listing; links are not read)."""
-        return {digest for digest, _ in await layer_links_of(self._driver, name)}
+        return {link.digest for link in await layer_links_of(self._driver, name)}
 
     async def commit(self, writer: Writer, digest: Digest) -> None:
         """Store what `writer` holds as the content of `digest` (verified by the caller);
