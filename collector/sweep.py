@@ -81,6 +81,7 @@ class Swept:
 
 
 Files = dict[Digest, dict[str, FileInfo]]  # a fan-out folder's blobs: entry name -> info
+Queued = dict[Digest, list[tuple[str, bool]]]  # unreferenced links: blob -> (repository, legacy)
 
 
 class Sweeper:
@@ -104,11 +105,9 @@ class Sweeper:
         self._owner = lease.owner if lease is not None else ""
         self._concurrency = concurrency  # fan-out folders swept at once
         self._pacer = pacer  # rests between folders (the background runs')
-        # Links the mark found unreferenced: fan-out folder -> blob -> (repository,
-        # legacy). Not their keys: 50,000 queued keys were 11 MB of a run's peak.
-        self._links: dict[str, dict[Digest, list[tuple[str, bool]]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
+        # Links the mark found unreferenced, by fan-out folder. Not their keys: 50,000
+        # queued keys were 11 MB of a run's peak.
+        self._links: dict[str, Queued] = defaultdict(lambda: defaultdict(list))
 
     def _stale(self, info: FileInfo | None, cutoff: float) -> bool:
         return info is None or info.modified < cutoff
@@ -172,9 +171,7 @@ class Sweeper:
     def _untouched(self, files: dict[str, FileInfo] | None) -> bool:
         return self._stale((files or {}).get("touched"), self._cutoffs.touch)
 
-    def _doomed(
-        self, found: Files, blobs: set[Digest], links: dict[Digest, list[tuple[str, bool]]]
-    ) -> Swept:
+    def _doomed(self, found: Files, blobs: set[Digest], links: Queued) -> Swept:
         """What of the candidates `found` (a listing of their folder) still lets go."""
         return Swept(
             [
@@ -224,7 +221,7 @@ class Sweeper:
         folder: str,
         found: Files,
         blobs: set[Digest],
-        links: dict[Digest, list[tuple[str, bool]]],
+        links: Queued,
         stale_tombs: list[str],
     ) -> Swept:
         """The handshake on the folder's candidates: tombs, touches read again, then what
