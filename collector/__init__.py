@@ -96,9 +96,10 @@ links and manifests (interned: the live set's strings); the sweep lists one fan-
 folder (`blobs/<alg>/<xx>`) at a time in one listing (S3: ListObjects pages, not a
 request per blob), then, after its tombs, the candidates' touches again (S3: the
 folder's listing; the filesystem: a stat each), writes one tomb per candidate blob and
-deletes in batches (S3 DeleteObjects, 1,000 keys; the filesystem unlinks in 8 threads,
-whose waits on the disk overlap), each tomb after what it covers (`delete_then`: on the
-filesystem blob after blob, no thread waiting for another's; each emptied folder is
+deletes in batches (S3 DeleteObjects, 1,000 keys; the filesystem unlinks in 2 to 4
+helper processes, whose waits on the disk overlap without the interpreter lock's
+hand-overs that threads pay), each tomb after what it covers (`delete_then`: on the
+filesystem blob after blob, no process waiting for another's; each emptied folder is
 removed once). A blob link is one empty object, `_layers/<alg>/<hex>` (on a disk one
 unlink frees it: a folder per link cost an rmdir, and a block freed and discarded, per
 unreferenced blob; links older versions wrote, `<hex>/link`, are listed and removed

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import multiprocessing
 import os
 import shutil
 import stat
@@ -25,7 +26,8 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
 
@@ -56,13 +58,14 @@ _NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)  # Linux only
 _SETTLED_NS = 1_000_000_000
 _REMEMBERED_LISTINGS = 10_000
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
-# Deleting many files (the collector's sweep) waits on the disk, not the CPU: an SSD
-# mounted with `discard` makes each unlink or rmdir that frees a block wait for its
-# discard (~60 us here). Several threads overlap those waits: 16,000 frees took 0.92 s
-# in one thread and 0.32 s in eight, for the same CPU time.
-_DELETING_THREADS = 8
-_DELETED_IN_ONE_THREAD = 64  # fewer paths than this: one thread
-_DELETING = ThreadPoolExecutor(_DELETING_THREADS, thread_name_prefix="fs-delete")
+# Deleting many files (the collector's sweep) waits on the disk: an SSD mounted with
+# `discard` makes each unlink or rmdir that frees a block wait for its discard (~60 us
+# here), so several deleters at once overlap those waits. They are processes, not
+# threads: threads of one interpreter hand its lock over around every system call, and
+# on 2 CPUs those hand-overs (a million context switches a 100,000-blob sweep) cost
+# more CPU than the deletions (bench/RESULTS.md, gc-profile).
+_DELETING_PROCESSES = max(2, min(4, os.cpu_count() or 1))
+_DELETED_IN_ONE_THREAD = 64  # fewer paths than this: one thread, in this process
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -305,6 +308,14 @@ def _create_empty_files(paths: list[str]) -> None:
                     raise  # (EMLINK: `first` has all the links it can: a new one)
         _in_new_folder(functools.partial(_create_empty, path))
         first = path
+
+
+@functools.cache
+def _deleting() -> ProcessPoolExecutor:
+    """The deleting processes, started when a process first deletes a large batch (the
+    collector's sweep; a server's requests delete fewer), by a fork server: forking
+    this process itself, with its threads, is not safe."""
+    return ProcessPoolExecutor(_DELETING_PROCESSES, multiprocessing.get_context("forkserver"))
 
 
 def _delete_groups(root: Path, groups: list[tuple[list[str], list[str]]]) -> None:
@@ -726,20 +737,26 @@ class FilesystemDriver(StorageDriver):
         await self._delete_groups(located)
 
     async def _delete_groups(self, groups: list[tuple[list[str], list[str]]]) -> None:
-        """`_delete_groups`; many paths in `_DELETING_THREADS` at once, each group in one
-        thread (no thread waits for another's group)."""
+        """`_delete_groups`; many paths in `_DELETING_PROCESSES` at once, each group in
+        one process (none waits for another's group). A deleting process that died (the
+        pool is then broken) leaves its share to a thread here: deleting is idempotent,
+        and each group is deleted in its order again."""
         if sum(len(keys) + len(after) for keys, after in groups) < _DELETED_IN_ONE_THREAD:
             await asyncio.to_thread(_delete_groups, self.root, groups)
             return
         loop = asyncio.get_running_loop()
-        shares = [groups[n::_DELETING_THREADS] for n in range(_DELETING_THREADS)]
-        await asyncio.gather(
-            *(
-                loop.run_in_executor(_DELETING, _delete_groups, self.root, share)
-                for share in shares
-                if share
+        shares = [groups[n::_DELETING_PROCESSES] for n in range(_DELETING_PROCESSES)]
+        try:
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(_deleting(), _delete_groups, self.root, share)
+                    for share in shares
+                    if share
+                )
             )
-        )
+        except BrokenProcessPool:
+            _deleting.cache_clear()  # the next batch starts new processes
+            await asyncio.to_thread(_delete_groups, self.root, groups)
 
     @_reports_full_disk
     async def put_visible(self, key: str, data: bytes) -> None:

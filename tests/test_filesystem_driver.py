@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 from pathlib import Path
 
 import pytest
 
-from storage import nowait
+from storage import filesystem, nowait
 from storage.driver import READ_CHUNK, PathNotFoundError
 from storage.filesystem import FilesystemDriver
 
@@ -214,46 +215,83 @@ async def test_a_folder_above_that_still_holds_folders_is_not_tried(
     assert not layers.exists()
 
 
-async def test_a_large_delete_then_runs_in_threads_and_keeps_each_groups_order(
+def _sweep_batch(root: Path, blobs: list[str]) -> list[tuple[list[str], list[str]]]:
+    """A sweep's batch as the collector hands it over: each blob's link and data, then
+    its tomb; the files made below `root`."""
+    groups = []
+    for hex_ in blobs:
+        blob = f"blobs/sha256/{hex_[:2]}/{hex_}"
+        for key in (f"{blob}/data", f"{blob}/tomb-1", f"r/_layers/sha256/{hex_}"):
+            (root / key).parent.mkdir(parents=True, exist_ok=True)
+            (root / key).write_bytes(b"x")
+        groups.append(([f"r/_layers/sha256/{hex_}", f"{blob}/data"], [f"{blob}/tomb-1"]))
+    return groups
+
+
+def _left(root: Path) -> list[str]:
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
+async def test_a_large_delete_then_runs_in_other_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A sweep's batch is deleted by several threads (they overlap the disk's waits),
-    still each blob's tomb after its data and link, each folder removed once."""
-    driver = FilesystemDriver(tmp_path)
+    """A sweep's batch is deleted by helper processes (threads of this one would hand
+    its interpreter lock over around every system call): nothing of it in this process."""
+    groups = _sweep_batch(tmp_path, [f"{n:064x}" for n in range(200)])
+
+    def refuse(path: str) -> None:
+        raise AssertionError(f"{path} deleted in the server's own process")
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    monkeypatch.setattr(os, "rmdir", refuse)
+    await FilesystemDriver(tmp_path).delete_then(groups)
+    assert _left(tmp_path) == ["blobs", "blobs/sha256", "r", "r/_layers"]
+
+
+def test_each_share_of_a_batch_keeps_each_groups_order_and_removes_each_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What each deleting process runs on its share: each blob's tomb after its data and
+    link, each folder emptied removed once."""
     blobs = [f"{n:064x}" for n in range(200)]
-    for hex_ in blobs:
-        for key in (
-            f"blobs/sha256/{hex_[:2]}/{hex_}/data",
-            f"blobs/sha256/{hex_[:2]}/{hex_}/tomb-1",
-            f"r/_layers/sha256/{hex_}/link",
-        ):
-            await driver.put(key, b"x")
-    done: list[tuple[str, int]] = []  # (what was unlinked, by which thread)
+    groups = _sweep_batch(tmp_path, blobs)
+    unlinked: list[str] = []
     removed: list[str] = []
     unlink, rmdir = os.unlink, os.rmdir
-    monkeypatch.setattr(
-        os, "unlink", lambda path: (unlink(path), done.append((path, threading.get_ident())))
-    )
+    monkeypatch.setattr(os, "unlink", lambda path: (unlink(path), unlinked.append(path)))
     monkeypatch.setattr(os, "rmdir", lambda path: (removed.append(path), rmdir(path)))
-    await driver.delete_then(
+    filesystem._delete_groups(
+        tmp_path,
         [
-            (
-                [f"r/_layers/sha256/{hex_}/link", f"blobs/sha256/{hex_[:2]}/{hex_}/data"],
-                [f"blobs/sha256/{hex_[:2]}/{hex_}/tomb-1"],
-            )
-            for hex_ in blobs
-        ]
+            ([str(tmp_path / k) for k in keys], [str(tmp_path / k) for k in after])
+            for keys, after in groups
+        ],
     )
-    order = [path for path, _ in done]
-    assert len(order) == 600
+    assert len(unlinked) == 600
     for hex_ in blobs:
-        tomb = order.index(str(tmp_path / f"blobs/sha256/{hex_[:2]}/{hex_}/tomb-1"))
-        assert order.index(str(tmp_path / f"blobs/sha256/{hex_[:2]}/{hex_}/data")) < tomb
-        assert order.index(str(tmp_path / f"r/_layers/sha256/{hex_}/link")) < tomb
-        assert removed.count(str(tmp_path / f"blobs/sha256/{hex_[:2]}/{hex_}")) == 1
-        assert await driver.list(f"blobs/sha256/{hex_[:2]}") == []  # each folder emptied went
-    assert len({thread for _, thread in done}) > 1
-    assert await driver.list("r/_layers/sha256") == []
+        blob = tmp_path / f"blobs/sha256/{hex_[:2]}/{hex_}"
+        tomb = unlinked.index(str(blob / "tomb-1"))
+        assert unlinked.index(str(blob / "data")) < tomb
+        assert unlinked.index(str(tmp_path / f"r/_layers/sha256/{hex_}")) < tomb
+        assert removed.count(str(blob)) == 1
+    assert removed.count(str(tmp_path / "r/_layers/sha256")) == 1
+    assert _left(tmp_path) == ["blobs", "blobs/sha256", "r", "r/_layers"]
+
+
+async def test_deleting_processes_killed_leave_their_batch_to_a_thread(tmp_path: Path) -> None:
+    """A batch given to deleting processes that were killed is deleted all the same, and
+    the next batch gets new processes."""
+    pool = filesystem._deleting()
+    pids = {pool.submit(os.getpid).result() for _ in range(20)}
+    assert os.getpid() not in pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    driver = FilesystemDriver(tmp_path)
+    await driver.delete_then(_sweep_batch(tmp_path, [f"{n:064x}" for n in range(100)]))
+    assert _left(tmp_path) == ["blobs", "blobs/sha256", "r", "r/_layers"]
+    assert filesystem._deleting() is not pool
+    await driver.delete_then(_sweep_batch(tmp_path, [f"{n:064x}" for n in range(100, 200)]))
+    assert _left(tmp_path) == ["blobs", "blobs/sha256", "r", "r/_layers"]
 
 
 async def test_put_visible_does_not_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
