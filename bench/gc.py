@@ -260,6 +260,11 @@ class Collected:
     pss: float  # the peak of the proportional set sizes of it and its helpers, summed
 
 
+def _ratio(ours: float, theirs: float) -> str:
+    """A process gone before its first sample has none."""
+    return f"{ours / theirs:.2f}x" if theirs else "-"
+
+
 def _tree_pss(timer: psutil.Process) -> float:
     """The summed PSS (shared pages divided among the processes sharing them) of what
     `timer` (GNU time) runs: the collector and its helper processes (Dockyard's deleting
@@ -693,7 +698,7 @@ def render(
         ours, theirs = result.pss
         lines.append(
             f"| peak memory of the collection, all its processes (PSS), {result.storage} | MB | "
-            f"{ours / MB:,.0f} | {theirs / MB:,.0f} | {ours / theirs:.2f}x | < 150 MB: "
+            f"{ours / MB:,.0f} | {theirs / MB:,.0f} | {_ratio(ours, theirs)} | < 150 MB: "
             f"{_met(ours < RSS_TARGET)} |"
         )
     lines += [

@@ -56,9 +56,27 @@ def test_the_reference_layout_is_distributions() -> None:
 def test_a_collectors_peak_memory_is_its_own_not_the_benchs(tmp_path: Path) -> None:
     held = bytearray(300 << 20)  # the bench's own memory, which a child inherits at exec
     child = [sys.executable, "-c", "x = bytearray(50 << 20); x[::4096] = b'1' * len(x[::4096])"]
-    _, peak = gc.collect(child, None, tmp_path / "child.log")
-    assert 50e6 < peak < 150e6
+    run = gc.collect(child, None, tmp_path / "child.log")
+    assert 50e6 < run.rss < 150e6
     del held
+
+
+def test_a_collections_memory_counts_its_helper_processes(tmp_path: Path) -> None:
+    """Dockyard's filesystem sweep deletes through helper processes: the collection's
+    memory is theirs and its own together (GNU time's peak is the largest one's)."""
+    helper = (
+        "x = bytearray(60 << 20); x[::4096] = b'1' * len(x[::4096]); import time; time.sleep(1)"
+    )
+    child = [
+        sys.executable,
+        "-c",
+        "import subprocess, sys; "
+        f"helpers = [subprocess.Popen([sys.executable, '-c', {helper!r}]) for _ in range(2)]; "
+        "[helper.wait() for helper in helpers]",
+    ]
+    run = gc.collect(child, None, tmp_path / "child.log")
+    assert run.rss < 100e6
+    assert run.pss > 120e6
 
 
 def test_collection_work_overlaps_a_measurement_only_when_a_run_was_under_way() -> None:
@@ -92,13 +110,14 @@ def test_the_collections_are_listed_in_the_order_taken_and_summed_up_by_medians(
             ("dockyard", gc.Collection(10.0, 50e6, 6)),
             ("reference", gc.Collection(11.0, 20e6, 6)),
             ("reference", gc.Collection(15.0, 30e6, 6)),
-            ("dockyard", gc.Collection(14.0, 70e6, 6)),
+            ("dockyard", gc.Collection(14.0, 70e6, 6, pss=90e6)),
         ],
         1.0,
         {},
     )
     assert result.seconds == (12.0, 13.0)
     assert result.rss == (70e6, 30e6)
+    assert result.pss == (90e6, 0.0)
     assert gc._collections(result) == (
         "the collections, in the order timed: Dockyard 10.0 s, the reference 11.0 s, "
         "the reference 15.0 s, Dockyard 14.0 s"
