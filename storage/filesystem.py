@@ -739,8 +739,10 @@ class FilesystemDriver(StorageDriver):
     async def _delete_groups(self, groups: list[tuple[list[str], list[str]]]) -> None:
         """`_delete_groups`; many paths in `_DELETING_PROCESSES` at once, each group in
         one process (none waits for another's group). A deleting process that died (the
-        pool is then broken) leaves its share to a thread here: deleting is idempotent,
-        and each group is deleted in its order again."""
+        pool is then broken), processes that cannot start (no shared memory for their
+        semaphores, as in a container without /dev/shm) or a deletion that failed leave
+        the batch to a thread here: deleting is idempotent, each group is deleted in its
+        order again, and what really fails fails there."""
         if sum(len(keys) + len(after) for keys, after in groups) < _DELETED_IN_ONE_THREAD:
             await asyncio.to_thread(_delete_groups, self.root, groups)
             return
@@ -754,7 +756,7 @@ class FilesystemDriver(StorageDriver):
                     if share
                 )
             )
-        except BrokenProcessPool:
+        except (BrokenProcessPool, OSError):
             _deleting.cache_clear()  # the next batch starts new processes
             await asyncio.to_thread(_delete_groups, self.root, groups)
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import os
 import signal
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -291,6 +294,23 @@ async def test_deleting_processes_killed_leave_their_batch_to_a_thread(tmp_path:
     assert _left(tmp_path) == ["blobs", "blobs/sha256", "r", "r/_layers"]
     assert filesystem._deleting() is not pool
     await driver.delete_then(_sweep_batch(tmp_path, [f"{n:064x}" for n in range(100, 200)]))
+    assert _left(tmp_path) == ["blobs", "blobs/sha256", "r", "r/_layers"]
+
+
+async def test_deleting_processes_that_cannot_start_leave_their_batch_to_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where processes cannot start (a container without /dev/shm fails their
+    semaphores), a large batch is deleted all the same."""
+
+    @functools.cache
+    def no_processes() -> ProcessPoolExecutor:
+        raise OSError(errno.ENOSYS, "sem_open")
+
+    monkeypatch.setattr(filesystem, "_deleting", no_processes)
+    await FilesystemDriver(tmp_path).delete_then(
+        _sweep_batch(tmp_path, [f"{n:064x}" for n in range(100)])
+    )
     assert _left(tmp_path) == ["blobs", "blobs/sha256", "r", "r/_layers"]
 
 
