@@ -756,8 +756,9 @@ class FilesystemDriver(StorageDriver):
                     if share
                 )
             )
-        except (BrokenProcessPool, OSError):
-            _deleting.cache_clear()  # the next batch starts new processes
+        except (BrokenProcessPool, OSError) as error:
+            if isinstance(error, BrokenProcessPool):
+                _deleting.cache_clear()  # the next batch starts new processes
             await asyncio.to_thread(_delete_groups, self.root, groups)
 
     @_reports_full_disk

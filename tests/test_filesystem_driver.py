@@ -314,6 +314,19 @@ async def test_deleting_processes_that_cannot_start_leave_their_batch_to_a_threa
     assert _left(tmp_path) == ["blobs", "blobs/sha256", "r", "r/_layers"]
 
 
+async def test_a_deletion_that_fails_in_a_deleting_process_fails_and_keeps_the_processes(
+    tmp_path: Path,
+) -> None:
+    """A real failure (a key that is a folder) is raised, by the thread that tries the
+    batch again; the deleting processes, not broken, stay for the next batch."""
+    groups = _sweep_batch(tmp_path, [f"{n:064x}" for n in range(100)])
+    (tmp_path / "a-folder").mkdir()
+    pool = filesystem._deleting()
+    with pytest.raises(IsADirectoryError):
+        await FilesystemDriver(tmp_path).delete_then([(["a-folder"], []), *groups])
+    assert filesystem._deleting() is pool
+
+
 async def test_put_visible_does_not_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     driver = FilesystemDriver(tmp_path)
     synced: list[int] = []
