@@ -688,19 +688,17 @@ def render(
             f"{ours / theirs:.2f}x | faster, and < {limit:.0f} s: "
             f"{_met(ours < theirs and ours < limit)} |"
         )
-    for result in results:
-        ours, theirs = result.rss
-        lines.append(
-            f"| peak RSS of the collecting process, {result.storage} | MB | {ours / MB:,.0f} | "
-            f"{theirs / MB:,.0f} | {ours / theirs:.2f}x | < 150 MB: {_met(ours < RSS_TARGET)} |"
-        )
-    for result in results:
-        ours, theirs = result.pss
-        lines.append(
-            f"| peak memory of the collection, all its processes (PSS), {result.storage} | MB | "
-            f"{ours / MB:,.0f} | {theirs / MB:,.0f} | {_ratio(ours, theirs)} | < 150 MB: "
-            f"{_met(ours < RSS_TARGET)} |"
-        )
+    peaks = {  # StorageResult's properties
+        "peak RSS of the collecting process": "rss",
+        "peak memory of the collection, all its processes (PSS)": "pss",
+    }
+    for title, peak in peaks.items():
+        for result in results:
+            ours, theirs = getattr(result, peak)
+            lines.append(
+                f"| {title}, {result.storage} | MB | {ours / MB:,.0f} | {theirs / MB:,.0f} | "
+                f"{_ratio(ours, theirs)} | < 150 MB: {_met(ours < RSS_TARGET)} |"
+            )
     lines += [
         "",
         "Request rates of the Dockyard server on that data (64 connections; wrk for the "
